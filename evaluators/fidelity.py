@@ -1,0 +1,127 @@
+"""FID and KID (torchmetrics) in a chosen feature space, against reference features cached on disk.
+
+The reference side is computed once per (dataset, extractor, image size) and stored as a feature
+matrix; the FID sums and KID features of torchmetrics are filled from it, so no reference image is
+pushed through the extractor again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from tuner.errors import TunerError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TUNER_CACHE_DIR", Path.home() / ".cache" / "tuner"))
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """Hash of the extractor's weights: a retrained extractor never reuses stale statistics."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class ReferenceFeatures:
+    """Features of the real images, computed once and cached at `<cache>/ref_stats/<key>.pt`."""
+
+    def __init__(self, extractor: nn.Module, dataset_id: str, image_size: int,
+                 load_images: Callable[[], torch.Tensor], directory: Path | None = None):
+        self.extractor = extractor
+        self.key = f"{dataset_id}-{image_size}px-{type(extractor).__name__}-{module_fingerprint(extractor)}"
+        self.path = Path(directory or cache_dir() / "ref_stats") / f"{self.key}.pt"
+        self._load_images = load_images
+        self.computed = 0  # how many times features were computed here (tests check the cache)
+        self._features: torch.Tensor | None = None
+
+    def features(self) -> torch.Tensor:
+        if self._features is None:
+            if self.path.is_file():
+                self._features = torch.load(self.path, map_location="cpu", weights_only=True)
+            else:
+                with torch.no_grad():
+                    self._features = self.extractor(self._load_images()).double().cpu()
+                self.computed += 1
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_suffix(".tmp")
+                torch.save(self._features, tmp)
+                os.replace(tmp, self.path)  # atomic: a concurrent study never reads half a file
+        return self._features
+
+
+def _fid_metric(extractor: nn.Module, ref: torch.Tensor) -> FrechetInceptionDistance:
+    fid = FrechetInceptionDistance(feature=extractor, normalize=True, reset_real_features=False)
+    fid.real_features_sum = ref.sum(0)
+    fid.real_features_cov_sum = ref.t().mm(ref)
+    fid.real_features_num_samples = torch.tensor(len(ref), dtype=torch.long)
+    return fid
+
+
+def fid_kid(images: torch.Tensor, extractor: nn.Module, ref: torch.Tensor, kid_subset: int = 50) -> dict:
+    """images: float in [0, 1], [N, C, H, W]. Returns {'fid', 'kid', 'kid_std'}."""
+    images = images.float().cpu()
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or Inf")
+    fid = _fid_metric(extractor, ref)
+    fid.update(images, real=False)
+    subset = max(2, min(kid_subset, len(images), len(ref)))
+    kid = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=subset, reset_real_features=False)
+    kid.real_features.append(ref.float())
+    kid.update(images, real=False)
+    torch.manual_seed(0)  # KID draws random subsets: the same draw for every candidate
+    kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+
+def frechet_distance_of_features(a: torch.Tensor, b: torch.Tensor, extractor: nn.Module) -> float:
+    """FID between two feature matrices (e.g. real vs real at the same N)."""
+    fid = _fid_metric(extractor, b.double())
+    fid.fake_features_sum = a.double().sum(0)
+    fid.fake_features_cov_sum = a.double().t().mm(a.double())
+    fid.fake_features_num_samples = torch.tensor(len(a), dtype=torch.long)
+    return float(fid.compute())
+
+
+def class_accuracy(images: torch.Tensor, classes: torch.Tensor, classifier: nn.Module) -> float:
+    with torch.no_grad():
+        pred = classifier(images.float().cpu()).argmax(1)
+    return float((pred == torch.as_tensor(classes)).float().mean())
+
+
+class InceptionFeatures(nn.Module):
+    """torch-fidelity's Inception-v3 on a local weights file; never downloads."""
+
+    def __init__(self, weights_path: str | Path | None):
+        super().__init__()
+        if not weights_path:
+            raise TunerError("Inception FID asked for but no weights file given (--inception-weights PATH)")
+        if not Path(weights_path).is_file():
+            raise TunerError(f"Inception weights not found: {weights_path}")
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        try:
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                                   feature_extractor_weights_path=str(weights_path))
+        except Exception as e:
+            raise TunerError(f"Inception weights at {weights_path} could not be loaded: {type(e).__name__}") from None
+        self.net.eval()
+        self.num_features = 2048
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            images = (images.clamp(0, 1) * 255).to(torch.uint8)
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        return self.net(images)[0].reshape(len(images), -1)

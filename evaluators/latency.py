@@ -1,0 +1,54 @@
+"""Latency of a generation call: warm-up, then the median of k repeats.
+
+Candidates are timed interleaved with the baseline (A B A B ...) in the same run, because these machines
+are noisy; speed is reported as a ratio of medians. On CUDA we time with events and synchronize.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Callable, ContextManager
+
+import torch
+
+
+def time_once(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    device = torch.device(device)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000.0
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1,
+                        device: torch.device | str = "cpu",
+                        contexts: dict[str, Callable[[], ContextManager]] | None = None) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin so drift hits all alike.
+
+    `contexts[name]()` is entered around each call of that function but outside the timing (e.g. apply
+    an acceleration config before the call and remove it after, so baseline and candidate alternate)."""
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    contexts = contexts or {}
+
+    def call(name, timed):
+        with contexts.get(name, nullcontext)():
+            return time_once(fns[name], device) if timed else fns[name]()
+
+    for _ in range(warmup):
+        for name in fns:
+            call(name, timed=False)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name in fns:
+            samples[name].append(call(name, timed=True))
+    return {name: statistics.median(v) for name, v in samples.items()}

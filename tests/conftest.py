@@ -1,0 +1,49 @@
+"""Shared fixtures. Tests run on CPU with small models; nothing is downloaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    """Each test gets its own reference-statistics cache."""
+    monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def tiny_pipe():
+    """The proxy architecture with seeded random weights (fast; no trained weights needed)."""
+    from tuner.pipeline import ProxyPipeline
+    from tuner.proxy.model import ClassEncoder, build_scheduler, build_unet
+
+    torch.manual_seed(0)
+    return ProxyPipeline(build_unet().eval(), ClassEncoder().eval(), build_scheduler())
+
+
+@pytest.fixture(scope="session")
+def proxy_pipe():
+    """The shipped, trained proxy model."""
+    from tuner.proxy.model import load_proxy_pipeline
+
+    return load_proxy_pipeline("cpu")
+
+
+@pytest.fixture(scope="session")
+def sd15_unet():
+    """Stable Diffusion 1.5's own U-Net config with random weights (no download), for one forward at a
+    small latent size."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+    )
+    return unet.eval()

@@ -1,0 +1,7 @@
+"""Acceleration methods. Importing this package registers each one in `base.METHODS`.
+
+One file per method (tensor math in its own `*_math.py`/`merge.py` where it is more than a few lines);
+each defines a config dataclass, an `apply(target, cfg) -> Handle`, and registers both.
+"""
+
+from tuner.methods import base  # noqa: F401

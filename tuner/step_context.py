@@ -1,0 +1,93 @@
+"""The one place the current denoising step comes from.
+
+A forward pre-hook on the U-Net observes the timestep of every call. The step index advances when the
+timestep changes (so batched or split classifier-free guidance both count as one step), and a timestep
+that is not lower than the previous one starts a new pipeline call, which resets every stateful hook.
+Our own pipeline also calls `begin()` explicitly with its timestep list, so the reset never depends on
+guessing; diffusers pipelines get the same behaviour through the observation alone.
+We never look the step up with `timesteps.index(t)`: a timestep list may repeat values or be edited.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+
+
+class Stateful(Protocol):
+    def reset_state(self) -> None: ...
+
+
+class StepContext:
+    def __init__(self) -> None:
+        self.step = -1  # index of the step being run; -1 before the first U-Net call of a pipeline call
+        self.timesteps: list[int] | None = None  # the call's timestep list, when the pipeline told us
+        self.last_t: float | None = None
+        self._stateful: list[Stateful] = []
+        self._begun_explicitly = False
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def register(self, hook: Stateful) -> None:
+        if hook not in self._stateful:
+            self._stateful.append(hook)
+
+    def unregister(self, hook: Stateful) -> None:
+        if hook in self._stateful:
+            self._stateful.remove(hook)
+
+    def begin(self, timesteps: Sequence[int] | None = None) -> None:
+        """Start a pipeline call: reset every hook's state."""
+        self.step = -1
+        self.last_t = None
+        self.timesteps = [int(t) for t in timesteps] if timesteps is not None else None
+        self._begun_explicitly = timesteps is not None
+        for hook in self._stateful:
+            hook.reset_state()
+
+    def observe(self, t: float) -> None:
+        """Called once per U-Net forward with the (scalar) timestep."""
+        if self.last_t is not None and t == self.last_t:
+            return  # same step (e.g. CFG split into two forwards)
+        if self.last_t is not None and t > self.last_t:
+            self.begin(None)  # timestep went up: a new pipeline call that did not announce itself
+        elif self.last_t is None and self.step >= 0:
+            self.begin(None)
+        self.step += 1
+        self.last_t = t
+
+    @property
+    def num_steps(self) -> int | None:
+        return len(self.timesteps) if self.timesteps is not None else None
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the call done at the current step, in [0, 1)."""
+        n = self.num_steps
+        if not n:
+            return 0.0
+        return max(self.step, 0) / n
+
+
+def _scalar_timestep(args, kwargs) -> float:
+    t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    if t is None:
+        raise RuntimeError("U-Net called without a timestep")
+    if torch.is_tensor(t):
+        t = t.flatten()[0].item() if t.numel() else 0.0
+    return float(t)
+
+
+def get_step_context(unet: torch.nn.Module) -> StepContext:
+    """The U-Net's step context, attached on first use (one per U-Net)."""
+    ctx = getattr(unet, "_tuner_step_context", None)
+    if ctx is None:
+        ctx = StepContext()
+
+        def _pre_hook(module, args, kwargs):
+            ctx.observe(_scalar_timestep(args, kwargs))
+
+        handle = unet.register_forward_pre_hook(_pre_hook, with_kwargs=True)
+        unet._tuner_step_context = ctx
+        unet._tuner_step_context_handle = handle
+    return ctx
