@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -76,7 +77,10 @@ def fid_kid(images: torch.Tensor, extractor: nn.Module, ref: torch.Tensor, kid_s
     fid = _fid_metric(extractor, ref)
     fid.update(images, real=False)
     subset = max(2, min(kid_subset, len(images), len(ref)))
-    kid = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=subset, reset_real_features=False)
+    with warnings.catch_warnings():  # "will save all extracted features": intended, the sets are small
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=subset,
+                                      reset_real_features=False)
     kid.real_features.append(ref.float())
     kid.update(images, real=False)
     torch.manual_seed(0)  # KID draws random subsets: the same draw for every candidate

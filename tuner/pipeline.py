@@ -30,6 +30,15 @@ class ProxyPipeline:
         self.timesteps_override: list[int] | None = None  # set by the `timesteps` method
         self.sampler = Sampler(scheduler.alphas_cumprod.double(), clip_sample=bool(scheduler.config.clip_sample))
         self.step_context = get_step_context(unet)
+        self.resolution = int(unet.config.sample_size)  # pixels; any multiple of the U-Net's downsampling
+
+    def set_resolution(self, resolution: int) -> None:
+        from tuner.errors import TunerError
+
+        factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        if not isinstance(resolution, int) or resolution < factor or resolution > 1024 or resolution % factor:
+            raise TunerError(f"impossible resolution {resolution}: must be a multiple of {factor} in {factor}..1024")
+        self.resolution = resolution
 
     @property
     def device(self) -> torch.device:
@@ -37,8 +46,7 @@ class ProxyPipeline:
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
-        c = self.unet.config
-        return (c.in_channels, c.sample_size, c.sample_size)
+        return (self.unet.config.in_channels, self.resolution, self.resolution)
 
     def timesteps(self, num_inference_steps: int = DEFAULT_STEPS) -> list[int]:
         if self.timesteps_override is not None:

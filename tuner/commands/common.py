@@ -11,6 +11,8 @@ def add_eval_options(p, n_images_default: int = 64) -> None:
     p.add_argument("--steps", type=int, default=50, help="denoising steps of the baseline (DDIM)")
     p.add_argument("--seed", type=int, default=0, help="seed of the proxy set (common random numbers)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--resolution", type=int, default=None, help="image size in pixels (default: the model's)")
+    p.add_argument("--unet-weights", default=None, help="proxy U-Net safetensors (default: the shipped file)")
     p.add_argument("--feature-extractor", default="proxy", choices=["proxy", "inception"],
                    help="FID feature space: the shipped digit classifier, or Inception from a local file")
     p.add_argument("--inception-weights", default=None, help="local Inception-v3 weights (torch-fidelity format)")
@@ -23,7 +25,9 @@ def make_context(args, progress: bool = True):
     from tuner.proxy.model import load_proxy_pipeline
 
     proxy_set = ProxySet(args.n_images, args.steps, args.seed)
-    pipe = load_proxy_pipeline(args.device)
+    pipe = load_proxy_pipeline(args.device, args.unet_weights)
+    if args.resolution is not None:
+        pipe.set_resolution(args.resolution)
     return EvalContext(pipe, proxy_set, args.feature_extractor, args.inception_weights,
                        latency_repeats=args.latency_repeats, progress=progress)
 
