@@ -94,7 +94,10 @@ def frechet_distance_of_features(a: torch.Tensor, b: torch.Tensor, extractor: nn
     fid.fake_features_sum = a.double().sum(0)
     fid.fake_features_cov_sum = a.double().t().mm(a.double())
     fid.fake_features_num_samples = torch.tensor(len(a), dtype=torch.long)
-    return float(fid.compute())
+    fid.orig_dtype = torch.float32  # normally set by update(), which we bypass with ready features
+    with warnings.catch_warnings():  # "compute before update": intended, the states are filled above
+        warnings.simplefilter("ignore", UserWarning)
+        return float(fid.compute())
 
 
 def class_accuracy(images: torch.Tensor, classes: torch.Tensor, classifier: nn.Module) -> float:

