@@ -61,3 +61,14 @@ def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tuner.cli", "evaluate", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("tuner: error:")
+
+
+def test_inception_asked_for_without_weights(capsys):
+    code, err = _run(capsys, ["baseline", "--feature-extractor", "inception", "--n-images", "2", "--steps", "1"])
+    assert code == 2 and "Inception" in err and "\n" not in err
+
+
+def test_inception_weights_file_missing(capsys, tmp_path):
+    code, err = _run(capsys, ["baseline", "--feature-extractor", "inception",
+                              "--inception-weights", str(tmp_path / "pt_inception.pth")])
+    assert code == 2 and "not found" in err
