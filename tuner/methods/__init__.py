@@ -7,3 +7,5 @@ each defines a config dataclass, an `apply(target, cfg) -> Handle`, and register
 from tuner.methods import base  # noqa: F401
 from tuner.methods import timesteps  # noqa: F401
 from tuner.methods import sampler_choice  # noqa: F401
+from tuner.methods import deepcache  # noqa: F401
+from tuner.methods import frdiff  # noqa: F401

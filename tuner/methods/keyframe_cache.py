@@ -1,0 +1,111 @@
+"""Per-call state shared by the keyframe methods (DeepCache, FRDiff), and their block hooks' plumbing.
+
+`KeyframeCache` watches every U-Net forward (a pre-hook that runs after the step context's own, so the
+step is already advanced) and decides once per forward whether it runs in full (`full`) or reuses what the
+last full forward saved. Saved tensors are keyed by the forward's slot within its step: a pipeline that
+splits classifier-free guidance into two forwards per step gets one cache per branch, never the other
+branch's features. A forward whose input shape differs from the one its slot saved at (another batch
+size) runs in full. Everything is cleared by `reset_state()`, which the step context calls at the start
+of every pipeline call.
+
+Block hooks use diffusers' `HookRegistry` (forward replacement with a clean removal), one name per method.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from tuner.errors import TunerError
+from tuner.step_context import get_step_context
+
+
+class KeyframeCache:
+    def __init__(self, unet: torch.nn.Module, is_keyframe: Callable[[int, int | None], bool]):
+        self.unet = unet
+        self.ctx = get_step_context(unet)  # attached first, so its pre-hook runs before ours
+        self._is_keyframe = is_keyframe
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        self._saved: dict[tuple[int, str], object] = {}
+        self._slot_shapes: dict[int, tuple[int, ...]] = {}
+        self._last_step: int | None = None
+        self.slot = 0  # index of the current forward within its step
+        self.keyframe = True  # the schedule says this step is a keyframe
+        self.full = True  # this forward runs in full (keyframe, or nothing usable saved for it)
+
+    @property
+    def step(self) -> int:
+        return self.ctx.step
+
+    @property
+    def num_steps(self) -> int | None:
+        return self.ctx.num_steps
+
+    def begin_forward(self, sample: torch.Tensor) -> None:
+        step = self.ctx.step
+        self.slot = self.slot + 1 if step == self._last_step else 0
+        self._last_step = step
+        self.keyframe = self._is_keyframe(step, self.ctx.num_steps)
+        shape = tuple(sample.shape)
+        self.full = self.keyframe or self._slot_shapes.get(self.slot) != shape
+        if self.full:
+            self._slot_shapes[self.slot] = shape
+
+    def save(self, name: str, value) -> None:
+        self._saved[(self.slot, name)] = value
+
+    def load(self, name: str):
+        return self._saved[(self.slot, name)]
+
+    def attach(self) -> Callable[[], None]:
+        """Start watching U-Net forwards; returns the undo."""
+
+        def pre_hook(module, args, kwargs):
+            self.begin_forward(kwargs.get("sample", args[0] if args else None))
+
+        handle = self.unet.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        self.ctx.register(self)
+
+        def undo():
+            handle.remove()
+            self.ctx.unregister(self)
+            self.reset_state()  # drop the saved tensors
+
+        return undo
+
+
+def install_hooks(pairs: list[tuple[torch.nn.Module, ModelHook]], name: str, method: str) -> Callable[[], None]:
+    """Register `hook` on each module under `name`; returns the undo (removes them all)."""
+    for module, _ in pairs:
+        existing = getattr(module, "_diffusers_hook", None)
+        if existing is not None and existing.get_hook(name) is not None:
+            raise TunerError(f"method '{method}' is already applied to this U-Net; remove it first")
+    done: list[torch.nn.Module] = []
+
+    def undo():
+        for module in reversed(done):
+            module._diffusers_hook.remove_hook(name, recurse=False)
+        done.clear()
+
+    try:
+        for module, hook in pairs:
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+            done.append(module)
+    except BaseException:
+        undo()
+        raise
+    return undo
+
+
+def output_sample(out) -> torch.Tensor:
+    """The tensor of a diffusers model output (dataclass with `.sample`, or a tuple)."""
+    return out[0] if isinstance(out, tuple) else out.sample
+
+
+def like_output(out_cls, sample: torch.Tensor, return_dict: bool):
+    """Wrap `sample` the way the hooked module would have returned it."""
+    return out_cls(sample=sample) if return_dict else (sample,)
