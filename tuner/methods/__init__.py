@@ -9,3 +9,5 @@ from tuner.methods import timesteps  # noqa: F401
 from tuner.methods import sampler_choice  # noqa: F401
 from tuner.methods import deepcache  # noqa: F401
 from tuner.methods import frdiff  # noqa: F401
+from tuner.methods import tome  # noqa: F401
+from tuner.methods import catome  # noqa: F401

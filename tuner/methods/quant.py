@@ -1,0 +1,262 @@
+"""Per-layer weight/activation quantization of the U-Net's Conv2d and Linear layers (TMPQ-DM style).
+
+- Bits per layer in {4,5,6,7,8,16,32} for weights (w) and activations (a, the layer's input); 32 = off.
+  Defaults `weight_bits`/`act_bits` apply to every layer, `per_layer` overrides single layers (e.g. give
+  conv_in / conv_out their own bits).
+- Ranges are calibrated ONCE per U-Net (`calibrate(pipe, ...)`, or `calibrate_with(unet, run)` for any
+  U-Net) on the baseline trajectory and attached to the U-Net; every candidate bit assignment reuses
+  them, so evaluating a candidate never re-calibrates. A tuner pipeline without a calibration is
+  calibrated on first apply with the default calibration set.
+- Modules stay the same nn.Conv2d / nn.Linear objects under the same names (cost counting relies on
+  it): weights are swapped for fake-quantized copies and restored on remove, activations are
+  fake-quantized by a forward pre-hook.
+- Real kernels: a Linear layer at exactly W8A8 with `real_kernels=True` runs int8 × int8 → int32
+  (`torch._int_mm`); all other quantized layers are simulated in float. The handle's info lists which
+  is which (`real_kernel_layers`, `simulated_layers`); simulated layers cost full float time, so their
+  wall-clock is never a speedup. `layer_bits` feeds BitOPs (MACs × b_w × b_a).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from tuner.errors import TunerError
+from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
+from tuner.methods.quant_math import (BITS, FULL, Int8LinearWeights, fake_quant_activation, fake_quant_weight,
+                                      int8_available, int8_linear, weight_absmax)
+
+CALIBRATION_ATTR = "_tuner_quant_calibration"
+ACTIVE_ATTR = "_tuner_quant_active"
+DEFAULT_CALIBRATION_IMAGES = 10  # one image per digit class, seeds apart from every proxy set
+DEFAULT_CALIBRATION_SEED = 900_000
+DEFAULT_CALIBRATION_STEPS = None  # None: the pipeline's default step count
+
+calibration_runs = 0  # how many calibrations ran in this process (tests check it stays at one)
+
+
+def quantizable_layers(unet: nn.Module) -> list[str]:
+    """Names of the U-Net's Conv2d and Linear layers, in module order."""
+    return [name for name, m in unet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+# --- config --------------------------------------------------------------------------------------
+@dataclass
+class QuantConfig(MethodConfig):
+    method_name = "quant"
+
+    weight_bits: int = FULL
+    act_bits: int = FULL
+    per_layer: dict = field(default_factory=dict)  # {layer name: {"w": bits, "a": bits}}
+    real_kernels: bool = True
+
+    def _check_bits(self, what: str, b) -> None:
+        if isinstance(b, bool) or not isinstance(b, int) or b not in BITS:
+            self._fail(f"{what}={b!r} is not a supported bit-width ({', '.join(map(str, BITS))})")
+
+    def validate(self) -> None:
+        self._check_bits("weight_bits", self.weight_bits)
+        self._check_bits("act_bits", self.act_bits)
+        if not isinstance(self.real_kernels, bool):
+            self._fail(f"real_kernels must be true or false, got {self.real_kernels!r}")
+        if not isinstance(self.per_layer, dict):
+            self._fail("per_layer must be an object {layer name: {\"w\": bits, \"a\": bits}}")
+        for name, spec in self.per_layer.items():
+            if not isinstance(spec, dict):
+                self._fail(f"per_layer['{name}'] must be an object with keys w and/or a")
+            unknown = sorted(set(spec) - {"w", "a"})
+            if unknown:
+                self._fail(f"per_layer['{name}']: unknown key(s) {', '.join(unknown)} (use w, a)")
+            for key, b in spec.items():
+                self._check_bits(f"per_layer['{name}'].{key}", b)
+
+    def layer_bits(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(w, a) for every layer in `names`; a per_layer name that is not one of them is an error."""
+        known = set(names)
+        for name in self.per_layer:
+            if name not in known:
+                raise TunerError(f"method 'quant': per_layer names unknown layer '{name}' "
+                                 f"(not a Conv2d/Linear of this U-Net)")
+        out = {}
+        for name in names:
+            spec = self.per_layer.get(name, {})
+            out[name] = (spec.get("w", self.weight_bits), spec.get("a", self.act_bits))
+        return out
+
+
+# --- calibration ---------------------------------------------------------------------------------
+class QuantCalibration:
+    """Ranges of one U-Net: per-output-channel weight absmax and per-layer input absmax, shared by
+    every bit-width."""
+
+    def __init__(self, weight_absmax: dict[str, torch.Tensor], act_absmax: dict[str, torch.Tensor],
+                 source: str):
+        self.weight_absmax = weight_absmax
+        self.act_absmax = act_absmax  # empty when calibrated without data (weights only)
+        self.source = source
+
+
+class _RangeRecorder:
+    """Forward pre-hook: running max |input| of one layer."""
+
+    def __init__(self):
+        self.absmax: torch.Tensor | None = None
+
+    def __call__(self, module, args):
+        m = args[0].detach().abs().amax().float()
+        self.absmax = m if self.absmax is None else torch.maximum(self.absmax, m)
+
+
+def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: str = "custom") -> QuantCalibration:
+    """Measure ranges while `run()` drives `unet` (None: weight ranges only) and attach them to it."""
+    global calibration_runs
+    if getattr(unet, ACTIVE_ATTR, False):
+        raise TunerError("method 'quant': cannot calibrate a U-Net that is currently quantized")
+    layers = dict((n, m) for n, m in unet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    recorders = {n: _RangeRecorder() for n in layers}
+    handles = [layers[n].register_forward_pre_hook(recorders[n]) for n in layers] if run is not None else []
+    try:
+        if run is not None:
+            with torch.no_grad():
+                run()
+    finally:
+        for h in handles:
+            h.remove()
+    calib = QuantCalibration(
+        weight_absmax={n: weight_absmax(m.weight) for n, m in layers.items()},
+        act_absmax={n: r.absmax for n, r in recorders.items() if r.absmax is not None},
+        source=source,
+    )
+    setattr(unet, CALIBRATION_ATTR, calib)
+    calibration_runs += 1
+    return calib
+
+
+def calibrate(pipe, classes: Sequence[int] | None = None, seeds: Sequence[int] | None = None,
+              steps: int | None = None) -> QuantCalibration:
+    """Calibrate a tuner pipeline's U-Net on its baseline trajectory: default timesteps and DDIM sampler
+    whatever is currently set (other methods must not be applied while calibrating)."""
+    from tuner.pipeline import DEFAULT_STEPS
+
+    n = DEFAULT_CALIBRATION_IMAGES
+    classes = list(classes) if classes is not None else [i % 10 for i in range(n)]
+    seeds = list(seeds) if seeds is not None else [DEFAULT_CALIBRATION_SEED + i for i in range(len(classes))]
+    steps = steps or DEFAULT_CALIBRATION_STEPS or DEFAULT_STEPS
+    saved = (pipe.timesteps_override, pipe.sampler)
+    pipe.timesteps_override = None
+    pipe.sampler = _default_sampler(pipe)
+    try:
+        return calibrate_with(pipe.unet, lambda: pipe(classes, seeds, num_inference_steps=steps),
+                              source=f"baseline trajectory, {len(seeds)} images x {steps} steps")
+    finally:
+        pipe.timesteps_override, pipe.sampler = saved
+
+
+def _default_sampler(pipe):
+    import dataclasses
+
+    return dataclasses.replace(pipe.sampler, name="ddim", coefficients="baseline")
+
+
+def get_calibration(target, unet: nn.Module, need_activations: bool) -> QuantCalibration:
+    from tuner.pipeline import ProxyPipeline
+
+    calib = getattr(unet, CALIBRATION_ATTR, None)
+    if calib is not None and (calib.act_absmax or not need_activations):
+        return calib
+    if isinstance(target, ProxyPipeline):
+        return calibrate(target)
+    if not need_activations:
+        return calibrate_with(unet, None, source="weights only")
+    raise TunerError("method 'quant': activation bits below 32 need calibrated ranges; call "
+                     "tuner.methods.quant.calibrate_with(unet, run) once before applying")
+
+
+# --- hooks ---------------------------------------------------------------------------------------
+class ActivationQuantHook:
+    """Forward pre-hook: fake-quantizes a layer's input with the shared calibrated range. Stateless."""
+
+    def __init__(self, absmax: torch.Tensor, bits: int):
+        self.absmax = absmax
+        self.bits = bits
+
+    def __call__(self, module, args):
+        return (fake_quant_activation(args[0], self.absmax, self.bits), *args[1:])
+
+
+def _int8_kernel_fits(m: nn.Module, device: torch.device) -> bool:
+    if not isinstance(m, nn.Linear) or not int8_available(device):
+        return False
+    # cuBLAS int8 GEMM wants both inner and output sizes in multiples of 8
+    return device.type == "cpu" or (m.in_features % 8 == 0 and m.out_features % 8 == 0)
+
+
+def _install_int8_linear(m: nn.Linear, calib_w: torch.Tensor, calib_a: torch.Tensor) -> Callable[[], None]:
+    packed = Int8LinearWeights(m.weight, calib_w, calib_a)
+    had_own = "forward" in m.__dict__
+    previous = m.__dict__.get("forward")
+
+    def forward(x):
+        return int8_linear(x, packed, m.bias)
+
+    m.forward = forward  # an instance attribute: still an nn.Linear, its hooks still run
+
+    def undo():
+        if had_own:
+            m.forward = previous
+        else:
+            del m.forward
+
+    return undo
+
+
+def _swap_weight(m: nn.Module, new: torch.Tensor) -> Callable[[], None]:
+    original = m.weight
+    m.weight = nn.Parameter(new, requires_grad=False)
+
+    def undo():
+        m.weight = original
+
+    return undo
+
+
+@register_method("quant", QuantConfig, order=20)
+def apply(target, cfg: QuantConfig) -> Handle:
+    unet = resolve_unet(target)
+    cfg.validate()
+    names = quantizable_layers(unet)
+    bits = cfg.layer_bits(names)
+    info = {"layer_bits": bits, "real_kernel_layers": [], "simulated_layers": []}
+    quantized = [n for n in names if bits[n] != (FULL, FULL)]
+    if not quantized:
+        return Handle("quant", info=info)  # 32/32 everywhere: the model is not touched
+    if getattr(unet, ACTIVE_ATTR, False):
+        raise TunerError("method 'quant' is already applied to this U-Net")
+    calib = get_calibration(target, unet, need_activations=any(bits[n][1] < FULL for n in quantized))
+    modules = dict(unet.named_modules())
+    device = next(unet.parameters()).device
+    handle = Handle("quant", info=info)
+    try:
+        for name in quantized:
+            m, (wb, ab) = modules[name], bits[name]
+            if ab < FULL and name not in calib.act_absmax:
+                raise TunerError(f"method 'quant': layer '{name}' has no calibrated activation range "
+                                 f"(it did not run during calibration)")
+            if cfg.real_kernels and (wb, ab) == (8, 8) and _int8_kernel_fits(m, device):
+                handle.on_remove(_install_int8_linear(m, calib.weight_absmax[name], calib.act_absmax[name]))
+                info["real_kernel_layers"].append(name)
+                continue
+            if wb < FULL:
+                handle.on_remove(_swap_weight(m, fake_quant_weight(m.weight, calib.weight_absmax[name], wb)))
+            if ab < FULL:
+                handle.on_remove(m.register_forward_pre_hook(ActivationQuantHook(calib.act_absmax[name], ab)).remove)
+            info["simulated_layers"].append(name)
+    except BaseException:
+        handle.remove()
+        raise
+    setattr(unet, ACTIVE_ATTR, True)
+    handle.on_remove(lambda: setattr(unet, ACTIVE_ATTR, False))
+    return handle
