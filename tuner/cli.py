@@ -10,8 +10,9 @@ from tuner.errors import TunerError
 # Each module in tuner/commands registers its subcommands.
 from tuner.commands import evaluate as _evaluate_cmd
 from tuner.commands import proxy as _proxy_cmd
+from tuner.commands import profile as _profile_cmd
 
-COMMAND_MODULES = [_proxy_cmd, _evaluate_cmd]
+COMMAND_MODULES = [_proxy_cmd, _evaluate_cmd, _profile_cmd]
 
 
 class _Parser(argparse.ArgumentParser):
