@@ -158,3 +158,16 @@ def test_sd15_unet_calibrate_once_and_quantize(sd15_unet):
     assert (out - ref).norm() < 0.2 * ref.norm()
     assert all(not hasattr(m, "_forward_pre_hooks") or not m._forward_pre_hooks
                for n, m in sd15_unet.named_modules() if n)  # hooks gone after remove
+
+
+def test_composes_with_pipeline_and_per_step_methods(calibrated):
+    """timesteps + sampler + quant + ToMe + DeepCache on one model, removed in one go."""
+    ref = _run(calibrated)
+    methods = {"timesteps": {"timesteps": [900, 500, 100]}, "sampler": {"name": "ddpm", "coefficients": "liyan"},
+               "quant": {"weight_bits": 6, "act_bits": 8}, "tome": {"ratio": 0.5}, "deepcache": {"interval": 2}}
+    with apply(calibrated, AccelConfig.from_dict({"schema_version": 1, "methods": methods})) as h:
+        a = _run(calibrated)
+        b = _run(calibrated)
+        assert h.info["simulated_layers"]
+    assert torch.isfinite(a).all() and torch.equal(a, b)
+    assert torch.equal(_run(calibrated), ref)

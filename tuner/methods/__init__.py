@@ -11,3 +11,4 @@ from tuner.methods import deepcache  # noqa: F401
 from tuner.methods import frdiff  # noqa: F401
 from tuner.methods import tome  # noqa: F401
 from tuner.methods import catome  # noqa: F401
+from tuner.methods import quant  # noqa: F401
