@@ -127,3 +127,17 @@ def test_sd15_unet_two_steps(sd15_unet):
     assert box == {"conv1": 1, "attn1": 1}
     assert h.info["frdiff_resnets"] == 22 and h.info["frdiff_transformers"] == 16
     assert reused.shape == full.shape and torch.isfinite(reused).all()
+
+
+def test_composes_with_deepcache(tiny_pipe):
+    from tuner.apply import apply as apply_config
+
+    base = run(tiny_pipe)
+    neutral = {"schema_version": 1, "methods": {"deepcache": {"interval": 1}, "frdiff": {"interval": 1}}}
+    with apply_config(tiny_pipe, neutral):
+        assert torch.equal(run(tiny_pipe), base)
+    both = {"schema_version": 1, "methods": {"deepcache": {"interval": 3, "branch": 1}, "frdiff": {"interval": 2}}}
+    with apply_config(tiny_pipe, both):
+        first, second = run(tiny_pipe), run(tiny_pipe)
+    assert torch.equal(first, second) and torch.isfinite(first).all() and not torch.equal(first, base)
+    assert torch.equal(run(tiny_pipe), base)

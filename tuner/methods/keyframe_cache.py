@@ -34,7 +34,6 @@ class KeyframeCache:
         self._slot_shapes: dict[int, tuple[int, ...]] = {}
         self._last_step: int | None = None
         self.slot = 0  # index of the current forward within its step
-        self.keyframe = True  # the schedule says this step is a keyframe
         self.full = True  # this forward runs in full (keyframe, or nothing usable saved for it)
 
     @property
@@ -49,9 +48,8 @@ class KeyframeCache:
         step = self.ctx.step
         self.slot = self.slot + 1 if step == self._last_step else 0
         self._last_step = step
-        self.keyframe = self._is_keyframe(step, self.ctx.num_steps)
         shape = tuple(sample.shape)
-        self.full = self.keyframe or self._slot_shapes.get(self.slot) != shape
+        self.full = self._is_keyframe(step, self.ctx.num_steps) or self._slot_shapes.get(self.slot) != shape
         if self.full:
             self._slot_shapes[self.slot] = shape
 
