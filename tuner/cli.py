@@ -11,8 +11,9 @@ from tuner.errors import TunerError
 from tuner.commands import evaluate as _evaluate_cmd
 from tuner.commands import proxy as _proxy_cmd
 from tuner.commands import profile as _profile_cmd
+from tuner.commands import study as _study_cmd
 
-COMMAND_MODULES = [_proxy_cmd, _evaluate_cmd, _profile_cmd]
+COMMAND_MODULES = [_proxy_cmd, _evaluate_cmd, _profile_cmd, _study_cmd]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,132 @@
+"""StudyContext: everything a trial needs that does not depend on the trial, built once per process.
+
+- the model and the EvalContext (baseline images, reference features, classifier),
+- the baseline's metrics: measured in the study's first process and stored as the study user attribute
+  `baseline`, so every process and every resume normalizes latency and places the hypervolume reference
+  point against the same numbers,
+- the baseline's FID on the cheap-reject subset,
+- the Jaccard profile (CA-ToMe checkpoints): measured once, stored as the study user attribute
+  `jaccard_profile`, reused on resume and by other processes,
+- quantization ranges, calibrated once on the baseline trajectory (deterministic, attached to the U-Net),
+- the SpaceContext and the search space.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from tuner.errors import TunerError
+from tuner.study.spec import StudySpec
+
+BASELINE_ATTR = "baseline"
+PROFILE_ATTR = "jaccard_profile"
+MODEL_ATTR = "model_id"
+
+
+@dataclass
+class StudyContext:
+    spec: StudySpec
+    eval: Any  # tuner.evaluate.EvalContext
+    space: Any  # search_spaces.space.SearchSpace
+    baseline: dict  # stored baseline metrics (fid, seconds_per_image, bitops, macs, ...)
+    subset_baseline_fid: float | None  # baseline FID on the cheap-reject subset
+    model_id: str
+    setup_seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def pipe(self):
+        return self.eval.pipe
+
+    @classmethod
+    def build(cls, spec: StudySpec, study=None, progress: bool = False, pipe=None, log=lambda msg: None) -> "StudyContext":
+        """`study` (an optuna.Study) holds the stored baseline and profile; without one everything is
+        measured here. `pipe` overrides the model (tests)."""
+        from search_spaces.space import SpaceContext, build_space
+        from tuner.evaluate import EvalContext, ProxySet
+        from tuner.proxy.model import load_proxy_pipeline
+
+        t0 = time.perf_counter()
+        timings = {}
+        if pipe is None:
+            pipe = load_proxy_pipeline(spec.model.device, spec.model.unet_weights)
+        ps = spec.proxy_set
+        ev = spec.evaluator
+        ectx = EvalContext(pipe, ProxySet(ps.n_images, ps.steps, ps.seed), ev.feature_extractor,
+                           ev.inception_weights, latency_images=ev.latency_images,
+                           latency_repeats=ev.latency_repeats, progress=progress)
+        stored = dict(study.user_attrs) if study is not None else {}
+
+        t = time.perf_counter()
+        log("baseline: generating and timing the proxy set")
+        measured = ectx.evaluate_baseline()
+        baseline = stored.get(BASELINE_ATTR) or {k: v for k, v in measured.items() if isinstance(v, (int, float, str))}
+        if study is not None and BASELINE_ATTR not in stored:
+            study.set_user_attr(BASELINE_ATTR, baseline)
+            study.set_user_attr(MODEL_ATTR, getattr(pipe, "model_id", "custom"))
+        timings["baseline"] = time.perf_counter() - t
+
+        subset_fid = None
+        k = ev.cheap_reject_images
+        if k and k < ps.n_images and spec.constraints.max_fid_increase is not None:
+            subset = ectx.proxy_set.subset(k)
+            subset_fid = float(ectx.quality(ectx.baseline_subset(k), subset)["fid"])
+
+        profile = None
+        if spec.needs_profile:
+            t = time.perf_counter()
+            profile = _stored_profile(stored)
+            if profile is None:
+                log("Jaccard profile: measuring token-merge pairs on the baseline")
+                profile = measure_profile(spec, pipe, progress)
+                if study is not None:
+                    study.set_user_attr(PROFILE_ATTR, profile.to_dict(orient="split", index=False))
+            timings["profile"] = time.perf_counter() - t
+
+        quant_layers: list[str] = []
+        if spec.needs_calibration:
+            from tuner.methods.quant import calibrate, quantizable_layers
+
+            t = time.perf_counter()
+            log("quantization: calibrating activation ranges")
+            calibrate(pipe, steps=ps.steps)
+            quant_layers = quantizable_layers(pipe.unet)
+            timings["calibration"] = time.perf_counter() - t
+
+        space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
+                                 jaccard_profile=profile, quant_layers=quant_layers, max_branch=_max_branch(pipe))
+        space = build_space(spec.space, space_ctx)
+        return cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
+                   time.perf_counter() - t0, timings)
+
+
+def measure_profile(spec: StudySpec, pipe, progress: bool = False) -> pd.DataFrame:
+    from tuner.evaluate import ProxySet
+    from tuner.jaccard import profile_merges
+
+    p = spec.profile
+    ps = ProxySet(max(2, p.n_images), spec.proxy_set.steps, spec.proxy_set.seed)
+    return profile_merges(pipe, ps.classes, ps.seeds, ps.steps, p.threshold, p.max_downsample, progress=progress)
+
+
+def _stored_profile(attrs: dict) -> pd.DataFrame | None:
+    data = attrs.get(PROFILE_ATTR)
+    if not data:
+        return None
+    try:
+        return pd.DataFrame(data["data"], columns=data["columns"])
+    except (KeyError, TypeError, ValueError):
+        raise TunerError("the study's stored Jaccard profile is unreadable") from None
+
+
+def _max_branch(pipe) -> int:
+    from tuner.methods.deepcache import max_branch
+
+    try:
+        return max_branch(pipe.unet)
+    except TunerError:
+        return 0

@@ -1,0 +1,127 @@
+"""One trial: suggest -> config -> cheap reject on a subset -> full evaluation -> record.
+
+Objectives (all minimized):
+- latency: seconds per image, as the study's stored baseline latency divided by the speedup this trial
+  measured with the candidate and the baseline timed interleaved. The ratio is robust to the machine's
+  load changing between trials; the raw seconds are kept as user attributes.
+- fid: proxy FID on the full proxy set.
+- bitops (optional): BitOPs per image (MACs x weight bits x activation bits, summed per layer).
+
+Constraint (with `[constraints] max_fid_increase = X`): `fid_increase_pct` = 100 * (fid / baseline - 1)
+- X, feasible when <= 0, set with Optuna 5's `trial.set_constraint`.
+
+Cheap reject: Optuna cannot prune multi-objective trials by intermediate values, so the candidate is
+first scored on `cheap_reject_images` images; when its FID ratio to the baseline's on the same subset
+exceeds `margin` x the allowed ratio, it is clearly infeasible: the constraint is set from the subset
+estimate and the trial is pruned with its reason (user attribute `prune_reason`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import optuna
+
+from tuner.errors import TunerError
+from tuner.study.context import StudyContext
+
+FID_CONSTRAINT = "fid_increase_pct"
+
+
+class TrialFailed(Exception):
+    """The candidate could not be scored (NaN/Inf images, out of memory, a config the methods reject);
+    the trial fails with this reason and the study goes on."""
+
+
+def _jsonable(v):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, (bool, int, str)) or v is None:
+        return v
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item"):  # numpy / torch scalars
+        return _jsonable(v.item())
+    return str(v)
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+
+
+class TrialObjective:
+    def __init__(self, context: StudyContext):
+        self.ctx = context
+        self.spec = context.spec
+        self.eval_seconds = 0.0  # time spent generating/scoring images in this process (for overhead)
+
+    # --- constraint ---------------------------------------------------------------------------------
+    def fid_excess(self, fid_ratio: float) -> float | None:
+        x = self.spec.constraints.max_fid_increase
+        return None if x is None else 100.0 * (fid_ratio - 1.0) - x
+
+    def _evaluate(self, config, **kwargs) -> dict:
+        from tuner.evaluate import TrialFailure
+
+        t = time.perf_counter()
+        try:
+            return self.ctx.eval.evaluate(config, **kwargs)
+        except TrialFailure as e:
+            raise TrialFailed(str(e)) from None
+        except TunerError as e:  # a combination the methods refuse (e.g. a layer they cannot patch)
+            raise TrialFailed(f"config rejected: {e}") from None
+        except (RuntimeError, MemoryError) as e:
+            if _is_oom(e):
+                raise TrialFailed("out of memory") from None
+            raise
+        finally:
+            self.eval_seconds += time.perf_counter() - t
+
+    # --- one trial ----------------------------------------------------------------------------------
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        values = self.ctx.space.suggest(trial)
+        try:
+            config = self.ctx.space.to_config(values)
+        except TunerError as e:
+            raise TrialFailed(f"config rejected: {e}") from None
+        trial.set_user_attr("config", config.to_dict()["methods"])
+        self._cheap_reject(trial, config)
+
+        result = self._evaluate(config)
+        base = self.ctx.baseline
+        latency = float(base["seconds_per_image"]) / float(result["speedup"])
+        fid = float(result["fid"])
+        result["seconds_per_image_raw"] = result.pop("seconds_per_image")
+        result["seconds_per_image"] = latency
+        result["fid_ratio"] = fid / float(base["fid"])
+        for key, value in sorted(result.items()):
+            trial.set_user_attr(key, _jsonable(value))
+        trial.set_user_attr("stage", "full")
+        excess = self.fid_excess(result["fid_ratio"])
+        if excess is not None:
+            trial.set_constraint(FID_CONSTRAINT, excess)
+        objectives = {"latency": latency, "fid": fid, "bitops": float(result["bitops"])}
+        return [objectives[o] for o in self.spec.objectives]
+
+    def _cheap_reject(self, trial: optuna.Trial, config) -> None:
+        ev = self.spec.evaluator
+        if self.ctx.subset_baseline_fid is None:
+            return
+        subset = self.ctx.eval.proxy_set.subset(ev.cheap_reject_images)
+        quick = self._evaluate(config, proxy_set=subset, with_latency=False)
+        ratio = float(quick["fid"]) / self.ctx.subset_baseline_fid
+        trial.set_user_attr("cheap_fid_ratio", ratio)
+        allowed = 1.0 + self.spec.constraints.max_fid_increase / 100.0
+        if ratio > ev.cheap_reject_margin * allowed:
+            reason = (f"cheap reject: FID ratio {ratio:.2f} on {subset.n_images} images > "
+                      f"{ev.cheap_reject_margin:g} x allowed {allowed:.2f}")
+            for key in ("fid", "kid", "class_accuracy", "psnr", "ssim", "macs", "bitops"):
+                if key in quick:
+                    trial.set_user_attr(f"subset_{key}", _jsonable(quick[key]))
+            trial.set_user_attr("stage", "cheap_reject")
+            trial.set_user_attr("prune_reason", reason)
+            trial.set_constraint(FID_CONSTRAINT, self.fid_excess(ratio))
+            raise optuna.TrialPruned(reason)

@@ -1,0 +1,148 @@
+"""The study's front: completed, feasible trials that no other such trial dominates (moocore), its
+hypervolume against a fixed reference point derived from the stored baseline, and a plot.
+
+Hypervolume is computed on baseline-normalized objectives (latency / baseline latency, FID / baseline
+FID, BitOPs / baseline BitOPs) against the reference point (1, 1 + X/100, 1) — X the study's
+`max_fid_increase`, 100 when it has none — so nothing slower than the baseline or worse than the FID
+cap adds volume, and fronts of different studies on the same model compare directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from tuner.errors import TunerError
+from tuner.study.context import BASELINE_ATTR
+from tuner.study.spec import METRIC_NAMES, StudySpec
+
+DEFAULT_FID_REF_INCREASE = 100.0  # percent, when the study has no FID constraint
+BASELINE_KEYS = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops"}
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(v <= 0.0 for v in trial.constraints.values())
+
+
+def completed(study: optuna.Study, feasible_only: bool = True) -> list[optuna.trial.FrozenTrial]:
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in trials if not feasible_only or is_feasible(t)]
+
+
+def front_trials(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    import moocore
+
+    if not trials:
+        return []
+    points = np.array([t.values for t in trials], dtype=float)
+    keep = moocore.is_nondominated(points, maximise=False, keep_weakly=False)
+    return sorted([t for t, k in zip(trials, keep) if k], key=lambda t: t.values[0])
+
+
+def baseline_of(study: optuna.Study) -> dict:
+    base = study.user_attrs.get(BASELINE_ATTR)
+    if not base:
+        raise TunerError(f"study '{study.study_name}' has no stored baseline yet (run it first)")
+    return base
+
+
+def reference_point(spec: StudySpec, baseline: dict) -> tuple[np.ndarray, dict]:
+    """(normalized reference point, the same in raw units keyed by objective)."""
+    x = spec.constraints.max_fid_increase
+    fid_ref = 1.0 + (DEFAULT_FID_REF_INCREASE if x is None else x) / 100.0
+    norm = {"latency": 1.0, "fid": fid_ref, "bitops": 1.0}
+    ref = np.array([norm[o] for o in spec.objectives])
+    raw = {o: norm[o] * float(baseline[BASELINE_KEYS[o]]) for o in spec.objectives}
+    return ref, raw
+
+
+def hypervolume(spec: StudySpec, baseline: dict, trials: list[optuna.trial.FrozenTrial]) -> float:
+    import moocore
+
+    ref, _ = reference_point(spec, baseline)
+    if not trials:
+        return 0.0
+    scale = np.array([float(baseline[BASELINE_KEYS[o]]) for o in spec.objectives])
+    points = np.array([t.values for t in trials], dtype=float) / scale
+    inside = (points < ref).all(axis=1)
+    return float(moocore.hypervolume(points[inside], ref=ref)) if inside.any() else 0.0
+
+
+def member(spec: StudySpec, t: optuna.trial.FrozenTrial) -> dict:
+    objectives = {METRIC_NAMES[o]: v for o, v in zip(spec.objectives, t.values)}
+    for key in ("kid", "psnr", "ssim", "class_accuracy", "speedup", "macs", "bitops"):
+        if key in t.user_attrs:
+            objectives.setdefault(key, t.user_attrs[key])
+    return {"trial": t.number, "objectives": objectives, "config": t.user_attrs.get("config", {})}
+
+
+def front(study: optuna.Study, spec: StudySpec) -> dict:
+    """The current front as plain data (what `tuner study pareto --json` prints)."""
+    baseline = baseline_of(study)
+    feasible = completed(study)
+    members = front_trials(feasible)
+    _, ref_raw = reference_point(spec, baseline)
+    return {"study": spec.name, "n_finished": len(study.get_trials(deepcopy=False, states=(
+                TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))),
+            "n_feasible": len(feasible),
+            "baseline": {METRIC_NAMES[o]: baseline[BASELINE_KEYS[o]] for o in spec.objectives},
+            "reference_point": {METRIC_NAMES[o]: v for o, v in ref_raw.items()},
+            "hypervolume": hypervolume(spec, baseline, members),
+            "members": [member(spec, t) for t in members]}
+
+
+def snapshot(study: optuna.Study, spec: StudySpec, engine) -> dict:
+    """Write the current front to pareto_snapshots / pareto_members."""
+    from tuner.study.storage import write_snapshot
+
+    data = front(study, spec)
+    write_snapshot(engine, spec.name, data["n_finished"], data["hypervolume"], data["reference_point"],
+                   data["members"])
+    return data
+
+
+def plot_front(study: optuna.Study, spec: StudySpec, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        raise TunerError(f"--plot: folder {path.parent} does not exist")
+    baseline = baseline_of(study)
+    done = completed(study, feasible_only=False)
+    feasible = [t for t in done if is_feasible(t)]
+    members = front_trials(feasible)
+    ms = 1000.0  # plot milliseconds per image
+    fig, ax = plt.subplots(figsize=(7, 5))
+    infeasible = [t for t in done if not is_feasible(t)]
+    if infeasible:
+        ax.scatter([t.values[0] * ms for t in infeasible], [t.values[1] for t in infeasible], c="lightgray",
+                   s=18, label="infeasible")
+    if feasible:
+        ax.scatter([t.values[0] * ms for t in feasible], [t.values[1] for t in feasible], c="tab:blue", s=18,
+                   alpha=0.6, label="feasible")
+    if members:
+        xs, ys = [t.values[0] * ms for t in members], [t.values[1] for t in members]
+        ax.step(xs, ys, where="post", c="tab:red", lw=1.2)
+        ax.scatter(xs, ys, c="tab:red", s=30, label="Pareto front", zorder=3)
+        for t, x, y in zip(members, xs, ys):
+            ax.annotate(f"#{t.number}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    bl, bf = float(baseline["seconds_per_image"]) * ms, float(baseline["fid"])
+    ax.scatter([bl], [bf], marker="*", s=160, c="k", label="baseline", zorder=4)
+    if spec.constraints.max_fid_increase is not None:
+        cap = bf * (1 + spec.constraints.max_fid_increase / 100)
+        ax.axhline(cap, color="k", ls=":", lw=0.8, label=f"FID cap (+{spec.constraints.max_fid_increase:g}%)")
+    ax.set_xlabel("latency (ms / image, normalized to the stored baseline)")
+    ax.set_ylabel("proxy FID")
+    ax.set_title(f"study '{spec.name}': {len(members)} front members of {len(done)} completed trials, "
+                 f"HV {hypervolume(spec, baseline, members):.4f}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
