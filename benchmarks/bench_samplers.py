@@ -1,0 +1,135 @@
+"""Samplers compared on the real evaluator: hypervolume after n trials, per sampler and seed.
+
+    flock /tmp/bench.lock python benchmarks/bench_samplers.py studies/default.toml \
+        --samplers random,tpe,nsga2,deap-nsga2,joint --seeds 0,1,2 --at 20,40,60 [--write]
+
+Each (sampler, seed) is its own study in one SQLite file (`--db`, default next to this script's output
+folder), run by the real study runner (`tuner.study.runner.run_study`) on the study TOML's model, proxy
+set, evaluator, constraints and space. The per-study context (baseline images and timing, reference
+statistics, Jaccard profile, calibration) is built ONCE and shared by every run, so all samplers score
+against the same baseline. Hypervolume after n finished trials is the study's own measure
+(`tuner.study.pareto.hypervolume`: feasible completed trials among the first n, normalized by the
+baseline, reference point (1, 1 + max_fid_increase/100)). Re-running resumes unfinished studies.
+
+Also reported: the tuner's overhead (wall time minus evaluation time) as a share of wall time.
+`--write` puts the table under `## Samplers` in BENCHMARKS.md (only that section is replaced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## Samplers"
+
+
+def hypervolume_after(study, spec, baseline: dict, n: int) -> float:
+    from optuna.trial import TrialState
+
+    from tuner.study.pareto import front_trials, hypervolume, is_feasible
+
+    finished = sorted((t for t in study.get_trials(deepcopy=False)
+                       if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)),
+                      key=lambda t: t.number)[:n]
+    feasible = [t for t in finished if t.state == TrialState.COMPLETE and is_feasible(t)]
+    return hypervolume(spec, baseline, front_trials(feasible))
+
+
+def run_one(spec, context, sampler: str, seed: int, n_trials: int, db: Path, options: dict) -> dict:
+    import optuna
+
+    from tuner.study.context import BASELINE_ATTR, MODEL_ATTR
+    from tuner.study.runner import run_study
+    from tuner.study.spec import SamplerSpec
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = f"bench-{spec.name}-{sampler}-s{seed}"
+    run_spec = dataclasses.replace(spec, name=name, storage=f"sqlite:///{db}", seed=seed, n_trials=n_trials,
+                                   sampler=SamplerSpec(sampler, dict(options)))
+    study = optuna.create_study(study_name=name, storage=run_spec.storage, directions=run_spec.directions,
+                                load_if_exists=True)
+    if BASELINE_ATTR not in study.user_attrs:  # the shared context's baseline, as the runner would store it
+        study.set_user_attr(BASELINE_ATTR, context.baseline)
+        study.set_user_attr(MODEL_ATTR, context.model_id)
+    run_context = dataclasses.replace(context, spec=run_spec)
+    summary = run_study(run_spec, context=run_context, progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name=name, storage=run_spec.storage)
+    return {"study": study, "spec": run_spec, "summary": summary}
+
+
+def format_table(rows: dict, at: list[int], seeds: list[int]) -> str:
+    head = "| sampler | " + " | ".join(f"HV@{n} (mean ± sd over {len(seeds)} seeds)" for n in at) + \
+           " | tuner overhead share |"
+    lines = [head, "|" + "---|" * (len(at) + 2)]
+    for sampler, r in rows.items():
+        cells = []
+        for n in at:
+            vals = r["hv"][n]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cells.append(f"{statistics.mean(vals):.4f} ± {sd:.4f}")
+        lines.append(f"| {sampler} | " + " | ".join(cells) + f" | {statistics.mean(r['overhead']):.1%} |")
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = old.find(SECTION + "\n")
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    else:
+        nxt = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text.rstrip("\n") + "\n" + (old[nxt:] if nxt >= 0 else "")
+    path.write_text(new)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("study", help="study TOML (model, proxy set, evaluator, constraints, space)")
+    ap.add_argument("--samplers", default="random,tpe,nsga2,deap-nsga2,joint")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--at", default="20,40,60", help="hypervolume after these many finished trials")
+    ap.add_argument("--population-size", type=int, default=10, help="for the generational samplers")
+    ap.add_argument("--db", default=str(ROOT / "benchmarks" / "bench_samplers.db"))
+    ap.add_argument("--write", action="store_true", help="write the table to BENCHMARKS.md")
+    args = ap.parse_args()
+
+    from tuner.study.context import StudyContext
+    from tuner.study.spec import load_spec
+
+    spec = load_spec(args.study)
+    samplers = [s for s in args.samplers.split(",") if s]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    at = sorted(int(n) for n in args.at.split(",") if n)
+    t0 = time.perf_counter()
+    context = StudyContext.build(spec, None, progress=True, log=lambda m: print(m, file=sys.stderr))
+    print(f"context built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+    rows = {}
+    for sampler in samplers:
+        generational = sampler in ("nsga2", "nsga3") or sampler.startswith("deap-") or sampler == "joint"
+        options = {"population_size": args.population_size} if generational else {}
+        rows[sampler] = {"hv": {n: [] for n in at}, "overhead": []}
+        for seed in seeds:
+            t = time.perf_counter()
+            out = run_one(spec, context, sampler, seed, max(at), Path(args.db), options)
+            for n in at:
+                rows[sampler]["hv"][n].append(hypervolume_after(out["study"], out["spec"], context.baseline, n))
+            rows[sampler]["overhead"].append(out["summary"].get("overhead_share", 0.0))
+            print(f"{sampler} seed {seed}: " + ", ".join(f"HV@{n}={rows[sampler]['hv'][n][-1]:.4f}" for n in at)
+                  + f" ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+
+    command = "flock /tmp/bench.lock python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
+    table = format_table(rows, at, seeds)
+    print(table)
+    if args.write:
+        write_section(f"{SECTION}\n\nCommand: `{command}`\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
