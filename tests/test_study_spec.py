@@ -79,7 +79,8 @@ def test_with_n_trials_override(tmp_path):
     ('storage = "not a url"\n' + GOOD, "not a valid SQLAlchemy URL"),
     (GOOD + '[model]\nid = "/nowhere/sd15"\n', "no such model folder"),
     (GOOD + '[model]\nthreads = 0\n', "threads=0 is out of range"),
-    (GOOD.replace("[space.tome]\nratio = [0.2, 0.6]\n[space.deepcache]\n", ""), r"\[space\] is missing"),
+    ("space = 3\n" + GOOD.replace("[space.tome]\nratio = [0.2, 0.6]\n[space.deepcache]\n", ""),
+     r"\[space\] must be a table"),
     (GOOD.replace('name = "tpe"', 'name = "nsga2"\noptions = {population_size = 1}'), "sampler"),
     (GOOD.replace('name = "tpe"', 'name = "tpe"\noptions = {bogus = 1}'), "unknown option"),
 ])
@@ -88,6 +89,15 @@ def test_bad_study_files(tmp_path, text, match):
         load_spec(_write(tmp_path, text))
     assert "\n" not in str(e.value)
     assert not any(tmp_path.rglob("*.db"))
+
+
+def test_empty_space_is_the_default_joint_space(tmp_path):
+    from search_spaces.defaults import default_families
+
+    text = GOOD.replace("[space.tome]\nratio = [0.2, 0.6]\n[space.deepcache]\n", "")
+    assert load_spec(_write(tmp_path, text)).space == default_families(["latency", "fid"])
+    spec = load_spec(_write(tmp_path, 'objectives = ["latency", "fid", "bitops"]\n' + text))
+    assert "quant" in spec.space and spec.needs_calibration
 
 
 def test_missing_file(tmp_path):

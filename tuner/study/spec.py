@@ -19,7 +19,8 @@
     [constraints] max_fid_increase = 50.0   # percent over the baseline's FID
     [profile]     n_images = 8; threshold = 0.7; max_downsample = 1   # Jaccard profile (CA-ToMe)
     [sampler]     name = "joint"; options = {population_size = 8}
-    [space]       ... passed to search_spaces.build_space
+    [space]       ... passed to search_spaces.build_space; missing or empty: the default joint space
+                  (search_spaces/defaults.py)
 
 Every error (broken TOML, unknown key/sampler/method family, out-of-range value) is a one-line
 TunerError raised by `load_spec`, before any database, file or model is touched.
@@ -307,9 +308,13 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     constraints = _parse_constraints(t.get("constraints", {}))
     profile = _parse_profile(t.get("profile", {}))
     sampler = _parse_sampler(t.get("sampler", {}))
-    space = t.get("space")
-    if not isinstance(space, dict) or not space:
-        raise TunerError("[space] is missing or empty: name at least one method family")
+    space = t.get("space", {})
+    if not isinstance(space, dict):
+        raise TunerError("[space] must be a table of method families")
+    if not space:  # the default joint space (search_spaces/defaults.py), quantization only with BitOPs
+        from search_spaces.defaults import default_families
+
+        space = default_families(objectives)
     t.finish()
     spec = StudySpec(name, path.resolve(), storage, n_trials, seed, tuple(objectives), snapshot_every, model,
                      proxy_set, evaluator, constraints, profile, sampler, space)

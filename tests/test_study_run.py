@@ -1,0 +1,237 @@
+"""A tiny study end to end: trials recorded, Pareto tables written, exact trial budget with two
+processes, NaN trial fails alone, Ctrl-C resumable, bad input writes nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from tuner.cli import main
+from tuner.study.spec import load_spec
+
+TINY = """
+name = "{name}"
+n_trials = 3
+seed = 0
+snapshot_every = 2
+[model]
+threads = 1
+[proxy_set]
+n_images = 6
+steps = 4
+[evaluator]
+latency_images = 2
+latency_repeats = 1
+cheap_reject_images = 3
+cheap_reject_margin = 100.0
+[constraints]
+max_fid_increase = 300
+[profile]
+n_images = 2
+[sampler]
+name = "random"
+{space}
+"""
+FULL_SPACE = """
+[space.tome]
+ratio = [0.2, 0.6]
+[space.catome]
+threshold = [0.6, 1.0]
+[space.deepcache]
+interval = [2, 3]
+[space.quant]
+bits = [8, 16]
+optional = false
+"""
+LIGHT_SPACE = """
+[space.tome]
+ratio = [0.2, 0.6]
+[space.deepcache]
+interval = [2, 3]
+"""
+
+
+def write_spec(folder, name, space=FULL_SPACE, **replace):
+    text = TINY.format(name=name, space=space)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return load_spec(path)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One StudyContext (baseline, reference features, Jaccard profile, calibration) for every
+    in-process run of this module, built against the first study so the profile is stored there."""
+    from tuner.study.context import StudyContext
+    from tuner.study.runner import check_fingerprint, open_study
+
+    folder = tmp_path_factory.mktemp("studies")
+    os.environ["TUNER_CACHE_DIR"] = str(folder / "cache")
+    torch.set_num_threads(1)
+    spec = write_spec(folder, "main")
+    study, _ = open_study(spec)
+    check_fingerprint(study, spec)
+    ctx = StudyContext.build(spec, study)
+    return folder, spec, ctx
+
+
+def finished(spec):
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    return [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+
+
+def test_tiny_study_records_metrics_and_pareto_tables(shared, capsys):
+    from tuner.study.runner import run_study
+    from tuner.study.storage import open_storage, read_snapshots
+
+    folder, spec, ctx = shared
+    summary = run_study(spec, context=ctx, progress=False, log=lambda m: None)
+    assert summary["trials_run"] == 3 and summary["finished_in_study"] == 3
+    trials = finished(spec)
+    assert len(trials) == 3
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete, [t.user_attrs.get("fail_reason") for t in trials]
+    for t in complete:
+        for key in ("kid", "psnr", "ssim", "class_accuracy", "macs", "bitops", "speedup", "config",
+                    "real_kernel_layers", "simulated_layers", "seconds_per_image"):
+            assert key in t.user_attrs, key
+        assert "quant" in t.user_attrs["config"]
+        assert t.values[0] == pytest.approx(t.user_attrs["seconds_per_image"])
+        assert "fid_increase_pct" in t.constraints
+
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    assert study.metric_names == ["seconds_per_image", "fid"]
+    assert len(study.user_attrs["jaccard_profile"]["data"]) > 0  # measured once, stored with the study
+    snaps = read_snapshots(open_storage(spec.storage).engine, spec.name)
+    assert [s["n_trials"] for s in snaps] == [2, 3]  # every 2 trials and at the end
+    assert snaps[-1]["hypervolume"] >= 0 and set(snaps[-1]["reference_point"]) == {"seconds_per_image", "fid"}
+    for m in snaps[-1]["members"]:
+        assert m["trial"] in {t.number for t in complete} and "fid" in m["objectives"]
+
+    capsys.readouterr()
+    assert main(["study", "pareto", str(spec.path), "--json", "--plot", str(folder / "front.png")]) == 0
+    members = json.loads(capsys.readouterr().out)
+    assert isinstance(members, list) and members == json.loads(json.dumps(members))
+    for m in members:
+        assert set(m) == {"trial", "objectives", "config"} and "seconds_per_image" in m["objectives"]
+    assert (folder / "front.png").stat().st_size > 1000
+    assert main(["study", "status", str(spec.path), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["budget_spent"] == 3 and status["snapshots"] == 2
+
+    # Resume: nothing left to do; a larger budget adds exactly the difference.
+    assert run_study(spec, context=ctx, progress=False, log=lambda m: None)["trials_run"] == 0
+    assert run_study(spec.with_n_trials(4), context=ctx, progress=False, log=lambda m: None)["trials_run"] == 1
+    assert len(finished(spec)) == 4
+
+
+def test_stored_profile_is_reused(shared, monkeypatch):
+    import tuner.study.context as context_mod
+    from tuner.study.context import StudyContext
+    from tuner.study.runner import open_study
+
+    _, spec, _ = shared
+
+    def boom(*a, **k):
+        raise AssertionError("profile measured again")
+
+    monkeypatch.setattr(context_mod, "measure_profile", boom)
+    study, _ = open_study(spec)
+    ctx = StudyContext.build(spec, study, pipe=shared[2].pipe)
+    assert ctx.space.by_name.get("catome.checkpoint_delta") is not None
+
+
+def test_nan_trial_fails_alone_with_reason(shared, monkeypatch):
+    from tuner.study.runner import run_study
+
+    folder, _, ctx = shared
+    spec = write_spec(folder, "nan")
+    current = {}
+    real_suggest, real_generate = ctx.space.suggest, ctx.eval.generate
+
+    def suggest(trial):
+        current["n"] = trial.number
+        return real_suggest(trial)
+
+    def generate(proxy_set=None):
+        images = real_generate(proxy_set)
+        return torch.full_like(images, float("nan")) if current.get("n") == 1 else images
+
+    monkeypatch.setattr(ctx.space, "suggest", suggest)
+    monkeypatch.setattr(ctx.eval, "generate", generate)
+    run_study(spec, context=ctx, progress=False, log=lambda m: None)
+    trials = {t.number: t for t in finished(spec)}
+    assert len(trials) == 3
+    assert trials[1].state == TrialState.FAIL and "NaN" in trials[1].user_attrs["fail_reason"]
+    assert all(trials[n].state != TrialState.FAIL for n in (0, 2))
+
+
+def test_ctrl_c_leaves_study_resumable(shared, monkeypatch):
+    from tuner.study.runner import run_study
+    from tuner.study.storage import count_slots, open_storage
+
+    folder, _, ctx = shared
+    spec = write_spec(folder, "interrupt")
+    real_suggest = ctx.space.suggest
+
+    def suggest(trial):
+        if trial.number == 1:
+            raise KeyboardInterrupt
+        return real_suggest(trial)
+
+    monkeypatch.setattr(ctx.space, "suggest", suggest)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, context=ctx, progress=False, log=lambda m: None)
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    states = {t.number: (t.state, t.user_attrs.get("fail_reason")) for t in study.get_trials()}
+    assert states[1] == (TrialState.FAIL, "interrupted")
+    assert count_slots(open_storage(spec.storage).engine, spec.name) == 1  # the interrupted one is not counted
+
+    monkeypatch.setattr(ctx.space, "suggest", real_suggest)
+    summary = run_study(spec, context=ctx, progress=False, log=lambda m: None)
+    assert summary["trials_run"] == 2
+    counted = [t for t in finished(spec) if t.user_attrs.get("fail_reason") != "interrupted"]
+    assert len(counted) == 3
+
+
+def test_changed_toml_refuses_to_resume(shared):
+    from tuner.errors import TunerError
+    from tuner.study.runner import run_study
+
+    folder, spec, ctx = shared
+    changed = write_spec(folder, "main", **{"steps = 4": "steps = 5"})
+    with pytest.raises(TunerError, match="proxy_set"):
+        run_study(changed, context=ctx, progress=False, log=lambda m: None)
+
+
+def test_two_processes_finish_exactly_n_trials(shared):
+    folder, _, _ = shared
+    spec = write_spec(folder, "duo", space=LIGHT_SPACE)
+    env = dict(os.environ, TUNER_CACHE_DIR=str(folder / "cache"))
+    cmd = [sys.executable, "-m", "tuner.cli", "study", "run", str(spec.path), "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    summaries = [json.loads(out) for out, _ in outs]
+    assert sum(s["trials_run"] for s in summaries) == 3
+    assert sorted(s["run_index"] for s in summaries) == [0, 1]  # distinct sampler seeds
+    assert len(finished(spec)) == 3
+    study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    assert len(study.get_trials()) == 3  # no surplus trial was ever created
+
+
+def test_bad_toml_exit_2_and_no_database(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\n[space.tome]\nratio = [0.2,\n")
+    assert main(["study", "run", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
