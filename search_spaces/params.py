@@ -21,8 +21,10 @@ one-line `TunerError`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -152,19 +154,23 @@ class Param:
         return out
 
 
+_GLOBALS_LOCK = threading.RLock()  # Optuna's n_jobs > 1 runs samplers in threads
+
+
 @contextlib.contextmanager
 def seeded_globals(py_rng: random.Random, np_rng: np.random.RandomState) -> Iterator[None]:
     """Run DEAP operators on our own generators: swap them into `random`/`numpy.random` and back."""
-    saved_py, saved_np = random.getstate(), np.random.get_state()
-    random.setstate(py_rng.getstate())
-    np.random.set_state(np_rng.get_state())
-    try:
-        yield
-    finally:
-        py_rng.setstate(random.getstate())
-        np_rng.set_state(np.random.get_state())
-        random.setstate(saved_py)
-        np.random.set_state(saved_np)
+    with _GLOBALS_LOCK:
+        saved_py, saved_np = random.getstate(), np.random.get_state()
+        random.setstate(py_rng.getstate())
+        np.random.set_state(np_rng.get_state())
+        try:
+            yield
+        finally:
+            py_rng.setstate(random.getstate())
+            np_rng.set_state(np.random.get_state())
+            random.setstate(saved_py)
+            np.random.set_state(saved_np)
 
 
 # --- parsing a [space.<family>] table ----------------------------------------------------------------
@@ -254,7 +260,7 @@ class Family:
                 return  # can never be active
             cond = parent_cond
         if cond is not param.condition:
-            param = Param(**{**param.__dict__, "condition": cond})
+            param = dataclasses.replace(param, condition=cond)
         single = (param.choices if param.kind == "categorical" else
                   (param.low,) if param.low == param.high else None)
         if single is not None and len(single) == 1:

@@ -98,7 +98,7 @@ class TokenMergingFamily(Family):
         positive = [d for d in dist[1:] if d > 0]
         if not positive:
             raise TunerError("space.catome: the Jaccard profile has no positive distance; use checkpoints = 'every_step'")
-        lo, hi = 0.5 * min(positive), max(sum(positive), max(positive))
+        lo, hi = 0.5 * min(positive), sum(positive)
         spikes = [(d * JUST_BELOW, d) for d in dist[1:] if d > 0]
         weights = (tuple(max(lo, v) for v, _ in spikes), tuple(w for _, w in spikes))
         self.add(Param("catome.checkpoint_delta", "float", low=lo, high=hi, log=True, condition=on,

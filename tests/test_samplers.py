@@ -161,3 +161,19 @@ def test_unknown_sampler_or_option_is_a_tuner_error(space):
         build_sampler("tpe", space, 0, {"bogus": 1})
     with pytest.raises(TunerError, match="population_size"):
         build_sampler("deap-spea2", space, 0, {"population_size": 1})
+
+
+@pytest.mark.parametrize("name", ["deap-nsga2", "joint"])
+def test_ga_bookkeeping_through_sqlite_with_two_workers(space, name, tmp_path):
+    """Genomes, generations and cached parents round-trip through RDB storage; two workers share them."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(directions=["minimize", "minimize"], storage=storage,
+                                sampler=build_sampler(name, space, 0, POP))
+    study.optimize(synthetic(space), n_trials=16, n_jobs=2)
+    loaded = optuna.load_study(study_name=study.study_name, storage=storage)
+    trials = loaded.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 16
+    children = [t for t in trials if PARENTS_KEY in t.system_attrs]
+    assert children and all(len(t.system_attrs[GENOME_KEY]) == len(space.params) for t in children)
+    cached = [k for k in loaded._storage.get_study_system_attrs(loaded._study_id) if ":parent:" in k]
+    assert cached  # parent sets selected once per generation, visible to every worker
