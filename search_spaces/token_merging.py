@@ -79,6 +79,8 @@ class TokenMergingFamily(Family):
         self.add(Param("catome.max_downsample", "categorical", condition=on,
                        choices=r.choices("max_downsample", [1], LEVELS), help="deepest level merged"))
         has_profile = context.jaccard_profile is not None and len(context.jaccard_profile) > 0
+        if has_profile and "checkpoints" not in r.rest and not any(d > 0 for d in profile_distances(context.jaccard_profile)):
+            has_profile = False  # nothing ever changes between steps: no spike to place a checkpoint at
         mode = r.choices("checkpoints", ["profile" if has_profile else "every_step"], ("profile", "every_step"))
         if len(mode) != 1:
             raise TunerError("space.catome.checkpoints must be one of 'profile', 'every_step'")
