@@ -132,17 +132,22 @@ def test_failed_and_pruned_trials_are_never_parents(space):
 
 
 def test_infeasible_trials_are_penalised(space):
-    study = run(space, "deap-nsga2", n_trials=16, options=POP, constraint=True)
-    sampler = study.sampler
+    base = synthetic(space)
+
+    def objective(trial):  # every third trial infeasible, violation growing with its number
+        values = base(trial)
+        trial.set_constraint("c", float(trial.number + 1) if trial.number % 3 == 0 else -1.0)
+        return values
+
+    sampler = build_sampler("deap-nsga2", space, 0, POP)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    study.optimize(objective, n_trials=16)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
-    feasible = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
-    infeasible = [t for t in trials if t not in feasible]
-    assert len(feasible) > 4 and infeasible  # the synthetic constraint splits the trials
+    feasible = [t for t in trials if t.number % 3 != 0]
+    infeasible = [t for t in trials if t.number % 3 == 0]
     assert all(t in feasible for t in sampler.elite(study, trials))  # enough feasible: no infeasible parent
-    few = feasible[:2] + infeasible
-    chosen = sampler.elite(study, few)
-    by_violation = sorted(infeasible, key=lambda t: (sum(max(0, v) for v in t.constraints.values()), t.number))
-    assert chosen == feasible[:2] + by_violation[:2]  # feasible first, then least violation
+    chosen = sampler.elite(study, feasible[:2] + infeasible[::-1])
+    assert chosen == feasible[:2] + infeasible[:2]  # feasible first, then least violation
 
 
 def test_deap_leaves_the_global_random_state_alone(space):

@@ -132,6 +132,7 @@ class DeapGASampler(BaseGASampler):
 
     def make_child(self, parents: list[FrozenTrial]) -> tuple[list[float], list[int]]:
         params = self.space.params
+        parents = sorted(parents, key=lambda t: t.number)  # cached and fresh selections come in different orders
         with seeded_globals(self._py, self._np):
             p1, p2 = random.sample(parents, 2)
             c1, c2 = self.genome_of(p1), self.genome_of(p2)
