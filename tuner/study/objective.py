@@ -13,7 +13,10 @@ Constraint (with `[constraints] max_fid_increase = X`): `fid_increase_pct` = 100
 Cheap reject: Optuna cannot prune multi-objective trials by intermediate values, so the candidate is
 first scored on `cheap_reject_images` images; when its FID ratio to the baseline's on the same subset
 exceeds `margin` x the allowed ratio, it is clearly infeasible: the constraint is set from the subset
-estimate and the trial is pruned with its reason (user attribute `prune_reason`).
+estimate and the trial is pruned with its reason (user attribute `prune_reason`). FID's small-sample bias
+adds about the same amount to candidate and baseline (FID_N ~ FID + c/N), so the subset ratio is pulled
+towards 1 and under-states the full-set ratio: margin 1 is already conservative (measured in the default
+study: subset ratios 1.01/1.08/1.62 for full-set ratios 1.91/2.30/5.05).
 """
 
 from __future__ import annotations

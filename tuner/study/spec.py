@@ -15,7 +15,7 @@
                                 # which made a 2-thread run 5-20x slower in our measurements.
     [proxy_set]   n_images = 32; steps = 20; seed = 0
     [evaluator]   latency_images = 8; latency_repeats = 3; cheap_reject_images = 8;
-                  cheap_reject_margin = 1.5; feature_extractor = "proxy"; inception_weights = "..."
+                  cheap_reject_margin = 1.0; feature_extractor = "proxy"; inception_weights = "..."
     [constraints] max_fid_increase = 50.0   # percent over the baseline's FID
     [profile]     n_images = 8; threshold = 0.7; max_downsample = 1   # Jaccard profile (CA-ToMe)
     [sampler]     name = "joint"; options = {population_size = 8}
@@ -61,7 +61,7 @@ class EvaluatorSpec:
     latency_images: int = 8
     latency_repeats: int = 3
     cheap_reject_images: int = 8  # 0 = no cheap reject
-    cheap_reject_margin: float = 1.5  # reject when subset FID ratio > margin x the allowed ratio
+    cheap_reject_margin: float = 1.0  # reject when subset FID ratio > margin x the allowed ratio
     feature_extractor: str = "proxy"
     inception_weights: str | None = None
 
@@ -241,7 +241,7 @@ def _parse_evaluator(data: Any, n_images: int) -> EvaluatorSpec:
     cheap = _check_int("evaluator.cheap_reject_images", t.get("cheap_reject_images", min(8, n_images)), 0, n_images)
     if cheap == 1:
         raise TunerError("evaluator.cheap_reject_images must be 0 (off) or >= 2")
-    margin = _check_float("evaluator.cheap_reject_margin", t.get("cheap_reject_margin", 1.5), 1.0, 100.0)
+    margin = _check_float("evaluator.cheap_reject_margin", t.get("cheap_reject_margin", 1.0), 1.0, 100.0)
     extractor = t.get("feature_extractor", "proxy")
     if extractor not in ("proxy", "inception"):
         raise TunerError(f"evaluator.feature_extractor={extractor!r}: use 'proxy' or 'inception'")
