@@ -149,7 +149,8 @@ def test_sd15_unet_calibrate_once_and_quantize(sd15_unet):
     with torch.no_grad():  # two forwards in all: the calibration one doubles as the reference
         with pytest.raises(TunerError, match="calibrat"):
             apply(sd15_unet, _config(weight_bits=8, act_bits=8))
-        quant.calibrate_with(sd15_unet, lambda: box.setdefault("ref", sd15_unet(x, t, encoder_hidden_states=ehs).sample))
+        quant.calibrate_with(sd15_unet, lambda: box.setdefault("ref", sd15_unet(x, t, encoder_hidden_states=ehs).sample),
+                             method="max")  # "mse" works too; its weight search over 860M weights is slow here
         with apply(sd15_unet, _config(weight_bits=8, act_bits=8)) as h:
             out = sd15_unet(x, t, encoder_hidden_states=ehs).sample
             assert len(h.info["real_kernel_layers"]) > 100
@@ -171,3 +172,27 @@ def test_composes_with_pipeline_and_per_step_methods(calibrated):
         assert h.info["simulated_layers"]
     assert torch.isfinite(a).all() and torch.equal(a, b)
     assert torch.equal(_run(calibrated), ref)
+
+
+def test_mse_ranges_clip_harder_at_low_bits_and_are_cached(calibrated):
+    calib = calibrated.unet._tuner_quant_calibration
+    name = "down_blocks.0.resnets.0.conv1"
+    w = dict(calibrated.unet.named_modules())[name].weight
+    r4, r8 = calib.act_range(name, 4), calib.act_range(name, 8)
+    assert r4 <= r8 <= calib.act_absmax[name] and r4 < calib.act_absmax[name]
+    assert calib.act_range(name, 4) is r4  # derived once, reused by every candidate
+    assert (calib.weight_range(name, w, 4) <= calib.weight_absmax[name]).all()
+    x = calib.act_samples[name]
+    for bits, r in ((4, r4), (8, r8)):  # the chosen range beats plain absmax on the calibration sample
+        err = (fake_quant_activation(x, r, bits) - x).pow(2).mean()
+        assert err <= (fake_quant_activation(x, calib.act_absmax[name], bits) - x).pow(2).mean()
+
+
+def test_max_clipping_shares_one_range_across_bit_widths(tiny_pipe):
+    quant.calibrate(tiny_pipe, classes=[5], seeds=[100], steps=STEPS, method="max")
+    calib = tiny_pipe.unet._tuner_quant_calibration
+    assert calib.act_range("conv_out", 4) is calib.act_range("conv_out", 8) is calib.act_absmax["conv_out"]
+    with apply(tiny_pipe, _config(weight_bits=6, act_bits=6)) as h:
+        assert torch.isfinite(_run(tiny_pipe)).all() and h.info["simulated_layers"]
+    with pytest.raises(TunerError, match="clipping"):
+        quant.calibrate(tiny_pipe, classes=[5], seeds=[100], steps=STEPS, method="percentile")

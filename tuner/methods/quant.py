@@ -6,7 +6,10 @@
 - Ranges are calibrated ONCE per U-Net (`calibrate(pipe, ...)`, or `calibrate_with(unet, run)` for any
   U-Net) on the baseline trajectory and attached to the U-Net; every candidate bit assignment reuses
   them, so evaluating a candidate never re-calibrates. A tuner pipeline without a calibration is
-  calibrated on first apply with the default calibration set.
+  calibrated on first apply with the default calibration set. Clipping ranges: 'max' (absmax, one range
+  for every bit-width) or 'mse' (default: per bit-width, the fraction of the absmax with the least
+  squared error on the calibration statistics, derived once per layer and bit-width and cached, like
+  TMPQ-DM's one pre-calibrated quantizer per bit-width).
 - Modules stay the same nn.Conv2d / nn.Linear objects under the same names (cost counting relies on
   it): weights are swapped for fake-quantized copies and restored on remove, activations are
   fake-quantized by a forward pre-hook.
@@ -27,13 +30,15 @@ from torch import nn
 from tuner.errors import TunerError
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
 from tuner.methods.quant_math import (BITS, FULL, Int8LinearWeights, fake_quant_activation, fake_quant_weight,
-                                      int8_available, int8_linear, weight_absmax)
+                                      int8_available, int8_linear, mse_clip, mse_clip_per_channel, weight_absmax)
 
 CALIBRATION_ATTR = "_tuner_quant_calibration"
 ACTIVE_ATTR = "_tuner_quant_active"
 DEFAULT_CALIBRATION_IMAGES = 10  # one image per digit class, seeds apart from every proxy set
 DEFAULT_CALIBRATION_SEED = 900_000
 DEFAULT_CALIBRATION_STEPS = None  # None: the pipeline's default step count
+SAMPLES_PER_CALL = 1024  # input values kept per layer and U-Net call for the MSE range search
+CLIP_METHODS = ("mse", "max")
 
 calibration_runs = 0  # how many calibrations ran in this process (tests check it stays at one)
 
@@ -89,34 +94,66 @@ class QuantConfig(MethodConfig):
 
 # --- calibration ---------------------------------------------------------------------------------
 class QuantCalibration:
-    """Ranges of one U-Net: per-output-channel weight absmax and per-layer input absmax, shared by
-    every bit-width."""
+    """Statistics of one U-Net measured once: per-output-channel weight absmax, per-layer input absmax
+    and a sample of each layer's inputs. Clipping ranges per (layer, bit-width) are derived from them
+    on first use and cached, so no candidate ever re-calibrates."""
 
     def __init__(self, weight_absmax: dict[str, torch.Tensor], act_absmax: dict[str, torch.Tensor],
-                 source: str):
+                 act_samples: dict[str, torch.Tensor], source: str, method: str = "mse"):
         self.weight_absmax = weight_absmax
         self.act_absmax = act_absmax  # empty when calibrated without data (weights only)
+        self.act_samples = act_samples
         self.source = source
+        self.method = method
+        self._weight_clip: dict[tuple[str, int], torch.Tensor] = {}
+        self._act_clip: dict[tuple[str, int], torch.Tensor] = {}
+
+    def weight_range(self, name: str, weight: torch.Tensor, bits: int) -> torch.Tensor:
+        if self.method == "max":
+            return self.weight_absmax[name]
+        key = (name, bits)
+        if key not in self._weight_clip:
+            self._weight_clip[key] = mse_clip_per_channel(weight, self.weight_absmax[name], bits)
+        return self._weight_clip[key]
+
+    def act_range(self, name: str, bits: int) -> torch.Tensor:
+        if self.method == "max":
+            return self.act_absmax[name]
+        key = (name, bits)
+        if key not in self._act_clip:
+            self._act_clip[key] = mse_clip(self.act_samples[name], self.act_absmax[name].cpu(), bits)
+        return self._act_clip[key]
 
 
 class _RangeRecorder:
-    """Forward pre-hook: running max |input| of one layer."""
+    """Forward pre-hook: running max |input| of one layer and a random sample of its input values."""
 
-    def __init__(self):
+    def __init__(self, seed: int):
         self.absmax: torch.Tensor | None = None
+        self.samples: list[torch.Tensor] = []
+        self.gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, module, args):
-        m = args[0].detach().abs().amax().float()
+        x = args[0].detach()
+        m = x.abs().amax().float()
         self.absmax = m if self.absmax is None else torch.maximum(self.absmax, m)
+        flat = x.flatten()
+        if flat.numel() > SAMPLES_PER_CALL:
+            idx = torch.randint(0, flat.numel(), (SAMPLES_PER_CALL,), generator=self.gen)
+            flat = flat[idx.to(flat.device)]
+        self.samples.append(flat.float().cpu())
 
 
-def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: str = "custom") -> QuantCalibration:
+def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: str = "custom",
+                   method: str = "mse") -> QuantCalibration:
     """Measure ranges while `run()` drives `unet` (None: weight ranges only) and attach them to it."""
     global calibration_runs
+    if method not in CLIP_METHODS:
+        raise TunerError(f"method 'quant': unknown clipping method '{method}' ({', '.join(CLIP_METHODS)})")
     if getattr(unet, ACTIVE_ATTR, False):
         raise TunerError("method 'quant': cannot calibrate a U-Net that is currently quantized")
     layers = dict((n, m) for n, m in unet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    recorders = {n: _RangeRecorder() for n in layers}
+    recorders = {n: _RangeRecorder(seed=i) for i, n in enumerate(layers)}
     handles = [layers[n].register_forward_pre_hook(recorders[n]) for n in layers] if run is not None else []
     try:
         if run is not None:
@@ -128,7 +165,9 @@ def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: st
     calib = QuantCalibration(
         weight_absmax={n: weight_absmax(m.weight) for n, m in layers.items()},
         act_absmax={n: r.absmax for n, r in recorders.items() if r.absmax is not None},
+        act_samples={n: torch.cat(r.samples) for n, r in recorders.items() if r.samples},
         source=source,
+        method=method,
     )
     setattr(unet, CALIBRATION_ATTR, calib)
     calibration_runs += 1
@@ -136,9 +175,9 @@ def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: st
 
 
 def calibrate(pipe, classes: Sequence[int] | None = None, seeds: Sequence[int] | None = None,
-              steps: int | None = None) -> QuantCalibration:
-    """Calibrate a tuner pipeline's U-Net on its baseline trajectory: default timesteps and DDIM sampler
-    whatever is currently set (other methods must not be applied while calibrating)."""
+              steps: int | None = None, method: str = "mse") -> QuantCalibration:
+    """Calibrate a tuner pipeline's U-Net on its baseline trajectory: the default timesteps and DDIM,
+    whatever the pipeline currently has set (per-step U-Net methods must not be applied meanwhile)."""
     from tuner.pipeline import DEFAULT_STEPS
 
     n = DEFAULT_CALIBRATION_IMAGES
@@ -150,7 +189,7 @@ def calibrate(pipe, classes: Sequence[int] | None = None, seeds: Sequence[int] |
     pipe.sampler = _default_sampler(pipe)
     try:
         return calibrate_with(pipe.unet, lambda: pipe(classes, seeds, num_inference_steps=steps),
-                              source=f"baseline trajectory, {len(seeds)} images x {steps} steps")
+                              source=f"baseline trajectory, {len(seeds)} images x {steps} steps", method=method)
     finally:
         pipe.timesteps_override, pipe.sampler = saved
 
@@ -194,8 +233,8 @@ def _int8_kernel_fits(m: nn.Module, device: torch.device) -> bool:
     return device.type == "cpu" or (m.in_features % 8 == 0 and m.out_features % 8 == 0)
 
 
-def _install_int8_linear(m: nn.Linear, calib_w: torch.Tensor, calib_a: torch.Tensor) -> Callable[[], None]:
-    packed = Int8LinearWeights(m.weight, calib_w, calib_a)
+def _install_int8_linear(m: nn.Linear, clip_w: torch.Tensor, clip_a: torch.Tensor) -> Callable[[], None]:
+    packed = Int8LinearWeights(m.weight, clip_w, clip_a)
     had_own = "forward" in m.__dict__
     previous = m.__dict__.get("forward")
 
@@ -229,7 +268,7 @@ def apply(target, cfg: QuantConfig) -> Handle:
     cfg.validate()
     names = quantizable_layers(unet)
     bits = cfg.layer_bits(names)
-    info = {"layer_bits": bits, "real_kernel_layers": [], "simulated_layers": []}
+    info = {"layer_bits": bits, "real_kernel_layers": [], "simulated_layers": []}  # lists of layer names
     quantized = [n for n in names if bits[n] != (FULL, FULL)]
     if not quantized:
         return Handle("quant", info=info)  # 32/32 everywhere: the model is not touched
@@ -246,13 +285,14 @@ def apply(target, cfg: QuantConfig) -> Handle:
                 raise TunerError(f"method 'quant': layer '{name}' has no calibrated activation range "
                                  f"(it did not run during calibration)")
             if cfg.real_kernels and (wb, ab) == (8, 8) and _int8_kernel_fits(m, device):
-                handle.on_remove(_install_int8_linear(m, calib.weight_absmax[name], calib.act_absmax[name]))
+                handle.on_remove(_install_int8_linear(m, calib.weight_range(name, m.weight, 8), calib.act_range(name, 8)))
                 info["real_kernel_layers"].append(name)
                 continue
             if wb < FULL:
-                handle.on_remove(_swap_weight(m, fake_quant_weight(m.weight, calib.weight_absmax[name], wb)))
+                handle.on_remove(_swap_weight(m, fake_quant_weight(m.weight, calib.weight_range(name, m.weight, wb), wb)))
             if ab < FULL:
-                handle.on_remove(m.register_forward_pre_hook(ActivationQuantHook(calib.act_absmax[name], ab)).remove)
+                act_clip = calib.act_range(name, ab).to(device)
+                handle.on_remove(m.register_forward_pre_hook(ActivationQuantHook(act_clip, ab)).remove)
             info["simulated_layers"].append(name)
     except BaseException:
         handle.remove()

@@ -1,9 +1,10 @@
 """Tensor math of uniform symmetric quantization (no hooking here; see quant.py).
 
-Weights: per output channel, scale = absmax_c / (2^(b-1) - 1). Activations: one range per layer input,
-scale = absmax / (2^(b-1) - 1), values outside the calibrated range are clipped. Ranges (absmax) are
-measured once and shared by every bit-width: only the divisor changes with b, as in TMPQ-DM where the
-quantizer parameters are shared across candidates so none needs re-calibration.
+Weights: per output channel, scale = clip_c / (2^(b-1) - 1). Activations: one range per layer input,
+scale = clip / (2^(b-1) - 1); values beyond the clipping range saturate. The clipping range is either
+the absmax ('max': one range shared by every bit-width) or, per bit-width, the fraction of the absmax
+that minimises the squared quantization error on the calibration statistics ('mse', the usual
+post-training choice; low bit-widths clip harder). Either way the ranges come from one calibration.
 
 `int8_linear` is the real-kernel version of a W8A8 linear layer: int8 × int8 → int32 with
 `torch._int_mm`, then one float rescale. It computes the same quantized function as the fake-quantized
@@ -25,6 +26,39 @@ def qmax(bits: int) -> int:
 def weight_absmax(weight: torch.Tensor) -> torch.Tensor:
     """Per-output-channel max |w| (shape [out])."""
     return weight.detach().abs().flatten(1).amax(dim=1)
+
+
+CLIP_GRID = torch.linspace(0.1, 1.0, 19)  # fractions of the absmax tried by the MSE search
+
+
+def mse_clip(sample: torch.Tensor, absmax: torch.Tensor, bits: int) -> torch.Tensor:
+    """Clipping range (scalar) minimising E[(Q(x) - x)^2] over `sample` (a flat tensor of inputs)."""
+    x = sample.float().flatten()
+    best, best_err = absmax, None
+    for f in CLIP_GRID.tolist():
+        c = absmax * f
+        err = (fake_quant(x, _scale(c, bits), bits) - x).pow(2).mean()
+        if best_err is None or err < best_err:
+            best, best_err = c, err
+    return best
+
+
+def mse_clip_per_channel(weight: torch.Tensor, absmax: torch.Tensor, bits: int, max_cols: int = 512) -> torch.Tensor:
+    """Per-output-channel clipping range minimising the channel's squared weight error ([out]).
+    Wide channels are scored on a fixed subset of their columns (the absmax stays exact)."""
+    w = weight.detach().float().flatten(1)
+    if w.shape[1] > max_cols:
+        cols = torch.randperm(w.shape[1], generator=torch.Generator().manual_seed(0))[:max_cols]
+        w = w[:, cols.to(w.device)]
+    amax = absmax.float().to(w.device)
+    best, best_err = amax.clone(), torch.full_like(amax, float("inf"))
+    for f in CLIP_GRID.tolist():
+        c = amax * f
+        err = (fake_quant(w, _scale(c, bits)[:, None], bits) - w).pow(2).mean(dim=1)
+        better = err < best_err
+        best = torch.where(better, c, best)
+        best_err = torch.where(better, err, best_err)
+    return best
 
 
 def _scale(absmax: torch.Tensor, bits: int) -> torch.Tensor:
