@@ -1,14 +1,17 @@
 """Feature caching on the proxy model: DeepCache (interval N × branch, uniform vs non-uniform keyframes)
 and FRDiff (keyframe interval, score-mixing bias, mixing on/off).
 
-    python benchmarks/bench_feature_cache.py --sweep deepcache|deepcache-nonuniform|frdiff
-        [--n-images 32] [--steps 50] [--repeats 3] [--json]
+    python benchmarks/bench_feature_cache.py --sweep NAME [--n-images 32] [--steps 50] [--repeats 3]
+
+NAME: deepcache-b0 | deepcache-b1 | deepcache-b2 (N = 2, 3, 5, 10 at that branch), deepcache-nonuniform
+(branch 0, center 15, power 1.4), frdiff-interval (M = 2, 3, 5 at b = 0.5; M = 2, 3 without mixing),
+frdiff-bias (M = 2, b = 0, 0.3, 0.7, 1).
 
 Each config is scored by `EvalContext.evaluate` against the baseline of the same run: speedup is the ratio
 of medians of interleaved timings (baseline and candidate alternate, 8 images per timed call); FID/KID
 (proxy classifier features vs held-out digits), class accuracy, PSNR/SSIM against the baseline images with
-the same seeds, and MACs per image counted by hooks (what really ran). Prints a Markdown table (or JSON).
-Sweeps are split so that each run stays within a few minutes on a 2-core CPU.
+the same seeds, and MACs per image counted by hooks (what really ran). Prints Markdown table rows as each
+config finishes (the baseline first), then a JSON summary line.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import time
 
 import torch
 
-SWEEPS = {
-    "deepcache": [{"deepcache": {"interval": n, "branch": b}} for b in (0, 1, 2) for n in (2, 3, 5, 10)],
-    "deepcache-nonuniform": [{"deepcache": {"interval": n, "branch": 0, "schedule": s}}
-                             for n in (2, 3, 5, 10) for s in ("uniform", "nonuniform")],
-    "frdiff": ([{"frdiff": {"interval": m, "bias": 0.5}} for m in (2, 3, 5)]
-               + [{"frdiff": {"interval": 2, "bias": b}} for b in (0.0, 0.3, 0.7)]
-               + [{"frdiff": {"interval": m, "mixing": False}} for m in (2, 3)]),
+SWEEPS = {  # small enough that one run stays within a few minutes on a shared 2-core CPU
+    **{f"deepcache-b{b}": [{"deepcache": {"interval": n, "branch": b}} for n in (2, 3, 5, 10)] for b in (0, 1, 2)},
+    "deepcache-nonuniform": [{"deepcache": {"interval": n, "branch": 0, "schedule": "nonuniform"}}
+                             for n in (2, 3, 5, 10)],
+    "frdiff-interval": ([{"frdiff": {"interval": m, "bias": 0.5}} for m in (2, 3, 5)]
+                        + [{"frdiff": {"interval": m, "mixing": False}} for m in (2, 3)]),
+    "frdiff-bias": [{"frdiff": {"interval": 2, "bias": b}} for b in (0.0, 0.3, 0.7, 1.0)],
 }
 COLUMNS = ("speedup", "macs_ratio", "fid", "kid", "psnr", "ssim", "class_accuracy")
 
@@ -41,7 +44,6 @@ def main() -> None:
     ap.add_argument("--n-images", type=int, default=32)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     from tuner.config import AccelConfig
@@ -52,23 +54,21 @@ def main() -> None:
     ctx = EvalContext(load_proxy_pipeline("cpu"), ProxySet(args.n_images, args.steps, 0),
                       latency_repeats=args.repeats)
     base = ctx.evaluate_baseline()
-    rows = [{"config": "baseline", **{k: base[k] for k in ("fid", "kid", "psnr", "ssim", "class_accuracy")},
-             "speedup": 1.0, "macs_ratio": 1.0}]
-    for methods in SWEEPS[args.sweep]:
-        r = ctx.evaluate(AccelConfig.from_dict({"schema_version": 1, "methods": methods}))
-        rows.append({"config": label(methods), **{k: r[k] for k in COLUMNS if k in r},
-                     "macs_ratio": r["macs"] / base["macs"]})
-    meta = {"sweep": args.sweep, "n_images": args.n_images, "steps": args.steps, "repeats": args.repeats,
-            "torch_threads": torch.get_num_threads(), "wall_seconds": round(time.perf_counter() - t_start, 1)}
-    if args.json:
-        print(json.dumps({"meta": meta, "rows": rows}, indent=2))
-        return
-    print(f"<!-- {json.dumps(meta)} -->")
     print("| config | speedup | MACs ratio | FID | KID | PSNR (dB) | SSIM | class acc. |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['config']} | {r['speedup']:.2f}× | {r['macs_ratio']:.2f} | {r['fid']:.2f} | {r['kid']:.4f} | "
-              f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['class_accuracy']:.3f} |")
+    emit({"config": "baseline", **{k: base[k] for k in ("fid", "kid", "psnr", "ssim", "class_accuracy")},
+          "speedup": 1.0, "macs_ratio": 1.0})
+    for methods in SWEEPS[args.sweep]:
+        r = ctx.evaluate(AccelConfig.from_dict({"schema_version": 1, "methods": methods}))
+        emit({"config": label(methods), **{k: r[k] for k in COLUMNS if k in r}, "macs_ratio": r["macs"] / base["macs"]})
+    meta = {"sweep": args.sweep, "n_images": args.n_images, "steps": args.steps, "repeats": args.repeats,
+            "torch_threads": torch.get_num_threads(), "wall_seconds": round(time.perf_counter() - t_start, 1)}
+    print(json.dumps(meta), flush=True)
+
+
+def emit(r: dict) -> None:
+    print(f"| {r['config']} | {r['speedup']:.2f}× | {r['macs_ratio']:.2f} | {r['fid']:.2f} | {r['kid']:.4f} | "
+          f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['class_accuracy']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
