@@ -235,3 +235,30 @@ def test_bad_toml_exit_2_and_no_database(tmp_path, capsys):
     assert main(["study", "run", str(bad)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_trial_of_a_killed_process_is_reclaimed(shared):
+    """A process killed mid-trial (kill -9) leaves a RUNNING trial and a taken slot; the next run fails
+    that trial with a reason and gives the slot back."""
+    from sqlalchemy import update
+
+    from tuner.study.runner import check_fingerprint, open_study, run_study
+    from tuner.study.storage import Budget, study_runs
+
+    folder, _, ctx = shared
+    spec = write_spec(folder, "killed")
+    study, storage = open_study(spec)
+    check_fingerprint(study, spec)
+    dead = Budget(storage, spec.name)
+    slot = dead.take(spec.n_trials)
+    orphan = study.ask()
+    dead.bind(slot, orphan.number)
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip()
+    with storage.engine.begin() as conn:
+        conn.execute(update(study_runs).where(study_runs.c.id == dead.run_id).values(pid=int(dead_pid)))
+
+    summary = run_study(spec, context=ctx, progress=False, log=lambda m: None)
+    assert summary["trials_run"] == 3
+    t = optuna.load_study(study_name=spec.name, storage=spec.storage).trials[orphan.number]
+    assert t.state == TrialState.FAIL and "abandoned" in t.user_attrs["fail_reason"]

@@ -100,8 +100,8 @@ def study_status(args) -> int:
     snaps = read_snapshots(storage.engine, spec.name)
     out = {"study": spec.name, "storage": spec.storage, "n_trials_target": spec.n_trials,
            "budget_spent": count_slots(storage.engine, spec.name), "states": states, "fail_reasons": fails,
-           "baseline": study.user_attrs.get("baseline", {}).get("fid") and {
-               k: study.user_attrs["baseline"][k] for k in ("fid", "seconds_per_image")},
+           "baseline": {k: v for k, v in (study.user_attrs.get("baseline") or {}).items()
+                        if k in ("fid", "seconds_per_image")},
            "snapshots": len(snaps)}
     if snaps:
         out["last_snapshot"] = {k: snaps[-1][k] for k in ("created_at", "n_trials", "hypervolume")}

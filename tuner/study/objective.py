@@ -56,9 +56,9 @@ def _is_oom(e: BaseException) -> bool:
 
 
 class TrialObjective:
-    def __init__(self, context: StudyContext):
+    def __init__(self, context: StudyContext, spec=None):
         self.ctx = context
-        self.spec = context.spec
+        self.spec = spec or context.spec  # the run's spec (same evaluation settings as the context's)
         self.eval_seconds = 0.0  # time spent generating/scoring images in this process (for overhead)
 
     # --- constraint ---------------------------------------------------------------------------------

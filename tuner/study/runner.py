@@ -128,7 +128,7 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
 
     seed = spec.seed + RUN_SEED_STRIDE * budget.run_index
     study.sampler = build_sampler(spec.sampler.name, context.space, seed, spec.sampler.options or None)
-    objective = TrialObjective(context)
+    objective = TrialObjective(context, spec)
 
     bar = tqdm(total=spec.n_trials, initial=budget.spent(), desc=f"study {spec.name}", unit="trial",
                disable=not progress, dynamic_ncols=True)
@@ -189,11 +189,15 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective
 
 
 def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: bool = True) -> dict:
+    from tuner.study.storage import last_snapshot_trials
+
+    if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study):
+        snapshot_now = False  # the periodic snapshot after the last trial already holds this front
     if snapshot_now:
         with deferred_sigint():
             data = pareto.snapshot(study, spec, storage.engine)
     else:
-        data = pareto.front(study, spec) if study.user_attrs.get("baseline") else None
+        data = pareto.front(study, spec) if study.user_attrs.get(BASELINE_ATTR) else None
     summary["finished_in_study"] = count_finished(study)
     if data is not None:
         summary["front_size"] = len(data["members"])

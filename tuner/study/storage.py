@@ -196,6 +196,13 @@ def write_snapshot(engine, study_name: str, n_trials: int, hypervolume: float, r
     return sid
 
 
+def last_snapshot_trials(engine, study_name: str) -> int | None:
+    """Finished-trial count of the study's latest snapshot (None: no snapshot yet)."""
+    with engine.begin() as conn:
+        return conn.execute(select(pareto_snapshots.c.n_trials).where(pareto_snapshots.c.study_name == study_name)
+                            .order_by(pareto_snapshots.c.id.desc()).limit(1)).scalar_one_or_none()
+
+
 def read_snapshots(engine, study_name: str) -> list[dict]:
     with engine.begin() as conn:
         snaps = conn.execute(select(pareto_snapshots).where(pareto_snapshots.c.study_name == study_name)
