@@ -175,7 +175,7 @@ def render(results: dict) -> tuple[str, str]:
                  "baseline with the same seeds, MACs/BitOPs per image counted by hooks, speedup = baseline/candidate "
                  "median seconds timed interleaved in the same run. At N=32 FID differences below ~1 are noise.")
     if base:
-        lines.append(f"Baseline (DDIM 50 uniform, fp32): FID {_f(base['fid'])}, KID {_f(base['kid'], '.4f')}, "
+        lines.append(f"Baseline (DDIM 50 uniform, fp32): FID {_f(base['fid'])}, KID {_f(base['kid'], '.1f')}, "
                      f"class accuracy {_f(base['class_accuracy'])}, {_f(base['macs'] / 1e9)} GMACs, "
                      f"{_f(base['bitops'] / 1e12)} TBitOPs per image.")
     ts = results.get("timesteps", {})
@@ -186,7 +186,7 @@ def render(results: dict) -> tuple[str, str]:
         for g in sorted(ts, key=int):
             r = ts[g]
             for label, m in (("uniform (DDIM leading)", r["uniform"]), (f"best TMPQ grouping ({r['best']})", r["tmpq"])):
-                lines.append(f"| {g} | {label} | {_f(m['fid'])} | {_f(m['kid'], '.4f')} | {_f(m['psnr'])} | "
+                lines.append(f"| {g} | {label} | {_f(m['fid'])} | {_f(m['kid'], '.1f')} | {_f(m['psnr'])} | "
                              f"{_f(m['ssim'], '.3f')} | {_f(m['class_accuracy'])} | {_f(m['macs'] / base['macs'] if base else None, '.3f')} | "
                              f"{_f(m.get('speedup'))}× |")
         lines += ["", "Search (FID on a separate 32-image search set, seed 1; only the winner is scored above):"]
@@ -210,9 +210,11 @@ def render(results: dict) -> tuple[str, str]:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in list(q["configs"].items()) + list(q.get("max_configs", {}).items()):
             sp = f"{_f(m.get('speedup'))}×" if m.get("speedup_is_real") else "— (simulated layers: not a speedup)"
-            lines.append(f"| {name} | {_f(m['fid'])} | {_f(m['kid'], '.4f')} | {_f(m['psnr'])} | {_f(m['ssim'], '.3f')} | "
+            lines.append(f"| {name} | {_f(m['fid'])} | {_f(m['kid'], '.1f')} | {_f(m['psnr'])} | {_f(m['ssim'], '.3f')} | "
                          f"{_f(m['class_accuracy'])} | {_f(m['bitops'] / base['bitops'] if base else None, '.3f')} | "
                          f"{m['real_kernel_layers']} | {m['simulated_layers']} | {sp} |")
+    if results.get("notes_ts"):
+        lines += ["", "Reading these numbers:"] + [f"- {n}" for n in results["notes_ts"]]
     ly = [SECTION_LY, ""]
     if results.get("liyan_table"):
         ly += ["Command: `python benchmarks/liyan_check.py` (add `--json` for rows). Exact closed form, no sampling: "
@@ -227,8 +229,10 @@ def render(results: dict) -> tuple[str, str]:
                "| sampler | steps | FID | KID | PSNR | SSIM | class acc. |", "|---|---|---|---|---|---|---|"]
         for key, m in dd.items():
             name, steps = key.rsplit(" ", 1)
-            ly.append(f"| {name} | {steps} | {_f(m['fid'])} | {_f(m['kid'], '.4f')} | {_f(m['psnr'])} | "
+            ly.append(f"| {name} | {steps} | {_f(m['fid'])} | {_f(m['kid'], '.1f')} | {_f(m['psnr'])} | "
                       f"{_f(m['ssim'], '.3f')} | {_f(m['class_accuracy'])} |")
+    if results.get("notes_ly"):
+        ly += ["", "Reading these numbers:"] + [f"- {n}" for n in results["notes_ly"]]
     return "\n".join(lines), "\n".join(ly)
 
 
