@@ -196,3 +196,17 @@ def test_max_clipping_shares_one_range_across_bit_widths(tiny_pipe):
         assert torch.isfinite(_run(tiny_pipe)).all() and h.info["simulated_layers"]
     with pytest.raises(TunerError, match="clipping"):
         quant.calibrate(tiny_pipe, classes=[5], seeds=[100], steps=STEPS, method="percentile")
+
+
+def test_first_apply_calibrates_on_the_baseline_trajectory_not_the_candidate(tiny_pipe, monkeypatch):
+    monkeypatch.setattr(quant, "DEFAULT_CALIBRATION_IMAGES", 1)
+    monkeypatch.setattr(quant, "DEFAULT_CALIBRATION_STEPS", 2)
+    cfg = AccelConfig.from_dict({"schema_version": 1, "methods": {
+        "timesteps": {"timesteps": [900, 600, 300]}, "sampler": {"name": "ddpm", "coefficients": "liyan"},
+        "quant": {"weight_bits": 8, "act_bits": 8}}})
+    with apply(tiny_pipe, cfg):
+        calib = tiny_pipe.unet._tuner_quant_calibration
+        assert tiny_pipe.timesteps_override == [900, 600, 300] and tiny_pipe.sampler.name == "ddpm"
+    # conv_in sees the whole CFG batch (2 x 1 x 16 x 16 values) once per step: 2 default DDIM steps, not 3
+    assert calib.act_samples["conv_in"].numel() == 2 * 512
+    assert tiny_pipe.timesteps_override is None and tiny_pipe.sampler.name == "ddim"
