@@ -9,6 +9,7 @@ Each part is one short run (the machine is shared; run under `flock /tmp/bench.l
     flock /tmp/bench.lock python benchmarks/bench_token_merging.py --part catome
     flock /tmp/bench.lock python benchmarks/bench_token_merging.py --part checkpoints
     flock /tmp/bench.lock python benchmarks/bench_token_merging.py --part block
+    flock /tmp/bench.lock python benchmarks/bench_token_merging.py --part latency64
     python benchmarks/bench_token_merging.py --write-md     # BENCHMARKS.md section from the JSON results
 
 Speed is always against the model's default attention processor (PyTorch SDPA), timed interleaved with
@@ -156,6 +157,26 @@ def part_block(args) -> None:
     _save("block", out)
 
 
+def part_latency64(args) -> None:
+    """Speed only (the proxy was trained at 16 px, so no quality here): the same U-Net at 64 px, where D1/U1
+    self-attention has 4,096 tokens. 2 images, 10 DDIM steps, interleaved with the baseline."""
+    from tuner.config import AccelConfig
+    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.proxy.model import load_proxy_pipeline
+
+    pipe = load_proxy_pipeline("cpu" if not torch.cuda.is_available() else None)
+    pipe.set_resolution(64)
+    ctx = EvalContext(pipe, ProxySet(2, 10, 0), latency_images=2, latency_repeats=args.repeats)
+    rows = {}
+    for name, methods in (("ToMe r=0.5", {"tome": {"ratio": 0.5}}),
+                          ("CA-ToMe t=0.95, every step", {"catome": {"threshold": 0.95}}),
+                          ("CA-ToMe t=0.95, checkpoints [0, 5]", {"catome": {"threshold": 0.95, "checkpoints": [0, 5]}})):
+        lat = ctx.latency(AccelConfig.from_dict({"schema_version": 1, "methods": methods}))
+        rows[name] = {"speedup": lat["baseline"] / lat["candidate"], "seconds_per_image": lat["candidate"],
+                      "baseline_seconds_per_image": lat["baseline"]}
+    _save("latency64", {"processor": _attention_processor(pipe), "resolution": 64, "steps": 10, "rows": rows})
+
+
 # --- BENCHMARKS.md ---------------------------------------------------------------------------------
 def _fmt(v, nd=3):
     return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
@@ -178,10 +199,11 @@ def write_md(args) -> None:
         p = RESULTS / f"token_merging_{name}.json"
         return json.loads(p.read_text()) if p.is_file() else None
 
-    prof, tome, ca, cps, blk = (load(n) for n in ("profile", "tome", "catome", "checkpoints", "block"))
+    prof, tome, ca, cps, blk, l64 = (load(n) for n in ("profile", "tome", "catome", "checkpoints", "block", "latency64"))
     body = [SECTION, "",
             "Commands (each part one run, n_images 32, 50 DDIM steps, CFG batch 2×, 2-core CPU shared with other agents):",
-            "`flock /tmp/bench.lock python benchmarks/bench_token_merging.py --part {profile,tome,catome,checkpoints,block}`, "
+            "`flock /tmp/bench.lock chrt -f 10 python benchmarks/bench_token_merging.py --part "
+            "{profile,tome,catome,checkpoints,block,latency64}` (the tome part ran without `chrt`), "
             "then `python benchmarks/bench_token_merging.py --write-md`. Raw results: `benchmarks/results/token_merging_*.json`.",
             "Speedups are against the same model with its default attention processor "
             f"(`{(tome or ca or {}).get('processor', 'AttnProcessor2_0')}`, PyTorch SDPA), timed interleaved with the "
@@ -212,6 +234,12 @@ def write_md(args) -> None:
             if key in blk:
                 body.append(f"| {key.split()[0]} | " + " | ".join(_fmt(v, 3) for v in blk[key].values()) + " |")
         body.append("")
+    if l64:
+        body += ["### Speed only at 64 px (4,096 tokens at D1/U1; 2 images, 10 steps, `--part latency64`)", "",
+                 "| config | speedup | s/image (cand / base) |", "|---|---|---|"]
+        for name, r in l64["rows"].items():
+            body.append(f"| {name} | {r['speedup']:.2f}× | {r['seconds_per_image']:.3f} / {r['baseline_seconds_per_image']:.3f} |")
+        body.append("")
     text = BENCH_MD.read_text() if BENCH_MD.is_file() else "# Benchmarks\n"
     start = text.find(SECTION)
     section = "\n".join(body).rstrip() + "\n"
@@ -226,7 +254,7 @@ def write_md(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["profile", "tome", "catome", "checkpoints", "block"])
+    ap.add_argument("--part", choices=["profile", "tome", "catome", "checkpoints", "block", "latency64"])
     ap.add_argument("--write-md", action="store_true")
     ap.add_argument("--notes", default=str(RESULTS / "token_merging_notes.md"), help="analysis text for the section")
     ap.add_argument("--n-images", type=int, default=32)
@@ -238,7 +266,7 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.part:
         {"profile": part_profile, "tome": part_tome, "catome": part_catome, "checkpoints": part_checkpoints,
-         "block": part_block}[args.part](args)
+         "block": part_block, "latency64": part_latency64}[args.part](args)
         print(f"# {args.part}: {time.perf_counter() - t0:.0f} s")
     if args.write_md:
         write_md(args)
