@@ -7,8 +7,8 @@ each defines a config dataclass, an `apply(target, cfg) -> Handle`, and register
 from tuner.methods import base  # noqa: F401
 from tuner.methods import timesteps  # noqa: F401
 from tuner.methods import sampler_choice  # noqa: F401
-from tuner.methods import deepcache  # noqa: F401
-from tuner.methods import frdiff  # noqa: F401
+from tuner.methods import quant  # noqa: F401
 from tuner.methods import tome  # noqa: F401
 from tuner.methods import catome  # noqa: F401
-from tuner.methods import quant  # noqa: F401
+from tuner.methods import deepcache  # noqa: F401
+from tuner.methods import frdiff  # noqa: F401
