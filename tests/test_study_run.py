@@ -128,8 +128,14 @@ def test_tiny_study_records_metrics_and_pareto_tables(shared, capsys):
 
     # Resume: nothing left to do; a larger budget adds exactly the difference.
     assert run_study(spec, context=ctx, progress=False, log=lambda m: None)["trials_run"] == 0
-    assert run_study(spec.with_n_trials(4), context=ctx, progress=False, log=lambda m: None)["trials_run"] == 1
+    lines = []
+    assert run_study(spec.with_n_trials(4), context=ctx, progress=False, log=lines.append)["trials_run"] == 1
     assert len(finished(spec)) == 4
+    # Without a progress bar every trial is one log line: where the budget stands, the trial, its outcome.
+    trial_lines = [m for m in lines if m.startswith("[4/4] trial 3 ")]
+    assert len(trial_lines) == 1, lines
+    assert ("complete: latency" in trial_lines[0] and "fid" in trial_lines[0]) or "pruned: cheap reject" in trial_lines[0] \
+        or "fail" in trial_lines[0]
 
 
 def test_stored_profile_is_reused(shared, monkeypatch):
@@ -221,7 +227,8 @@ def test_two_processes_finish_exactly_n_trials(shared):
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
-    summaries = [json.loads(out) for out, _ in outs]
+    summaries = [json.loads(out) for out, _ in outs]  # stdout: the JSON summary alone
+    assert sum(err.count(" trial ") for _, err in outs) >= 3  # stderr (not a terminal): a line per trial
     assert sum(s["trials_run"] for s in summaries) == 3
     assert sorted(s["run_index"] for s in summaries) == [0, 1]  # distinct sampler seeds
     assert len(finished(spec)) == 3

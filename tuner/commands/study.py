@@ -71,8 +71,9 @@ def run_study(args) -> int:
     from tuner.study.runner import run_study as run
 
     spec = _spec(args.study).with_n_trials(args.n_trials)  # validated before any file is created
-    progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    log = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    # bars on a terminal, one line per trial otherwise (logs, CI); --json keeps stdout for the summary
+    progress = not args.no_progress and sys.stderr.isatty()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     summary = run(spec, progress=progress, log=log)
     if args.json:
         print(json.dumps(clean(summary)))

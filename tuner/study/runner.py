@@ -148,6 +148,8 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
             bar.n = min(spent, spec.n_trials)
             bar.set_postfix_str(f"#{trial.number} {state.name.lower()}")
             bar.refresh()
+            if not progress:  # no bar (not a terminal, or turned off): one line per trial instead
+                log(f"[{min(spent, spec.n_trials)}/{spec.n_trials}] {_trial_line(trial, state, spec)}")
             if spent % spec.snapshot_every == 0:
                 with deferred_sigint():
                     pareto.snapshot(study, spec, storage.engine)
@@ -186,6 +188,15 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective
         trial.set_user_attr("trial_seconds", time.perf_counter() - t0)
         study.tell(trial, values)
     return TrialState.COMPLETE
+
+
+def _trial_line(trial: optuna.Trial, state: TrialState, spec: StudySpec) -> str:
+    attrs = trial.user_attrs
+    if state == TrialState.COMPLETE:
+        values = ", ".join(f"{name} {attrs[pareto.BASELINE_KEYS[name]]:.4g}" for name in spec.objectives)
+        return f"trial {trial.number} complete: {values} ({attrs.get('speedup', float('nan')):.2f}x)"
+    reason = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
+    return f"trial {trial.number} {state.name.lower()}" + (f": {reason}" if reason else "")
 
 
 def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: bool = True) -> dict:
