@@ -133,3 +133,60 @@ def test_cli_apply_bad_json_exit_2_nothing_written(tmp_path, capsys, content, ma
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err
     assert not png.exists()
+
+
+def test_export_reports_the_studys_machine_and_proxy_set(study_file, tmp_path):
+    """The environment is where the study measured (stored with it), not the machine that exports."""
+    from tuner.study.runner import open_study
+    from tuner.study.spec import load_spec
+
+    study, _ = open_study(load_spec(study_file), create=False)
+    study.set_user_attr("environment", {"device": "cuda:0", "device_name": "A100", "torch": "2.14.1"})
+    out = tmp_path / "c.json"
+    assert main(["export", str(study_file), "--trial", "0", "-o", str(out)]) == 0
+    env = json.loads(out.read_text())["environment"]
+    assert env["device"] == "cuda:0" and env["device_name"] == "A100"
+    assert env["proxy_set"] == {"n_images": 8, "steps": 6, "seed": 0, "latency_images": 8}
+
+
+def test_evaluate_defaults_to_the_exported_proxy_set(study_file, tmp_path):
+    import argparse
+
+    from tuner.commands.common import proxy_set_args
+    from tuner.config import AccelConfig
+
+    out = tmp_path / "c.json"
+    assert main(["export", str(study_file), "--trial", "0", "-o", str(out)]) == 0
+    recorded = AccelConfig.load(out).environment["proxy_set"]
+    args = argparse.Namespace(n_images=None, steps=None, seed=None, latency_images=None, latency_repeats=3)
+    assert proxy_set_args(args, recorded) == {"n_images": 8, "steps": 6, "seed": 0, "latency_images": 8}
+    args.steps = 12  # an explicit flag wins over the record
+    assert proxy_set_args(args, recorded)["steps"] == 12
+    assert proxy_set_args(argparse.Namespace(n_images=None, steps=None, seed=None, latency_images=None,
+                                             latency_repeats=3)) == {"n_images": 64, "steps": 50, "seed": 0,
+                                                                     "latency_images": 8}
+
+
+@pytest.mark.parametrize("argv, match", [(["--latency-repeats", "0"], "--latency-repeats=0"),
+                                          (["--steps", "0"], "steps=0"), (["--n-images", "-3"], "n_images=-3"),
+                                          (["--seed", "-1"], "seed=-1")])
+def test_evaluate_bad_flags_exit_2_before_any_work(tmp_path, capsys, argv, match):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"schema_version": 1, "methods": {"tome": {"ratio": 0.3}}}')
+    assert main(["evaluate", str(cfg), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err
+
+
+def test_evaluate_rejects_a_config_the_model_cannot_take_before_the_baseline(tmp_path, capsys, monkeypatch):
+    from tuner.evaluate import EvalContext
+
+    def no_generation(self, proxy_set=None):
+        raise AssertionError("images were generated before the config was checked")
+
+    monkeypatch.setattr(EvalContext, "generate", no_generation)
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"schema_version": 1, "methods": {"deepcache": {"interval": 3, "branch": 9}}}')
+    assert main(["evaluate", str(cfg), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "branch" in err and "\n" not in err

@@ -36,10 +36,16 @@ class ProxySet:
     seed: int = 0
 
     def __post_init__(self):
+        for key in ("n_images", "steps", "seed"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TunerError(f"{key}={value!r} must be an integer")
         if not (2 <= self.n_images <= 100_000):
             raise TunerError(f"n_images={self.n_images} is out of range (2..100000)")
         if not (1 <= self.steps <= 1000):
             raise TunerError(f"steps={self.steps} is out of range (1..1000)")
+        if not (0 <= self.seed < 2**31):
+            raise TunerError(f"seed={self.seed} is out of range (0..2147483647)")
 
     @property
     def classes(self) -> list[int]:
@@ -130,18 +136,20 @@ class EvalContext:
         return {k: v / ps.n_images for k, v in med.items()}
 
     def evaluate_baseline(self) -> dict:
-        """The baseline alone: its generation run is timed directly (nothing to interleave with)."""
+        """The baseline alone. `seconds_per_image` is measured exactly like a candidate's (warm-up, median
+        of the repeats, `latency_images` per call, no counting hooks), so a trial's speedup times it gives
+        that trial's latency; `generation_seconds` is the one counted run that made the baseline set."""
         box = {}
 
         def run():
             box["images"], box["cost"] = self.generate_and_count()
 
-        seconds = time_once(run, self.pipe.device)
+        generation = time_once(run, self.pipe.device)
         images, cost = box["images"], box["cost"]
         self.__dict__["baseline_images"] = images  # the counted run is the baseline set
         q = self.quality(images)
         return {"n_images": self.proxy_set.n_images, "steps": self.proxy_set.steps,
-                "seconds_per_image": seconds / self.proxy_set.n_images, **q, **cost,
+                "seconds_per_image": self.latency()["baseline"], "generation_seconds": generation, **q, **cost,
                 "real_vs_real_fid": self.real_vs_real_fid, "feature_extractor": self.extractor_name}
 
     def evaluate(self, config: AccelConfig, proxy_set: ProxySet | None = None, with_latency: bool = True) -> dict:

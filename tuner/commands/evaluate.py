@@ -14,7 +14,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate", help="measure one config JSON against the baseline, in the same run")
     p.add_argument("config", help="config JSON ({'schema_version': 1, 'methods': {...}})")
-    add_eval_options(p)
+    add_eval_options(p, set_note=", or the proxy set an exported config records")
     p.set_defaults(func=run_evaluate)
 
 
@@ -27,8 +27,14 @@ def run_baseline(args) -> int:
 def run_evaluate(args) -> int:
     from tuner.config import AccelConfig
 
+    from tuner.apply import apply
+
     config = AccelConfig.load(args.config)  # validated before any model is loaded
-    ctx = make_context(args, progress=not args.json and sys.stderr.isatty())
+    # An exported config is re-measured on the study's own proxy set (steps, size, seeds) unless overridden:
+    # its timesteps, checkpoints and objectives only mean something there.
+    recorded = (config.environment or {}).get("proxy_set")
+    ctx = make_context(args, progress=not args.json and sys.stderr.isatty(), recorded=recorded)
+    apply(ctx.pipe, config).remove()  # a config this model cannot take fails now, not after the baseline
     result = ctx.evaluate(config)
     result["baseline"] = {k: v for k, v in ctx.quality(ctx.baseline_images).items() if k in ("fid", "kid", "class_accuracy")}
     result["config"] = config.to_dict()["methods"]

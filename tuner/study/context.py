@@ -25,6 +25,7 @@ from tuner.study.spec import StudySpec
 BASELINE_ATTR = "baseline"
 PROFILE_ATTR = "jaccard_profile"
 MODEL_ATTR = "model_id"
+ENVIRONMENT_ATTR = "environment"  # device and versions the study measured on (what export reports)
 
 
 @dataclass
@@ -68,6 +69,10 @@ class StudyContext:
         if study is not None and BASELINE_ATTR not in stored:
             study.set_user_attr(BASELINE_ATTR, baseline)
             study.set_user_attr(MODEL_ATTR, getattr(pipe, "model_id", "custom"))
+        if study is not None and ENVIRONMENT_ATTR not in stored:
+            from tuner.study.export import machine_environment
+
+            study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(pipe.device))
         timings["baseline"] = time.perf_counter() - t
 
         subset_fid = None

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
-from tuner.study.context import MODEL_ATTR
+from tuner.study.context import ENVIRONMENT_ATTR, MODEL_ATTR
 from tuner.study.pareto import baseline_of, completed
 from tuner.study.spec import METRIC_NAMES, StudySpec
 
@@ -30,19 +30,23 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def environment(spec: StudySpec, trial: optuna.trial.FrozenTrial) -> dict:
+def machine_environment(device) -> dict:
+    """The machine and versions a study measures on (stored with the study when its context is built)."""
     import torch
 
-    from tuner.proxy.model import resolve_device
-
-    device = resolve_device(spec.model.device)
+    device = torch.device(device)
     return {"device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "torch": torch.__version__, "diffusers": _version("diffusers"), "optuna": _version("optuna"),
-            "tuner": _version("tuner"), "python": platform.python_version(), "platform": platform.platform(),
-            "study": spec.name, "trial": trial.number, "num_inference_steps": spec.proxy_set.steps,
+            "tuner": _version("tuner"), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def environment(study: optuna.Study, spec: StudySpec, trial: optuna.trial.FrozenTrial) -> dict:
+    """Where the trial was measured: the study's stored machine (not the exporting one), its proxy set."""
+    machine = study.user_attrs.get(ENVIRONMENT_ATTR) or {**machine_environment("cpu"), "device": spec.model.device or "unknown"}
+    return {**machine, "study": spec.name, "trial": trial.number, "num_inference_steps": spec.proxy_set.steps,
             "proxy_set": {"n_images": spec.proxy_set.n_images, "steps": spec.proxy_set.steps,
-                          "seed": spec.proxy_set.seed},
+                          "seed": spec.proxy_set.seed, "latency_images": spec.evaluator.latency_images},
             "feature_extractor": spec.evaluator.feature_extractor}
 
 
@@ -85,7 +89,7 @@ def trial_config(study: optuna.Study, spec: StudySpec, trial: optuna.trial.Froze
     objectives["baseline_fid"] = float(base["fid"])
     return AccelConfig.from_dict({"schema_version": 1, "model_id": study.user_attrs.get(MODEL_ATTR),
                                   "methods": methods, "objectives": objectives,
-                                  "environment": environment(spec, trial)})
+                                  "environment": environment(study, spec, trial)})
 
 
 def validate_against_schema(data: dict) -> None:
