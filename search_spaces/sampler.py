@@ -35,8 +35,9 @@ class SamplerFamily(Family):
         if not self.enabled:
             return {}
         name = self.get(values, "sampler.name")
-        coefficients = self.get(values, "sampler.coefficients") if name == "ddpm" else "baseline"
-        return {"sampler": {"name": name, "coefficients": coefficients}}
+        if name == "ddim":  # the baseline's own sampler: no entry, so the config keeps any pipeline's scheduler
+            return {}
+        return {"sampler": {"name": name, "coefficients": self.get(values, "sampler.coefficients")}}
 
 
 KEYS = ("sampler",)

@@ -112,9 +112,9 @@ def test_ga_samplers_make_children_after_the_first_generation(space, name):
         assert all(t.system_attrs[ENGINE_KEY] == "tpe" for t in tpe)
 
 
-@pytest.mark.parametrize("name", ["deap-nsga2", "deap-nsga3", "deap-spea2", "joint", "tpe", "nsga2"])
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
 def test_seeded_runs_are_reproducible(space, name):
-    options = POP if name in GA or name == "nsga2" else None
+    options = POP if name in GA or name in ("nsga2", "nsga3") else None
     a = [t.params for t in run(space, name, seed=7, options=options).trials]
     b = [t.params for t in run(space, name, seed=7, options=options).trials]
     assert a == b

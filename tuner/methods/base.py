@@ -111,9 +111,10 @@ def resolve_unet(target) -> torch.nn.Module:
 
 
 def resolve_pipeline(target, method: str):
-    """Pipeline-level methods (timesteps, sampler) need a tuner pipeline."""
+    """Pipeline-level methods (timesteps, sampler) need a pipeline: a tuner one here (diffusers pipelines
+    go through tuner.methods.diffusers_schedule); a bare U-Net has no sampling loop to change."""
     from tuner.pipeline import ProxyPipeline
 
     if isinstance(target, ProxyPipeline):
         return target
-    raise TunerError(f"method '{method}' applies to a tuner pipeline, not to {type(target).__name__}")
+    raise TunerError(f"method '{method}' applies to a pipeline (tuner or diffusers), not to {type(target).__name__}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from tuner.methods.diffusers_schedule import apply_sampler, is_diffusers_pipeline
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_pipeline
 
 SAMPLERS = ("ddim", "ddpm")
@@ -33,10 +34,12 @@ class SamplerConfig(MethodConfig):
             self._fail("coefficients apply to name 'ddpm' only (DDIM with eta=0 has no noise coefficients)")
 
 
-@register_method("sampler", SamplerConfig, order=11)
+@register_method("sampler", SamplerConfig, order=10)  # before timesteps: it may swap the scheduler
 def apply(target, cfg: SamplerConfig) -> Handle:
-    pipe = resolve_pipeline(target, "sampler")
     cfg.validate()
+    if is_diffusers_pipeline(target):
+        return apply_sampler(target, cfg.name, cfg.coefficients)
+    pipe = resolve_pipeline(target, "sampler")
     previous = pipe.sampler
 
     def restore():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from tuner.errors import TunerError
+from tuner.methods.diffusers_schedule import apply_timesteps, is_diffusers_pipeline
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_pipeline
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -110,9 +111,12 @@ class TimestepsConfig(MethodConfig):
         self.timesteps = check_timesteps(self.timesteps, NUM_TRAIN_TIMESTEPS)
 
 
-@register_method("timesteps", TimestepsConfig, order=10)
+@register_method("timesteps", TimestepsConfig, order=11)  # after sampler: it wraps the scheduler in use
 def apply(target, cfg: TimestepsConfig) -> Handle:
     """Makes every later pipeline call run on `cfg.timesteps` (whatever num_inference_steps says)."""
+    if is_diffusers_pipeline(target):
+        cfg.validate()
+        return apply_timesteps(target, check_timesteps(cfg.timesteps, int(target.scheduler.config.num_train_timesteps)))
     pipe = resolve_pipeline(target, "timesteps")
     num_train = int(pipe.scheduler.config.num_train_timesteps)
     ts = check_timesteps(cfg.timesteps, num_train)

@@ -205,6 +205,12 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
         _check_str("model.device", device)
         if device.split(":")[0] not in ("cpu", "cuda"):
             raise TunerError(f"model.device={device!r}: use cpu or cuda")
+        from tuner.proxy.model import resolve_device
+
+        try:  # now, not after the study's database exists (a study could then never be resumed with a fix)
+            resolve_device(device)
+        except TunerError as e:
+            raise TunerError(f"model.device: {e}") from None
     weights = t.get("unet_weights")
     threads = t.get("threads")
     if threads is not None:
@@ -234,7 +240,7 @@ def _parse_proxy_set(data: Any) -> ProxySetSpec:
     return out
 
 
-def _parse_evaluator(data: Any, n_images: int) -> EvaluatorSpec:
+def _parse_evaluator(data: Any, n_images: int, base: Path) -> EvaluatorSpec:
     t = _Table(data, "evaluator")
     lat = _check_int("evaluator.latency_images", t.get("latency_images", min(8, n_images)), 1, n_images)
     rep = _check_int("evaluator.latency_repeats", t.get("latency_repeats", 3), 1, 100)
@@ -247,7 +253,14 @@ def _parse_evaluator(data: Any, n_images: int) -> EvaluatorSpec:
         raise TunerError(f"evaluator.feature_extractor={extractor!r}: use 'proxy' or 'inception'")
     weights = t.get("inception_weights")
     if weights is not None:
-        _check_str("evaluator.inception_weights", weights)
+        p = Path(_check_str("evaluator.inception_weights", weights))
+        p = p if p.is_absolute() else (base / p).resolve()
+        if not p.is_file():
+            raise TunerError(f"evaluator.inception_weights: file not found: {p} (nothing is downloaded)")
+        weights = str(p)
+    elif extractor == "inception":
+        raise TunerError("evaluator.feature_extractor='inception' needs evaluator.inception_weights = a local "
+                         "torch-fidelity Inception weights file (nothing is downloaded)")
     t.finish()
     return EvaluatorSpec(lat, rep, cheap, margin, extractor, weights)
 
@@ -304,7 +317,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     storage = _resolve_storage(t.get("storage"), name, base)
     model = _parse_model(t.get("model", {}), base)
     proxy_set = _parse_proxy_set(t.get("proxy_set", {}))
-    evaluator = _parse_evaluator(t.get("evaluator", {}), proxy_set.n_images)
+    evaluator = _parse_evaluator(t.get("evaluator", {}), proxy_set.n_images, base)
     constraints = _parse_constraints(t.get("constraints", {}))
     profile = _parse_profile(t.get("profile", {}))
     sampler = _parse_sampler(t.get("sampler", {}))
