@@ -48,17 +48,26 @@ class ReferenceFeatures:
 
     def features(self) -> torch.Tensor:
         if self._features is None:
-            if self.path.is_file():
-                self._features = torch.load(self.path, map_location="cpu", weights_only=True)
-            else:
-                with torch.no_grad():
-                    self._features = self.extractor(self._load_images()).double().cpu()
-                self.computed += 1
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp")
-                torch.save(self._features, tmp)
-                os.replace(tmp, self.path)  # atomic: a concurrent study never reads half a file
+            self._features = self._load_cached()
+        if self._features is None:
+            with torch.no_grad():
+                self._features = self.extractor(self._load_images()).double().cpu()
+            self.computed += 1
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(self._features, tmp)
+            os.replace(tmp, self.path)  # atomic: a concurrent study never reads half a file
         return self._features
+
+    def _load_cached(self) -> torch.Tensor | None:
+        """The cached features, or None when absent or unreadable (a cache is recomputed, never fatal)."""
+        if not self.path.is_file():
+            return None
+        try:
+            feats = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # truncated or foreign file: torch raises several types here
+            return None
+        return feats if isinstance(feats, torch.Tensor) and feats.ndim == 2 else None
 
 
 def _fid_metric(extractor: nn.Module, ref: torch.Tensor) -> FrechetInceptionDistance:

@@ -39,6 +39,15 @@ def test_reference_features_cached_on_disk_and_reused(extractor, tmp_path):
     assert second.computed == 0  # loaded, not recomputed
 
 
+def test_corrupt_reference_cache_is_recomputed_and_replaced(extractor, tmp_path):
+    feats = _reference(extractor, tmp_path).features()
+    ref = _reference(extractor, tmp_path)
+    ref.path.write_bytes(b"not a tensor file")
+    assert torch.equal(ref.features(), feats) and ref.computed == 1
+    again = _reference(extractor, tmp_path)
+    assert torch.equal(again.features(), feats) and again.computed == 0  # the rewritten file is good
+
+
 def test_reference_key_changes_with_extractor_weights(extractor, tmp_path):
     from tuner.proxy.classifier import ClassifierFeatures, DigitClassifier
 

@@ -190,3 +190,12 @@ def test_evaluate_rejects_a_config_the_model_cannot_take_before_the_baseline(tmp
     assert main(["evaluate", str(cfg), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "branch" in err and "\n" not in err
+
+
+def test_cli_apply_unknown_image_format_exit_2_before_generating(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"schema_version": 1, "methods": {"tome": {"ratio": 0.3}}}')
+    assert main(["apply", str(cfg), "--out", str(tmp_path / "grid.foo")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "grid.foo" in err and "\n" not in err
+    assert not (tmp_path / "grid.foo").exists()

@@ -176,6 +176,8 @@ def run_apply(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise TunerError(f"--out: folder {out.parent} does not exist")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise TunerError(f"--out={out.name}: write a .png or .jpg grid")
     if not 1 <= args.n_images <= 1024:
         raise TunerError(f"--n-images={args.n_images} is out of range (1..1024)")
     steps = args.steps or int((config.environment or {}).get("num_inference_steps", 50))
