@@ -26,7 +26,7 @@ def main() -> None:
     from tuner.proxy.model import PROXY_INFO, load_proxy_pipeline
 
     pipe = load_proxy_pipeline("cpu")
-    ctx = EvalContext(pipe, ProxySet(args.n_images, args.steps, 0), latency_repeats=1)
+    ctx = EvalContext(pipe, ProxySet(args.n_images, args.steps, 0))  # default latency batch and repeats
     ctx.reference.features()  # cached reference, as in a study
     t0 = time.perf_counter()
     result = ctx.evaluate_baseline()

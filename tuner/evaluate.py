@@ -119,7 +119,7 @@ class EvalContext:
         cost = {"macs": total_macs / ps.n_images, "bitops": bitops(macs, layer_bits) / ps.n_images}
         return box["images"], cost
 
-    def latency(self, config: AccelConfig | None = None, repeats: int | None = None) -> dict:
+    def latency(self, config: AccelConfig | None = None, repeats: int | None = None, warmup: int = 1) -> dict:
         """Seconds per image of the baseline and (if given) the candidate, timed interleaved in this
         run. The config is applied before and removed after each candidate call, outside the timing."""
         ps = self.proxy_set.subset(self.latency_images)
@@ -131,7 +131,7 @@ class EvalContext:
         if config is not None:
             fns["candidate"] = run
             contexts["candidate"] = lambda: apply(self.pipe, config)
-        med = interleaved_medians(fns, repeats or self.latency_repeats, warmup=1, device=self.pipe.device,
+        med = interleaved_medians(fns, repeats or self.latency_repeats, warmup=warmup, device=self.pipe.device,
                                   contexts=contexts)
         return {k: v / ps.n_images for k, v in med.items()}
 
@@ -149,7 +149,8 @@ class EvalContext:
         self.__dict__["baseline_images"] = images  # the counted run is the baseline set
         q = self.quality(images)
         return {"n_images": self.proxy_set.n_images, "steps": self.proxy_set.steps,
-                "seconds_per_image": self.latency()["baseline"], "generation_seconds": generation, **q, **cost,
+                "seconds_per_image": self.latency(warmup=0)["baseline"],  # the generation just run warmed up
+                "generation_seconds": generation, **q, **cost,
                 "real_vs_real_fid": self.real_vs_real_fid, "feature_extractor": self.extractor_name}
 
     def evaluate(self, config: AccelConfig, proxy_set: ProxySet | None = None, with_latency: bool = True) -> dict:
