@@ -138,6 +138,22 @@ def test_tiny_study_records_metrics_and_pareto_tables(shared, capsys):
         or "fail" in trial_lines[0]
 
 
+def test_exported_trial_is_reproduced_by_evaluate(shared, tmp_path, capsys):
+    """`tuner evaluate` on an exported trial re-measures it on the study's proxy set: the same images, so
+    the same FID (latency is re-measured, so only noise-close)."""
+    folder, spec, _ = shared
+    complete = [t for t in finished(spec) if t.state == TrialState.COMPLETE]
+    assert complete
+    trial = complete[0]
+    out = tmp_path / "t.json"
+    assert main(["export", str(spec.path), "--trial", str(trial.number), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json", "--device", "cpu", "--latency-repeats", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_images"] == 6 and result["fid"] == pytest.approx(trial.values[1], rel=1e-4, abs=1e-4)
+    assert result["class_accuracy"] == pytest.approx(trial.user_attrs["class_accuracy"])
+
+
 def test_stored_profile_is_reused(shared, monkeypatch):
     import tuner.study.context as context_mod
     from tuner.study.context import StudyContext

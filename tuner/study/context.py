@@ -98,7 +98,9 @@ class StudyContext:
 
             t = time.perf_counter()
             log("quantization: calibrating activation ranges")
-            calibrate(pipe, steps=ps.steps)
+            # The model's default calibration (fixed set, default trajectory), the same one `tuner evaluate`
+            # and `tuner.apply` make on first use, so an exported config quantizes exactly as in its trial.
+            calibrate(pipe)
             quant_layers = quantizable_layers(pipe.unet)
             timings["calibration"] = time.perf_counter() - t
 
