@@ -252,6 +252,26 @@ def test_two_processes_finish_exactly_n_trials(shared):
     assert len(study.get_trials()) == 3  # no surplus trial was ever created
 
 
+def test_storage_creation_race_is_retried(tmp_path, monkeypatch):
+    """Two processes creating one fresh database race on Optuna's schema; the loser retries."""
+    from sqlalchemy.exc import IntegrityError
+
+    from tuner.study import storage as storage_mod
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage_mod.optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
+    storage = storage_mod.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+
 def test_bad_toml_exit_2_and_no_database(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("name = 'x'\n[space.tome]\nratio = [0.2,\n")

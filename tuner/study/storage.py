@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import socket
+import time
 
 import optuna
 from sqlalchemy import (Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
@@ -24,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from tuner.errors import TunerError
 
 SQLITE_LOCK_TIMEOUT_S = 60
+CREATE_ATTEMPTS = 5  # schema creation retried when concurrent processes race on a fresh database
 
 metadata = MetaData()
 
@@ -73,12 +75,19 @@ def _now() -> dt.datetime:
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna RDB storage (creates the database and all tables, ours included)."""
     kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if url.startswith("sqlite") else {}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        metadata.create_all(storage.engine)
-    except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise TunerError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
-    return storage
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            metadata.create_all(storage.engine)
+            return storage
+        except (IntegrityError, OperationalError) as e:
+            # Two processes creating a fresh database race on its schema (e.g. both insert Optuna's
+            # alembic_version row); the loser finds the tables there on the next attempt.
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise TunerError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
+            time.sleep(0.2 * (attempt + 1))
+        except (SQLAlchemyError, ImportError, ValueError) as e:
+            raise TunerError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
 
 
 def study_exists(url: str, name: str) -> bool:
