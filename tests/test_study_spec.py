@@ -32,7 +32,7 @@ def _write(tmp_path, text, name="s.toml"):
     return p
 
 
-@pytest.mark.parametrize("name", ["quick.toml", "default.toml"])
+@pytest.mark.parametrize("name", ["quick.toml", "default.toml", "bench_samplers.toml"])
 def test_shipped_studies_load(name):
     spec = load_spec(STUDIES / name)
     assert spec.n_trials >= 1 and spec.objectives[:2] == ("latency", "fid")
