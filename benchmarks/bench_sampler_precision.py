@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_RESULTS = Path("/tmp/tuner_bench_sampler_precision.json")
-BENCH_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+from md_sections import write_section  # benchmarks/ is on sys.path when a script runs
+
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "sampler_precision.json"  # kept: --write re-renders it
 SECTION_TS = "## Timesteps and quantization (TMPQ-style)"
 SECTION_LY = "## Li & Yan coefficients"
 KEEP = ("fid", "kid", "kid_std", "psnr", "ssim", "class_accuracy", "macs", "bitops", "speedup",
@@ -236,17 +237,6 @@ def render(results: dict) -> tuple[str, str]:
     return "\n".join(lines), "\n".join(ly)
 
 
-def replace_section(text: str, heading: str, body: str) -> str:
-    """Swap the `## heading` section (up to the next `## `) for body; append if missing."""
-    lines = text.split("\n")
-    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
-    if start is None:
-        return text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
-    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-    tail = lines[end:]
-    return "\n".join(lines[:start] + body.rstrip("\n").split("\n") + ([""] + tail if tail else [])) + ("" if tail else "\n")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=["timesteps", "quant", "ddpm"], action="append", default=[])
@@ -274,6 +264,9 @@ def main(argv=None) -> int:
                 cmds.append(command)
         args.results.write_text(json.dumps(results, indent=1))
     if args.write:
+        missing = [part for part in ("timesteps", "quant", "ddpm") if not results.get(part)]
+        if missing:  # rendering without them would wipe measured tables from BENCHMARKS.md
+            raise SystemExit(f"{args.results} has no results for {', '.join(missing)}: run --part first")
         import importlib.util
 
         spec = importlib.util.spec_from_file_location("liyan_check", Path(__file__).with_name("liyan_check.py"))
@@ -281,10 +274,8 @@ def main(argv=None) -> int:
         spec.loader.exec_module(lc)
         results["liyan_table"] = lc.format_table(lc.table())
         ts_md, ly_md = render(results)
-        text = BENCH_MD.read_text() if BENCH_MD.is_file() else "# Benchmarks\n"
-        text = replace_section(text, SECTION_TS, ts_md)
-        text = replace_section(text, SECTION_LY, ly_md)
-        BENCH_MD.write_text(text)
+        write_section(SECTION_TS, ts_md)
+        write_section(SECTION_LY, ly_md)
         print(ts_md + "\n\n" + ly_md)
     return 0
 

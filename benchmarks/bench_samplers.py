@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from md_sections import write_section  # benchmarks/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Samplers"
 
@@ -76,18 +78,6 @@ def format_table(rows: dict, at: list[int], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip("\n") + "\n" + (old[nxt:] if nxt >= 0 else "")
-    path.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("study", help="study TOML (model, proxy set, evaluator, constraints, space)")
@@ -128,7 +118,7 @@ def main() -> None:
     table = format_table(rows, at, seeds)
     print(table)
     if args.write:
-        write_section(f"{SECTION}\n\nCommand: `{command}`\n\n{table}\n")
+        write_section(SECTION, f"{SECTION}\n\nCommand: `{command}`\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from md_sections import write_section  # benchmarks/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SECTION = "## Joint front vs the seeds' default configs"
@@ -111,7 +113,7 @@ def main() -> None:
                 + (f", feasible when FID <= {allowed:.2f}" if allowed else "") + ". Plot: "
                 "`benchmarks/results/seed_configs_vs_front.png`.\n\n" + table + "\n\nThe front it is compared with:\n\n"
                 + "\n".join(front_lines) + "\n")
-        write_section(text)
+        write_section(SECTION, text)
 
 
 def plot(members, rows, base, allowed, path: Path) -> None:
@@ -135,18 +137,6 @@ def plot(members, rows, base, allowed, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text()
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        nxt = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip("\n") + "\n" + (old[nxt:] if nxt >= 0 else "")
-    path.write_text(new)
 
 
 if __name__ == "__main__":

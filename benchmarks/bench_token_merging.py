@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from md_sections import write_section  # benchmarks/ is on sys.path when a script runs
+
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCH_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 SECTION = "## Token merging (ToMe, CA-ToMe)"
 KEYS = ("speedup", "seconds_per_image", "baseline_seconds_per_image", "fid", "kid", "psnr", "ssim",
         "class_accuracy", "macs")
@@ -240,15 +241,8 @@ def write_md(args) -> None:
         for name, r in l64["rows"].items():
             body.append(f"| {name} | {r['speedup']:.2f}× | {r['seconds_per_image']:.3f} / {r['baseline_seconds_per_image']:.3f} |")
         body.append("")
-    text = BENCH_MD.read_text() if BENCH_MD.is_file() else "# Benchmarks\n"
-    start = text.find(SECTION)
     section = "\n".join(body).rstrip() + "\n"
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    BENCH_MD.write_text(text)
+    write_section(SECTION, section)
     print(section)
 
 
