@@ -25,9 +25,8 @@ def run_baseline(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from tuner.config import AccelConfig
-
     from tuner.apply import apply
+    from tuner.config import AccelConfig
 
     config = AccelConfig.load(args.config)  # validated before any model is loaded
     # An exported config is re-measured on the study's own proxy set (steps, size, seeds) unless overridden:

@@ -115,7 +115,6 @@ class TimestepsConfig(MethodConfig):
 def apply(target, cfg: TimestepsConfig) -> Handle:
     """Makes every later pipeline call run on `cfg.timesteps` (whatever num_inference_steps says)."""
     if is_diffusers_pipeline(target):
-        cfg.validate()
         return apply_timesteps(target, check_timesteps(cfg.timesteps, int(target.scheduler.config.num_train_timesteps)))
     pipe = resolve_pipeline(target, "timesteps")
     num_train = int(pipe.scheduler.config.num_train_timesteps)
