@@ -97,7 +97,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     at = sorted(int(n) for n in args.at.split(",") if n)
     t0 = time.perf_counter()
-    context = StudyContext.build(spec, None, progress=True, log=lambda m: print(m, file=sys.stderr))
+    context = StudyContext.build(spec, None, progress=sys.stderr.isatty(), log=lambda m: print(m, file=sys.stderr))
     print(f"context built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
     rows = {}
