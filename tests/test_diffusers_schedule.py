@@ -79,23 +79,27 @@ def test_sampler_swaps_the_scheduler_and_composes_with_timesteps(pipe):
     assert pipe.scheduler is euler
 
 
-def test_liyan_is_ddpm_fixed_small_exactly():
-    """Li & Yan's step (Y + η* s + σ* Z)/√α has DDPM's posterior mean and variance, also on a strided list."""
-    sched = DDPMScheduler(num_train_timesteps=1000, variance_type="fixed_small", clip_sample=False)
+def test_liyan_is_ddpm_fixed_small_exactly(pipe):
+    """The scheduler `sampler: ddpm/liyan` installs takes Li & Yan's step (Y + η* s + σ* Z)/√α exactly, on
+    a strided list, with the same noise Z."""
+    pipe.scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=True, thresholding=False)  # a clipping original
     ts = [999, 700, 420, 150, 10]
-    sched.set_timesteps(timesteps=ts)
-    acp = sched.alphas_cumprod.double()
-    x, eps = torch.randn(1, 2, 4, dtype=torch.float64), torch.randn(1, 2, 4, dtype=torch.float64)
-    for t, t_prev in zip(ts, ts[1:] + [-1]):
-        a_bar, a_prev = float(acp[t]), (float(acp[t_prev]) if t_prev >= 0 else 1.0)
-        alpha, eta, var = ddpm_coefficients(a_bar, a_prev, "liyan")
-        mean = (x - eta * eps / (1 - a_bar) ** 0.5) / alpha**0.5
-        if t_prev >= 0:
-            assert float(sched._get_variance(t)) == pytest.approx(var / alpha, rel=1e-6)
-        out = sched.step(eps.float(), t, x.float(), generator=torch.Generator().manual_seed(0))
-        pred = out.pred_original_sample.double()
-        post_mean = (a_prev**0.5 * (1 - alpha) / (1 - a_bar)) * pred + (alpha**0.5 * (1 - a_prev) / (1 - a_bar)) * x
-        assert torch.allclose(post_mean, mean, atol=1e-5)
+    with apply(pipe, _config({"sampler": {"name": "ddpm", "coefficients": "liyan"}, "timesteps": {"timesteps": ts}})):
+        sched = pipe.scheduler
+        sched.set_timesteps(50)
+        assert [int(t) for t in sched.timesteps] == ts
+        acp = sched.alphas_cumprod.double()
+        torch.manual_seed(1)
+        x = torch.randn(1, 1, 4, 4) * 3  # large enough that clipping x0 to [-1, 1] would show
+        for t, t_prev in zip(ts, ts[1:] + [-1]):
+            eps = torch.randn(1, 1, 4, 4)
+            a_bar, a_prev = float(acp[t]), (float(acp[t_prev]) if t_prev >= 0 else 1.0)
+            alpha, eta, var = ddpm_coefficients(a_bar, a_prev, "liyan")
+            z = torch.randn(x.shape, generator=torch.Generator().manual_seed(t), dtype=x.dtype)
+            expected = (x.double() - eta * eps.double() / (1 - a_bar) ** 0.5 + var**0.5 * z.double()) / alpha**0.5
+            out = sched.step(eps, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
+            assert torch.allclose(out.double(), expected, atol=1e-4), t
+            x = out
 
 
 def test_bare_unet_is_refused():
@@ -106,3 +110,10 @@ def test_bare_unet_is_refused():
                                 cross_attention_dim=8)
     with pytest.raises(TunerError, match="applies to a pipeline"):
         apply(unet, _config({"timesteps": {"timesteps": [999, 500]}}))
+
+
+def test_scheduler_that_refuses_custom_lists_fails_at_apply(pipe):
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+    with pytest.raises(TunerError, match="EulerDiscreteScheduler refuses this timestep list"):
+        apply(pipe, _config({"timesteps": {"timesteps": [999, 500, 0]}}))
+    assert "set_timesteps" not in vars(pipe.scheduler)

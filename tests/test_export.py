@@ -199,3 +199,20 @@ def test_cli_apply_unknown_image_format_exit_2_before_generating(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert "grid.foo" in err and "\n" not in err
     assert not (tmp_path / "grid.foo").exists()
+
+
+def test_evaluate_rejects_a_malformed_recorded_proxy_set(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"schema_version": 1, "methods": {}, "environment": {"proxy_set": [8, 6]}}')
+    assert main(["evaluate", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "environment.proxy_set must be an object" in err and "\n" not in err
+
+
+def test_evaluate_measures_in_the_recorded_feature_space(tmp_path, capsys):
+    """A config measured with Inception FID is not quietly re-measured with the proxy extractor."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"schema_version": 1, "methods": {}, "environment": {"feature_extractor": "inception"}}')
+    assert main(["evaluate", str(cfg), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Inception" in err and "\n" not in err

@@ -12,6 +12,7 @@ import torch
 from optuna.trial import TrialState
 
 from tuner.cli import main
+from tuner.errors import TunerError
 from tuner.study.spec import load_spec
 
 TINY = """
@@ -270,6 +271,18 @@ def test_storage_creation_race_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
     storage = storage_mod.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
     assert len(calls) == 2 and storage.get_all_studies() == []
+
+    from sqlalchemy.exc import OperationalError
+
+    def locked(*args, **kwargs):  # not a race: reported at once, not retried
+        calls.append(1)
+        raise OperationalError("BEGIN", {}, Exception("database is locked"))
+
+    calls.clear()
+    monkeypatch.setattr(storage_mod.optuna.storages, "RDBStorage", locked)
+    with pytest.raises(TunerError, match="database is locked"):
+        storage_mod.open_storage(f"sqlite:///{tmp_path / 'locked.db'}")
+    assert len(calls) == 1
 
 
 def test_bad_toml_exit_2_and_no_database(tmp_path, capsys):

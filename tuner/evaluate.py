@@ -136,9 +136,10 @@ class EvalContext:
         return {k: v / ps.n_images for k, v in med.items()}
 
     def evaluate_baseline(self) -> dict:
-        """The baseline alone. `seconds_per_image` is measured exactly like a candidate's (warm-up, median
-        of the repeats, `latency_images` per call, no counting hooks), so a trial's speedup times it gives
-        that trial's latency; `generation_seconds` is the one counted run that made the baseline set."""
+        """The baseline alone. `seconds_per_image` is timed like a candidate's (median of the repeats,
+        `latency_images` per call, no counting hooks; the counted generation of the set that runs first is
+        its warm-up), so a trial's speedup divided into it gives that trial's latency. `generation_seconds`
+        is the counted run that made the baseline set."""
         box = {}
 
         def run():

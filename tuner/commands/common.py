@@ -19,8 +19,8 @@ def add_eval_options(p, set_note: str = "") -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--resolution", type=int, default=None, help="image size in pixels (default: the model's)")
     p.add_argument("--unet-weights", default=None, help="proxy U-Net safetensors (default: the shipped file)")
-    p.add_argument("--feature-extractor", default="proxy", choices=["proxy", "inception"],
-                   help="FID feature space: the shipped digit classifier, or Inception from a local file")
+    p.add_argument("--feature-extractor", default=None, choices=["proxy", "inception"],
+                   help=f"FID feature space: the shipped digit classifier (default{set_note}), or Inception from a local file")
     p.add_argument("--inception-weights", default=None, help="local Inception-v3 weights (torch-fidelity format)")
     p.add_argument("--latency-images", type=int, default=None,
                    help=f"images per timed call (default 8{set_note})")
@@ -32,6 +32,8 @@ def proxy_set_args(args, recorded: dict | None = None) -> dict:
     """--n-images/--steps/--seed/--latency-images, else what a config recorded (the study's proxy set and
     timed batch), else the defaults. Ranges are checked by ProxySet / here, before any model is loaded."""
     recorded = recorded or {}
+    if not isinstance(recorded, dict):
+        raise TunerError(f"the config's environment.proxy_set must be an object, got {type(recorded).__name__}")
     out = {}
     for key, default in (*PROXY_SET_DEFAULTS.items(), ("latency_images", 8)):
         value = getattr(args, key)
@@ -44,7 +46,7 @@ def proxy_set_args(args, recorded: dict | None = None) -> dict:
     return out
 
 
-def make_context(args, progress: bool = True, recorded: dict | None = None):
+def make_context(args, progress: bool = True, recorded: dict | None = None, recorded_extractor: str | None = None):
     from tuner.evaluate import EvalContext, ProxySet
     from tuner.proxy.model import load_proxy_pipeline
 
@@ -53,7 +55,8 @@ def make_context(args, progress: bool = True, recorded: dict | None = None):
     pipe = load_proxy_pipeline(args.device, args.unet_weights)
     if args.resolution is not None:
         pipe.set_resolution(args.resolution)
-    return EvalContext(pipe, proxy_set, args.feature_extractor, args.inception_weights,
+    extractor = args.feature_extractor or recorded_extractor or "proxy"
+    return EvalContext(pipe, proxy_set, extractor, args.inception_weights,
                        latency_images=ps["latency_images"], latency_repeats=args.latency_repeats, progress=progress)
 
 

@@ -29,10 +29,11 @@ def run_evaluate(args) -> int:
     from tuner.config import AccelConfig
 
     config = AccelConfig.load(args.config)  # validated before any model is loaded
-    # An exported config is re-measured on the study's own proxy set (steps, size, seeds) unless overridden:
-    # its timesteps, checkpoints and objectives only mean something there.
-    recorded = (config.environment or {}).get("proxy_set")
-    ctx = make_context(args, progress=not args.json and sys.stderr.isatty(), recorded=recorded)
+    # An exported config is re-measured on the study's own proxy set (steps, size, seeds) and FID feature
+    # space unless overridden: its timesteps, checkpoints and objectives only mean something there.
+    env = config.environment or {}
+    ctx = make_context(args, progress=not args.json and sys.stderr.isatty(), recorded=env.get("proxy_set"),
+                       recorded_extractor=env.get("feature_extractor"))
     apply(ctx.pipe, config).remove()  # a config this model cannot take fails now, not after the baseline
     result = ctx.evaluate(config)
     result["baseline"] = {k: v for k, v in ctx.quality(ctx.baseline_images).items() if k in ("fid", "kid", "class_accuracy")}

@@ -3,9 +3,12 @@
 A tuner pipeline runs its own reverse step on any timestep list; a diffusers pipeline runs whatever its
 `scheduler` says, so here the methods act on the scheduler and never on the pipeline's `__call__`:
 - timesteps: the scheduler instance's `set_timesteps` is wrapped to install the list. Schedulers whose
-  `set_timesteps` accepts `timesteps=` (DDPM, Euler, DPM-Solver++) take any list; count-only schedulers
-  (DDIM, PNDM) compute the previous step as t - T/n, so they accept only the list they would make
-  themselves for that count — anything else is refused rather than run wrongly.
+  `set_timesteps` accepts `timesteps=` (DDPM, Euler, DPM-Solver++) take a list when their own
+  `set_timesteps(timesteps=...)` does (probed on a copy at apply time: e.g. Karras sigmas refuse custom
+  lists); count-only schedulers (DDIM) compute the previous step as t - T/n, so they accept only the list
+  they would make themselves for that count. PNDM's own lists repeat a timestep, so it takes none.
+  Anything else is refused at apply time rather than run wrongly. Without a `sampler` entry the list runs
+  with the pipeline's own scheduler (the proxy study measured it with DDIM).
 - sampler: the scheduler is swapped for one with the same noise schedule. `ddim` = DDIMScheduler;
   `ddpm` + `liyan` = DDPMScheduler with `fixed_small` variance and no clipping, which is Li & Yan's design
   exactly: their update (Y + η* s + σ* Z)/√α_t has mean and variance σ*²/α_t = (1-ᾱ_prev)/(1-ᾱ_t)·(1-α_t),
@@ -37,6 +40,12 @@ def apply_timesteps(pipe, timesteps: list[int]) -> Handle:
     ts = [int(t) for t in timesteps]
     original = scheduler.set_timesteps  # the bound method of this instance's class
     if _takes_custom_timesteps(scheduler):
+        try:
+            copy.deepcopy(scheduler).set_timesteps(timesteps=ts)
+        except (ValueError, TypeError, NotImplementedError) as e:
+            raise TunerError(f"method 'timesteps': {type(scheduler).__name__} refuses this timestep list "
+                             f"({str(e).splitlines()[0][:160]})") from None
+
         def set_timesteps(num_inference_steps=None, device=None, **kwargs):
             kwargs.pop("timesteps", None)
             return original(device=device, timesteps=ts)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from tuner.errors import TunerError
 from tuner.study import pareto
-from tuner.study.context import BASELINE_ATTR, MODEL_ATTR
+from tuner.study.context import BASELINE_ATTR, ENVIRONMENT_ATTR, MODEL_ATTR
 from tuner.study.objective import TrialFailed, TrialObjective
 from tuner.study.spec import StudySpec
 from tuner.study.storage import Budget, open_storage
@@ -99,6 +99,13 @@ def count_finished(study: optuna.Study) -> int:
 def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, pipe=None) -> dict:
     """Run until the study holds spec.n_trials budgeted trials. Returns a summary with timings."""
     t_start = time.perf_counter()
+    if pipe is None and context is None:
+        from tuner.proxy.model import resolve_device
+
+        try:  # before the database exists: a study that cannot run here must not be created
+            resolve_device(spec.model.device)
+        except TunerError as e:
+            raise TunerError(f"model.device: {e}") from None
     with deferred_sigint():
         study, storage = open_study(spec)
         check_fingerprint(study, spec)
@@ -124,6 +131,10 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
     if BASELINE_ATTR not in study.user_attrs:  # a context built elsewhere (tests, notebooks)
         study.set_user_attr(BASELINE_ATTR, context.baseline)
         study.set_user_attr(MODEL_ATTR, context.model_id)
+    if ENVIRONMENT_ATTR not in study.user_attrs:
+        from tuner.study.export import machine_environment
+
+        study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(context.pipe.device))
     from tuner.samplers import build_sampler
 
     seed = spec.seed + RUN_SEED_STRIDE * budget.run_index

@@ -205,12 +205,6 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
         _check_str("model.device", device)
         if device.split(":")[0] not in ("cpu", "cuda"):
             raise TunerError(f"model.device={device!r}: use cpu or cuda")
-        from tuner.proxy.model import resolve_device
-
-        try:  # now, not after the study's database exists (a study could then never be resumed with a fix)
-            resolve_device(device)
-        except TunerError as e:
-            raise TunerError(f"model.device: {e}") from None
     weights = t.get("unet_weights")
     threads = t.get("threads")
     if threads is not None:

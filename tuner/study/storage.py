@@ -76,18 +76,28 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna RDB storage (creates the database and all tables, ours included)."""
     kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if url.startswith("sqlite") else {}
     for attempt in range(CREATE_ATTEMPTS):
+        storage = None
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             metadata.create_all(storage.engine)
             return storage
-        except (IntegrityError, OperationalError) as e:
-            # Two processes creating a fresh database race on its schema (e.g. both insert Optuna's
-            # alembic_version row); the loser finds the tables there on the next attempt.
-            if attempt == CREATE_ATTEMPTS - 1:
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as e:
+            # Two processes creating a fresh database race on its schema (both insert Optuna's
+            # alembic_version row, or both create a table): the loser finds the tables on the next
+            # attempt. Anything else (a locked or unreachable database) is reported at once.
+            if storage is not None:
+                storage.engine.dispose()
+            if not _schema_race(e) or attempt == CREATE_ATTEMPTS - 1:
                 raise TunerError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
             time.sleep(0.2 * (attempt + 1))
-        except (SQLAlchemyError, ImportError, ValueError) as e:
-            raise TunerError(f"cannot open storage {url}: {str(e).splitlines()[0]}") from None
+
+
+def _schema_race(e: BaseException) -> bool:
+    while e is not None:  # optuna wraps SQL errors of its own schema setup in StorageInternalError
+        if isinstance(e, IntegrityError) or (isinstance(e, OperationalError) and "already exists" in str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def study_exists(url: str, name: str) -> bool:
