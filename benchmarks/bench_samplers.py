@@ -45,7 +45,6 @@ def hypervolume_after(study, spec, baseline: dict, n: int) -> float:
 def run_one(spec, context, sampler: str, seed: int, n_trials: int, db: Path, options: dict) -> dict:
     import optuna
 
-    from tuner.study.context import BASELINE_ATTR, MODEL_ATTR
     from tuner.study.runner import run_study
     from tuner.study.spec import SamplerSpec
 
@@ -53,11 +52,6 @@ def run_one(spec, context, sampler: str, seed: int, n_trials: int, db: Path, opt
     name = f"bench-{spec.name}-{sampler}-s{seed}"
     run_spec = dataclasses.replace(spec, name=name, storage=f"sqlite:///{db}", seed=seed, n_trials=n_trials,
                                    sampler=SamplerSpec(sampler, dict(options)))
-    study = optuna.create_study(study_name=name, storage=run_spec.storage, directions=run_spec.directions,
-                                load_if_exists=True)
-    if BASELINE_ATTR not in study.user_attrs:  # the shared context's baseline, as the runner would store it
-        study.set_user_attr(BASELINE_ATTR, context.baseline)
-        study.set_user_attr(MODEL_ATTR, context.model_id)
     run_context = dataclasses.replace(context, spec=run_spec)
     summary = run_study(run_spec, context=run_context, progress=False, log=lambda m: None)
     study = optuna.load_study(study_name=name, storage=run_spec.storage)

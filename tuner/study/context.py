@@ -66,13 +66,6 @@ class StudyContext:
         log("baseline: generating and timing the proxy set")
         measured = ectx.evaluate_baseline()
         baseline = stored.get(BASELINE_ATTR) or {k: v for k, v in measured.items() if isinstance(v, (int, float, str))}
-        if study is not None and BASELINE_ATTR not in stored:
-            study.set_user_attr(BASELINE_ATTR, baseline)
-            study.set_user_attr(MODEL_ATTR, getattr(pipe, "model_id", "custom"))
-        if study is not None and ENVIRONMENT_ATTR not in stored:
-            from tuner.study.export import machine_environment
-
-            study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(pipe.device))
         timings["baseline"] = time.perf_counter() - t
 
         subset_fid = None
@@ -107,8 +100,23 @@ class StudyContext:
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
                                  jaccard_profile=profile, quant_layers=quant_layers, max_branch=_max_branch(pipe))
         space = build_space(spec.space, space_ctx)
-        return cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
-                   time.perf_counter() - t0, timings)
+        context = cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
+                      time.perf_counter() - t0, timings)
+        if study is not None:
+            context.record(study)
+        return context
+
+    def record(self, study) -> None:
+        """Store what every trial of `study` is measured against (baseline, model, machine), unless the
+        study already holds them: a resumed or cooperating run keeps the first run's baseline."""
+        attrs = study.user_attrs
+        if BASELINE_ATTR not in attrs:
+            study.set_user_attr(BASELINE_ATTR, self.baseline)
+            study.set_user_attr(MODEL_ATTR, self.model_id)
+        if ENVIRONMENT_ATTR not in attrs:
+            from tuner.study.export import machine_environment
+
+            study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(self.pipe.device))
 
 
 def measure_profile(spec: StudySpec, pipe, progress: bool = False) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from tuner.errors import TunerError
 from tuner.study import pareto
-from tuner.study.context import BASELINE_ATTR, ENVIRONMENT_ATTR, MODEL_ATTR
+from tuner.study.context import BASELINE_ATTR
 from tuner.study.objective import TrialFailed, TrialObjective
 from tuner.study.spec import StudySpec
 from tuner.study.storage import Budget, open_storage
@@ -128,13 +128,7 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
 
         context = StudyContext.build(spec, study, progress=progress, pipe=pipe, log=log)
     summary["setup_seconds"] = context.setup_seconds
-    if BASELINE_ATTR not in study.user_attrs:  # a context built elsewhere (tests, notebooks)
-        study.set_user_attr(BASELINE_ATTR, context.baseline)
-        study.set_user_attr(MODEL_ATTR, context.model_id)
-    if ENVIRONMENT_ATTR not in study.user_attrs:
-        from tuner.study.export import machine_environment
-
-        study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(context.pipe.device))
+    context.record(study)  # a context built elsewhere (tests, notebooks, benchmarks) has not stored it yet
     from tuner.samplers import build_sampler
 
     seed = spec.seed + RUN_SEED_STRIDE * budget.run_index
