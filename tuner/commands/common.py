@@ -4,28 +4,77 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from tuner.errors import TunerError
-
+from tuner.threads import DEFAULT_THREADS, check_threads, set_threads
 
 PROXY_SET_DEFAULTS = {"n_images": 64, "steps": 50, "seed": 0}
+MAX_STEPS = 1000  # DDPM's training schedule has 1000 timesteps
+MAX_SEED = 2**31 - 1  # per-image seeds are seed * 1_000_003 + i: they must fit torch's generator
+
+# Units printed after a result's value in the human-readable output (JSON keeps bare numbers).
+UNITS = {"seconds_per_image": "s/image", "baseline_seconds_per_image": "s/image",
+         "seconds_per_image_raw": "s/image", "generation_seconds": "s", "setup_seconds": "s",
+         "eval_seconds": "s", "wall_seconds": "s", "overhead_seconds": "s", "speedup": "x",
+         "macs": "MACs/image", "bitops": "BitOPs/image", "psnr": "dB", "fid_increase_pct": "%",
+         "n_images": "images", "steps": "steps"}
+
+
+def check_int(flag: str, value: int | None, low: int, high: int) -> None:
+    """A range check for an integer flag, before any work (None: not given)."""
+    if value is not None and not low <= value <= high:
+        raise TunerError(f"{flag}={value} is out of range ({low}..{high})")
+
+
+def add_threads_option(p, default_note: str = "") -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help=f"torch CPU threads of this process (default: {default_note}{DEFAULT_THREADS}; beside other "
+                        "busy processes more threads run much slower)")
 
 
 def add_eval_options(p, set_note: str = "") -> None:
     d = PROXY_SET_DEFAULTS
-    p.add_argument("--n-images", type=int, default=None, help=f"size of the proxy image set (default {d['n_images']}{set_note})")
-    p.add_argument("--steps", type=int, default=None, help=f"denoising steps of the baseline, DDIM (default {d['steps']}{set_note})")
-    p.add_argument("--seed", type=int, default=None, help=f"seed of the proxy set, common random numbers (default {d['seed']}{set_note})")
+    p.add_argument("--n-images", type=int, default=None, metavar="N",
+                   help=f"size of the proxy image set (default {d['n_images']}{set_note})")
+    p.add_argument("--steps", type=int, default=None, metavar="S",
+                   help=f"denoising steps of the baseline, DDIM (default {d['steps']}{set_note})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"seed of the proxy set, common random numbers (default {d['seed']}{set_note})")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--resolution", type=int, default=None, help="image size in pixels (default: the model's)")
-    p.add_argument("--unet-weights", default=None, help="proxy U-Net safetensors (default: the shipped file)")
+    p.add_argument("--resolution", type=int, default=None, metavar="PX", help="image size in pixels (default: the model's)")
+    p.add_argument("--unet-weights", default=None, metavar="FILE", help="proxy U-Net safetensors (default: the shipped file)")
     p.add_argument("--feature-extractor", default=None, choices=["proxy", "inception"],
                    help=f"FID feature space: the shipped digit classifier (default{set_note}), or Inception from a local file")
-    p.add_argument("--inception-weights", default=None, help="local Inception-v3 weights (torch-fidelity format)")
-    p.add_argument("--latency-images", type=int, default=None,
+    p.add_argument("--inception-weights", default=None, metavar="FILE",
+                   help="local Inception-v3 weights (torch-fidelity format); nothing is downloaded")
+    p.add_argument("--latency-images", type=int, default=None, metavar="N",
                    help=f"images per timed call (default 8{set_note})")
-    p.add_argument("--latency-repeats", type=int, default=3, help="timed calls per config, after one warm-up")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--latency-repeats", type=int, default=3, metavar="K", help="timed calls per config, after one warm-up (default 3)")
+    add_threads_option(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def check_out_file(path: str | Path, flag: str, suffixes: tuple[str, ...]) -> Path:
+    """An output file the command may write: not a folder, a known suffix, a folder that exists and
+    takes a new file. Checked before any work, so a bad path costs nothing and leaves nothing behind."""
+    out = Path(path)
+    if out.is_dir():
+        raise TunerError(f"{flag} {out} is a folder; give a file name ending in {' or '.join(suffixes)}")
+    if out.suffix.lower() not in suffixes:
+        raise TunerError(f"{flag} {out.name}: unsupported file type; use {', '.join(suffixes)}")
+    if not out.parent.is_dir():
+        raise TunerError(f"{flag}: folder {out.parent} does not exist")
+    # os.access cannot tell (root passes it on /proc): try to open the file, and leave no trace.
+    existed = out.exists()
+    try:
+        with open(out, "ab"):
+            pass
+    except OSError as e:
+        raise TunerError(f"{flag} {out}: cannot write there ({e.strerror or type(e).__name__})") from None
+    if not existed:
+        out.unlink()
+    return out
 
 
 def proxy_set_args(args, recorded: dict | None = None) -> dict:
@@ -43,6 +92,7 @@ def proxy_set_args(args, recorded: dict | None = None) -> dict:
         raise TunerError(f"latency_images={out['latency_images']!r} is out of range (1..1024)")
     if not 1 <= args.latency_repeats <= 100:
         raise TunerError(f"--latency-repeats={args.latency_repeats} is out of range (1..100)")
+    check_threads(getattr(args, "threads", None))
     return out
 
 
@@ -52,6 +102,7 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
 
     ps = proxy_set_args(args, recorded)
     proxy_set = ProxySet(ps["n_images"], ps["steps"], ps["seed"])  # validated here, before the model loads
+    set_threads(getattr(args, "threads", None))
     pipe = load_proxy_pipeline(args.device, args.unet_weights)
     if args.resolution is not None:
         pipe.set_resolution(args.resolution)
@@ -72,9 +123,13 @@ def clean(obj):
 
 
 def print_result(result: dict, as_json: bool) -> None:
+    """One JSON object, or `key  value unit` lines for people."""
     if as_json:
         print(json.dumps(clean(result)))
         return
     width = max(len(k) for k in result)
     for k, v in clean(result).items():
-        print(f"{k:<{width}}  {v}")
+        unit = UNITS.get(k) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        if k.endswith("_share") and isinstance(v, float):
+            v, unit = round(100 * v, 2), "%"
+        print(f"{k:<{width}}  {v}" + (f" {unit}" if unit else ""))

@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_baseline)
 
     p = sub.add_parser("evaluate", help="measure one config JSON against the baseline, in the same run")
-    p.add_argument("config", help="config JSON ({'schema_version': 1, 'methods': {...}})")
+    p.add_argument("config", help="config JSON, e.g. from `tuner export` ({\"schema_version\": ..., \"methods\": {...}})")
     add_eval_options(p, set_note=", or the proxy set an exported config records")
     p.set_defaults(func=run_evaluate)
 

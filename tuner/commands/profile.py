@@ -6,24 +6,33 @@ from __future__ import annotations
 import json
 import sys
 
+from tuner.commands.common import MAX_STEPS, add_threads_option, check_int
 from tuner.errors import TunerError
+from tuner.threads import check_threads, set_threads
 
 
 def register(sub) -> None:
-    p = sub.add_parser("profile", help="Jaccard profile of token-merge pairs across steps; derive CA-ToMe checkpoints")
-    p.add_argument("--n-images", type=int, default=16, help="images profiled (balanced classes, fixed seeds)")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps (DDIM)")
-    p.add_argument("--threshold", type=float, default=0.7, help="cosine similarity at which a pair is merged")
-    p.add_argument("--delta", type=float, default=None,
-                   help="checkpoint wherever the distance accumulated since the last one exceeds this "
+    p = sub.add_parser("profile", help="Jaccard profile of token-merge pairs across steps; derive CA-ToMe checkpoints",
+                       description="Profile which token pairs token merging would merge at every denoising step "
+                                   "of the baseline model, and derive the CA-ToMe checkpoint set (the steps where "
+                                   "the merge pairs are recomputed) from it. Writes OUT/jaccard_profile.csv and .png.")
+    p.add_argument("--n-images", type=int, default=16, metavar="N",
+                   help="images profiled, balanced classes and fixed seeds (default 16)")
+    p.add_argument("--steps", type=int, default=50, metavar="S", help="denoising steps, DDIM (default 50)")
+    p.add_argument("--threshold", type=float, default=0.7, metavar="T",
+                   help="cosine similarity at which a pair is merged, 0..1 (default 0.7)")
+    p.add_argument("--delta", type=float, default=None, metavar="D",
+                   help="checkpoint wherever the Jaccard distance accumulated since the last one exceeds this "
                         "(default: 1.0, or the densest set within --max-count)")
-    p.add_argument("--max-count", type=int, default=None, help="at most this many checkpoints")
-    p.add_argument("--max-downsample", type=int, default=1, choices=[1, 2, 4, 8], help="U-Net levels profiled")
-    p.add_argument("--out", default="profile", help="output folder for the CSV and PNG")
-    p.add_argument("--seed", type=int, default=0, help="seed of the proxy set")
+    p.add_argument("--max-count", type=int, default=None, metavar="K", help="at most this many checkpoints")
+    p.add_argument("--max-downsample", type=int, default=1, choices=[1, 2, 4, 8],
+                   help="profile the U-Net levels down to this downsampling factor (default 1: the top level)")
+    p.add_argument("--out", default="profile", metavar="DIR", help="output folder for the CSV and PNG (default ./profile)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the profiled images (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--unet-weights", default=None, help="proxy U-Net safetensors (default: the shipped file)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--unet-weights", default=None, metavar="FILE", help="proxy U-Net safetensors (default: the shipped file)")
+    add_threads_option(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run_profile)
 
 
@@ -37,8 +46,8 @@ def run_profile(args) -> int:
         raise TunerError(f"--delta={args.delta} must be >= 0")
     if args.max_count is not None and args.max_count < 1:
         raise TunerError(f"--max-count={args.max_count} must be >= 1")
-    if args.steps < 2 or args.steps > 1000:
-        raise TunerError(f"--steps={args.steps} is out of range (2..1000)")
+    check_int("--steps", args.steps, 2, MAX_STEPS)
+    check_threads(args.threads)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise TunerError(f"--out {out} exists and is not a folder")
@@ -48,6 +57,7 @@ def run_profile(args) -> int:
     from tuner.proxy.model import load_proxy_pipeline
 
     proxy_set = ProxySet(args.n_images, args.steps, args.seed)  # range-checks n_images
+    set_threads(args.threads)
     pipe = load_proxy_pipeline(args.device, args.unet_weights)
     df = profile_merges(pipe, proxy_set.classes, proxy_set.seeds, args.steps, args.threshold, args.max_downsample,
                         progress=not args.json and sys.stderr.isatty())

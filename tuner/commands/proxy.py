@@ -6,13 +6,13 @@ import json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("proxy", help="the embedded proxy model")
-    psub = p.add_subparsers(dest="proxy_command", required=True)
+    p = sub.add_parser("proxy", help="the embedded proxy model (tuner proxy train)")
+    psub = p.add_subparsers(dest="proxy_command", required=True, metavar="COMMAND", title="commands")
     t = psub.add_parser("train", help="train the proxy U-Net and the digit classifier (fixed seed, CPU)")
-    t.add_argument("--out", default=None, help="output folder (default: the package's assets)")
-    t.add_argument("--iters", type=int, default=2000)
-    t.add_argument("--classifier-epochs", type=int, default=40)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None, metavar="DIR", help="output folder (default: the package's assets)")
+    t.add_argument("--iters", type=int, default=2000, help="U-Net training iterations (default 2000)")
+    t.add_argument("--classifier-epochs", type=int, default=40, help="digit classifier epochs (default 40)")
+    t.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     t.set_defaults(func=run_train)
 
 

@@ -7,57 +7,73 @@ from __future__ import annotations
 import json
 import sys
 
-from tuner.commands.common import clean
+from tuner.commands.common import (MAX_SEED, MAX_STEPS, add_threads_option, check_int, check_out_file, clean,
+                                   print_result)
 from tuner.errors import TunerError
+from tuner.threads import check_threads
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def register(sub) -> None:
-    study = sub.add_parser("study", help="run, resume and inspect a search study (TOML in studies/)")
-    ssub = study.add_subparsers(dest="study_command", required=True)
+    study = sub.add_parser("study", help="run, resume and inspect a search study (a TOML file, see studies/)",
+                           description="A study is a TOML file (studies/default.toml is the main job); its trials "
+                                       "live in the database the TOML names (default: <name>.db beside it).")
+    ssub = study.add_subparsers(dest="study_command", required=True, metavar="COMMAND", title="commands")
 
     p = ssub.add_parser("run", help="create or resume the study; runs until it holds n_trials finished trials")
     p.add_argument("study", help="study TOML file")
-    p.add_argument("--n-trials", type=int, default=None, help="total finished trials wanted (default: the TOML's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--n-trials", type=int, default=None, metavar="N",
+                   help="finished trials the study should hold in total (default: the TOML's n_trials)")
+    add_threads_option(p, "the TOML's [model] threads, else ")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar; one log line per trial on stderr instead")
     p.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
     p.set_defaults(func=run_study)
 
-    p = ssub.add_parser("status", help="trials by state, budget, last snapshot")
+    p = ssub.add_parser("status", help="trials by state, budget spent, last Pareto snapshot")
     p.add_argument("study", help="study TOML file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=study_status)
 
     p = ssub.add_parser("pareto", help="the current Pareto front (feasible, completed trials)")
     p.add_argument("study", help="study TOML file")
-    p.add_argument("--json", action="store_true", help="print the front: members with objectives and config")
-    p.add_argument("--plot", default=None, metavar="OUT.png", help="also write a plot of the front")
+    p.add_argument("--json", action="store_true",
+                   help="print the front as a JSON list: trial, objectives and a full config per member "
+                        "(loadable with AccelConfig.from_dict, like an exported file)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help=f"also write a plot of the front ({', '.join(PLOT_SUFFIXES)})")
     p.set_defaults(func=study_pareto)
 
     p = sub.add_parser("export", help="write one trial's config (or the best under a FID cap) as JSON")
     p.add_argument("study", help="study TOML file")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--trial", type=int, default=None, help="trial number")
+    which.add_argument("--trial", type=int, default=None, metavar="N", help="the trial with this number")
     which.add_argument("--best", action="store_true", help="the fastest trial within the FID cap")
-    p.add_argument("--max-fid-increase", type=float, default=None,
+    p.add_argument("--max-fid-increase", type=float, default=None, metavar="PCT",
                    help="with --best: FID at most this many percent over the baseline (default: the study's constraint)")
-    p.add_argument("-o", "--out", required=True, help="output JSON file")
+    p.add_argument("-o", "--out", required=True, metavar="FILE.json", help="output config JSON file")
     p.set_defaults(func=run_export)
 
-    p = sub.add_parser("apply", help="apply a config JSON to the model and save a grid of generated images")
+    p = sub.add_parser("apply", help="apply a config JSON to the proxy model and save a grid of generated images")
     p.add_argument("config", help="config JSON (e.g. from `tuner export`)")
-    p.add_argument("--out", required=True, help="output image file (PNG)")
-    p.add_argument("--n-images", type=int, default=20, help="images in the grid (classes cycle 0..9)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--out", required=True, metavar="FILE", help=f"output image grid ({', '.join(IMAGE_SUFFIXES)})")
+    p.add_argument("--n-images", type=int, default=20, metavar="N",
+                   help="images in the grid, classes cycling 0..9 (default 20)")
+    p.add_argument("--steps", type=int, default=None, metavar="S",
                    help="denoising steps (default: the config's environment.num_inference_steps, else 50)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--unet-weights", default=None, help="proxy U-Net safetensors (default: the shipped file)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the images (default 0)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--unet-weights", default=None, metavar="FILE", help="proxy U-Net safetensors (default: the shipped file)")
+    add_threads_option(p)
     p.set_defaults(func=run_apply)
 
-    p = sub.add_parser("dashboard", help="open optuna-dashboard on the study's storage")
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the study's storage (Ctrl-C stops it)")
     p.add_argument("study", help="study TOML file")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
     p.set_defaults(func=run_dashboard)
 
 
@@ -68,18 +84,19 @@ def _spec(path):
 
 
 def run_study(args) -> int:
+    import dataclasses
+
     from tuner.study.runner import run_study as run
 
     spec = _spec(args.study).with_n_trials(args.n_trials)  # validated before any file is created
+    check_threads(args.threads)
+    if args.threads is not None:  # the runner sets them (tuner/threads.py); not part of the fingerprint
+        spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, threads=args.threads))
     # bars on a terminal, one line per trial otherwise (logs, CI); --json keeps stdout for the summary
     progress = not args.no_progress and sys.stderr.isatty()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     summary = run(spec, progress=progress, log=log)
-    if args.json:
-        print(json.dumps(clean(summary)))
-    else:
-        for k, v in clean(summary).items():
-            print(f"{k:<20} {v}")
+    print_result(summary, args.json)
     return 0
 
 
@@ -120,27 +137,39 @@ def study_pareto(args) -> int:
     from tuner.study.runner import open_study
 
     spec = _spec(args.study)
+    if args.plot:
+        check_out_file(args.plot, "--plot", PLOT_SUFFIXES)  # before any work: a bad name costs nothing
     study, _ = open_study(spec, create=False)
     data = pareto.front(study, spec)
     if args.plot:
         pareto.plot_front(study, spec, args.plot)
     if args.json:
-        print(json.dumps(clean(data["members"])))
+        print(json.dumps(clean(_with_full_configs(study, spec, data["members"]))))
         return 0
     print(f"study {spec.name}: {len(data['members'])} front members, {data['n_feasible']} feasible of "
-          f"{data['n_finished']} finished; hypervolume {data['hypervolume']:.4f}")
+          f"{data['n_finished']} finished; hypervolume {data['hypervolume']:.4f} (baseline-normalized)")
     base = data["baseline"]
     print(f"baseline: {base['seconds_per_image'] * 1000:.2f} ms/image, FID {base['fid']:.3f}")
-    print(f"{'trial':>5}  {'ms/img':>8}  {'speedup':>7}  {'FID':>8}  {'KID':>8}  {'acc':>5}  config")
+    print(f"{'trial':>5}  {'ms/image':>8}  {'speedup':>7}  {'FID':>8}  {'FID +%':>7}  {'KID':>8}  {'acc %':>5}  config")
     for m in data["members"]:
         o = m["objectives"]
         methods = ", ".join(f"{k}({', '.join(f'{a}={_short(b)}' for a, b in v.items())})" for k, v in m["config"].items())
-        print(f"{m['trial']:>5}  {o['seconds_per_image'] * 1000:8.2f}  {o.get('speedup', float('nan')):7.2f}  "
-              f"{o['fid']:8.3f}  {o.get('kid', float('nan')):8.4f}  {o.get('class_accuracy', float('nan')):5.2f}  "
-              f"{methods or 'baseline'}")
+        fid_pct = 100.0 * (o["fid"] / base["fid"] - 1.0)
+        print(f"{m['trial']:>5}  {o['seconds_per_image'] * 1000:8.2f}  {o.get('speedup', float('nan')):6.2f}x  "
+              f"{o['fid']:8.3f}  {fid_pct:+7.1f}  {o.get('kid', float('nan')):8.4f}  "
+              f"{100 * o.get('class_accuracy', float('nan')):5.1f}  {methods or 'baseline'}")
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
+
+
+def _with_full_configs(study, spec, members: list[dict]) -> list[dict]:
+    """Each member's config as `tuner export --trial N` writes it (schema_version, model_id, methods,
+    objectives, environment), so `AccelConfig.from_dict` / `tuner evaluate` take it as it is."""
+    from tuner.study.export import trial_config
+
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    return [{**m, "config": trial_config(study, spec, by_number[m["trial"]]).to_dict()} for m in members]
 
 
 def _short(v):
@@ -160,34 +189,46 @@ def run_export(args) -> int:
     if args.max_fid_increase is not None and not args.best:
         raise TunerError("--max-fid-increase goes with --best")
     spec = _spec(args.study)
+    check_out_file(args.out, "-o", (".json",))
     study, _ = open_study(spec, create=False)
-    config, trial = export(study, spec, args.out, args.trial, args.max_fid_increase)
+    try:
+        config, trial = export(study, spec, args.out, args.trial, args.max_fid_increase)
+    except OSError as e:  # checked above; a disk that fills up in between still gets one line
+        raise TunerError(f"-o {args.out}: cannot write ({e.strerror or type(e).__name__})") from None
     o = config.objectives
-    print(f"trial #{trial.number}: {o['seconds_per_image'] * 1000:.2f} ms/image, FID {o['fid']:.3f} -> {args.out}")
+    speedup = f", {o['speedup']:.2f}x" if isinstance(o.get("speedup"), (int, float)) else ""
+    print(f"trial #{trial.number}: {o['seconds_per_image'] * 1000:.2f} ms/image{speedup}, FID {o['fid']:.3f} "
+          f"-> {args.out}")
     return 0
 
 
-def run_apply(args) -> int:
-    from pathlib import Path
+def recorded_steps(config) -> int | None:
+    """The denoising steps an exported config was measured with (environment.num_inference_steps)."""
+    steps = (config.environment or {}).get("num_inference_steps")
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise TunerError(f"config: environment.num_inference_steps={steps!r} must be an integer in 1..{MAX_STEPS}")
+    return steps
 
+
+def run_apply(args) -> int:
     from tuner.config import AccelConfig
 
     config = AccelConfig.load(args.config)  # corrupt or unknown content: one line, exit 2, nothing written
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise TunerError(f"--out: folder {out.parent} does not exist")
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise TunerError(f"--out={out.name}: write a .png or .jpg grid")
-    if not 1 <= args.n_images <= 1024:
-        raise TunerError(f"--n-images={args.n_images} is out of range (1..1024)")
-    steps = args.steps or int((config.environment or {}).get("num_inference_steps", 50))
-    if not 1 <= steps <= 1000:
-        raise TunerError(f"--steps={steps} is out of range (1..1000)")
+    check_int("--n-images", args.n_images, 1, 1024)
+    check_int("--steps", args.steps, 1, MAX_STEPS)  # 0 is refused, not read as "not given"
+    check_int("--seed", args.seed, 0, MAX_SEED)
+    check_threads(args.threads)
+    steps = args.steps if args.steps is not None else recorded_steps(config) or 50
+    out = check_out_file(args.out, "--out", IMAGE_SUFFIXES)
     from tuner.apply import apply
     from tuner.proxy.model import MODEL_ID, load_proxy_pipeline
+    from tuner.threads import set_threads
 
     if config.model_id not in (None, MODEL_ID):
         raise TunerError(f"config is for model '{config.model_id}'; `tuner apply` generates with {MODEL_ID}")
+    set_threads(args.threads)
     pipe = load_proxy_pipeline(args.device, args.unet_weights)
     classes = [i % 10 for i in range(args.n_images)]
     seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
@@ -195,22 +236,27 @@ def run_apply(args) -> int:
         images = pipe(classes, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
     from torchvision.utils import save_image
 
-    save_image(images, str(out), nrow=10, padding=1)
+    try:
+        save_image(images, str(out), nrow=10, padding=1)
+    except OSError as e:
+        raise TunerError(f"--out {out}: cannot write ({e.strerror or type(e).__name__})") from None
     print(f"{args.n_images} images ({config.describe()}, {steps} steps) -> {out}")
     return 0
 
 
 def run_dashboard(args) -> int:
-    import os
-    import shutil
+    from tuner.study.dashboard import serve
+    from tuner.study.storage import open_storage, study_exists
 
     spec = _spec(args.study)
-    from tuner.study.storage import study_exists
-
+    check_int("--port", args.port, 1, 65535)
     if not study_exists(spec.storage, spec.name):
         raise TunerError(f"study '{spec.name}' does not exist in {spec.storage} (run `tuner study run` first)")
-    exe = shutil.which("optuna-dashboard")
-    if exe is None:
-        raise TunerError("optuna-dashboard is not installed (pip install optuna-dashboard)")
-    os.execv(exe, [exe, spec.storage, "--port", str(args.port), "--host", args.host])
-    return 0  # not reached
+    print(f"optuna-dashboard on {spec.storage}: http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
+    try:
+        serve(open_storage(spec.storage), args.host, args.port)
+    except OSError as e:  # port taken, address not available
+        raise TunerError(f"dashboard: cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -71,6 +71,25 @@ def hypervolume(spec: StudySpec, baseline: dict, trials: list[optuna.trial.Froze
     return float(moocore.hypervolume(points[inside], ref=ref)) if inside.any() else 0.0
 
 
+def objectives_line(spec: StudySpec, attrs: dict) -> str:
+    """A completed trial's objectives with units, for logs: objective names as in the TOML,
+    e.g. `latency 0.0412 s/image (1.80x), fid 5.180 (+12.3 %)`."""
+    parts = []
+    for name in spec.objectives:
+        value = attrs.get(BASELINE_KEYS[name])
+        if not isinstance(value, (int, float)):
+            parts.append(f"{name} ?")
+        elif name == "latency":
+            speedup = attrs.get("speedup")
+            parts.append(f"latency {value:.4g} s/image" + (f" ({speedup:.2f}x)" if isinstance(speedup, (int, float)) else ""))
+        elif name == "fid":
+            ratio = attrs.get("fid_ratio")
+            parts.append(f"fid {value:.3f}" + (f" ({100 * (ratio - 1):+.1f} %)" if isinstance(ratio, (int, float)) else ""))
+        else:
+            parts.append(f"{name} {value:.3g} BitOPs/image")
+    return ", ".join(parts)
+
+
 def member(spec: StudySpec, t: optuna.trial.FrozenTrial) -> dict:
     objectives = {METRIC_NAMES[o]: v for o, v in zip(spec.objectives, t.values)}
     for key in ("kid", "psnr", "ssim", "class_accuracy", "speedup", "macs", "bitops"):

@@ -119,10 +119,9 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
         log(f"study '{spec.name}' already holds {budget.spent()} of {spec.n_trials} trials; nothing to run")
         return _finish(summary, study, spec, storage, t_start, None, snapshot_now=False)
 
-    if spec.model.threads is not None:
-        import torch
+    from tuner.threads import set_threads
 
-        torch.set_num_threads(spec.model.threads)
+    set_threads(spec.model.threads, "model.threads")  # the one thread policy (tuner/threads.py)
     if context is None:
         from tuner.study.context import StudyContext
 
@@ -198,8 +197,7 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective
 def _trial_line(trial: optuna.Trial, state: TrialState, spec: StudySpec) -> str:
     attrs = trial.user_attrs
     if state == TrialState.COMPLETE:
-        values = ", ".join(f"{name} {attrs[pareto.BASELINE_KEYS[name]]:.4g}" for name in spec.objectives)
-        return f"trial {trial.number} complete: {values} ({attrs.get('speedup', float('nan')):.2f}x)"
+        return f"trial {trial.number} complete: {pareto.objectives_line(spec, attrs)}"
     reason = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
     return f"trial {trial.number} {state.name.lower()}" + (f": {reason}" if reason else "")
 

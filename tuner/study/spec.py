@@ -10,7 +10,7 @@
     snapshot_every = 10              # Pareto snapshot every k finished trials (and at the end)
 
     [model]       id = "proxy"; device = "cpu"; unet_weights = "path.safetensors" (optional);
-                  threads = 1   # torch intra-op threads of each process (default: torch's own choice).
+                  threads = 1   # torch intra-op threads of each process (default 1, tuner/threads.py).
                                 # On a shared CPU one thread per process avoids OpenMP oversubscription,
                                 # which made a 2-thread run 5-20x slower in our measurements.
     [proxy_set]   n_images = 32; steps = 20; seed = 0
