@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from tuner.errors import TunerError
-from tuner.threads import DEFAULT_THREADS, check_threads, set_threads
+from tuner.threads import DEFAULT_THREADS, check_threads
 
 PROXY_SET_DEFAULTS = {"n_images": 64, "steps": 50, "seed": 0}
 MAX_STEPS = 1000  # DDPM's training schedule has 1000 timesteps
@@ -102,6 +102,8 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
 
     ps = proxy_set_args(args, recorded)
     proxy_set = ProxySet(ps["n_images"], ps["steps"], ps["seed"])  # validated here, before the model loads
+    from tuner.threads import set_threads
+
     set_threads(getattr(args, "threads", None))
     pipe = load_proxy_pipeline(args.device, args.unet_weights)
     if args.resolution is not None:

@@ -8,7 +8,7 @@ import sys
 
 from tuner.commands.common import MAX_STEPS, add_threads_option, check_int
 from tuner.errors import TunerError
-from tuner.threads import check_threads, set_threads
+from tuner.threads import check_threads
 
 
 def register(sub) -> None:
@@ -57,6 +57,8 @@ def run_profile(args) -> int:
     from tuner.proxy.model import load_proxy_pipeline
 
     proxy_set = ProxySet(args.n_images, args.steps, args.seed)  # range-checks n_images
+    from tuner.threads import set_threads
+
     set_threads(args.threads)
     pipe = load_proxy_pipeline(args.device, args.unet_weights)
     df = profile_merges(pipe, proxy_set.classes, proxy_set.seeds, args.steps, args.threshold, args.max_downsample,
