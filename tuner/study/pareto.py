@@ -71,22 +71,27 @@ def hypervolume(spec: StudySpec, baseline: dict, trials: list[optuna.trial.Froze
     return float(moocore.hypervolume(points[inside], ref=ref)) if inside.any() else 0.0
 
 
+OBJECTIVE_UNITS = {"latency": "s/image", "bitops": "BitOPs/image", "memory": "GB"}  # FID has none
+
+
 def objectives_line(spec: StudySpec, attrs: dict) -> str:
     """A completed trial's objectives with units, for logs: objective names as in the TOML,
     e.g. `latency 0.0412 s/image (1.80x), fid 5.180 (+12.3 %)`."""
     parts = []
     for name in spec.objectives:
-        value = attrs.get(BASELINE_KEYS[name])
+        value = attrs.get(BASELINE_KEYS.get(name, name))
         if not isinstance(value, (int, float)):
             parts.append(f"{name} ?")
-        elif name == "latency":
-            speedup = attrs.get("speedup")
-            parts.append(f"latency {value:.4g} s/image" + (f" ({speedup:.2f}x)" if isinstance(speedup, (int, float)) else ""))
-        elif name == "fid":
-            ratio = attrs.get("fid_ratio")
-            parts.append(f"fid {value:.3f}" + (f" ({100 * (ratio - 1):+.1f} %)" if isinstance(ratio, (int, float)) else ""))
-        else:
-            parts.append(f"{name} {value:.3g} BitOPs/image")
+            continue
+        text = f"{name} {value:.3f}" if name == "fid" else f"{name} {value:.4g}"
+        if OBJECTIVE_UNITS.get(name):
+            text += f" {OBJECTIVE_UNITS[name]}"
+        speedup, ratio = attrs.get("speedup"), attrs.get("fid_ratio")
+        if name == "latency" and isinstance(speedup, (int, float)):
+            text += f" ({speedup:.2f}x)"
+        if name == "fid" and isinstance(ratio, (int, float)):
+            text += f" ({100 * (ratio - 1):+.1f} %)"
+        parts.append(text)
     return ", ".join(parts)
 
 
