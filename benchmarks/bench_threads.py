@@ -2,7 +2,7 @@
 count (the CLI before the policy) and with the policy's 1 thread.
 
     nice -n 10 python benchmarks/bench_threads.py [--rounds 2] [--n-images 32] [--steps 20] [--write]
-    python benchmarks/bench_threads.py --results saved.json --write   # render a saved run
+    python benchmarks/bench_threads.py --results run1.json run2.json --write   # render saved runs
 
 Each cell runs `python -m tuner.cli baseline --n-images N --steps S --threads T --json` as a fresh
 process and reads its `generation_seconds` (the generation of the proxy set; imports, model loading and
@@ -61,40 +61,51 @@ def measure(rounds: int, n_images: int, steps: int) -> dict:
             print(f"round {r + 1}: threads {t}, {'busy neighbour' if busy else 'alone'}: {times[-1]:.2f} s",
                   file=sys.stderr, flush=True)
     med = {k: statistics.median(v) for k, v in cells.items()}
-    return {"torch_default_threads": default, "n_images": n_images, "steps": steps, "rounds": rounds,
+    return {"torch_default_threads": default, "nice": os.nice(0), "n_images": n_images, "steps": steps, "rounds": rounds,
             "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
             "generation_seconds": {f"threads={t} {'busy' if b else 'alone'}": v for (t, b), v in cells.items()},
             "busy_over_alone": {f"threads={t}": med[(t, True)] / med[(t, False)] for t in counts}}
 
 
-def render(result: dict) -> str:
-    default = result["torch_default_threads"]
-    counts = sorted({default, 1}, reverse=True)
-    med = {(t, b): statistics.median(result["generation_seconds"][f"threads={t} {'busy' if b else 'alone'}"])
-           for t in counts for b in (False, True)}
-    label = {t: f"{t} (torch's default here: the CLI before the policy)" if t == default and t != 1 else
-             f"{t} (the policy's default)" for t in counts}
-    rows = "\n".join(f"| {label[t]} | {med[(t, False)]:.1f} s | {med[(t, True)]:.1f} s | "
-                     f"**{med[(t, True)] / med[(t, False)]:.2f}x** |" for t in counts)
-    cross = ""
-    if default != 1:
-        cross = (f"\n{default} threads / 1 thread: {med[(default, False)] / med[(1, False)]:.1f}x alone, "
-                 f"{med[(default, True)] / med[(1, True)]:.1f}x beside the busy process.\n")
+def render(results: list[dict]) -> str:
+    rows, notes = [], []
+    for result in results:
+        default = result["torch_default_threads"]
+        counts = sorted({default, 1}, reverse=True)
+        med = {(t, b): statistics.median(result["generation_seconds"][f"threads={t} {'busy' if b else 'alone'}"])
+               for t in counts for b in (False, True)}
+        for t in counts:
+            label = f"{t} (torch's default: the CLI before)" if t == default and t != 1 else f"{t} (the policy)"
+            rows.append(f"| {result['nice']} | {result['load_average_before']:.1f} | {label} | {med[(t, False)]:.1f} s | "
+                        f"{med[(t, True)]:.1f} s | **{med[(t, True)] / med[(t, False)]:.2f}x** |")
+        if default != 1:
+            notes.append(f"niceness {result['nice']}: {default} threads / 1 thread = "
+                         f"{med[(default, False)] / med[(1, False)]:.1f}x alone, "
+                         f"{med[(default, True)] / med[(1, True)]:.1f}x beside the busy process")
+    first = results[0]
+    table = "\n".join(rows)
     return f"""{HEADING}
 
-Command: `nice -n 10 python benchmarks/bench_threads.py --rounds {result['rounds']} --write` (each cell: `tuner baseline
---n-images {result['n_images']} --steps {result['steps']} --threads T --json` in a fresh process; the busy neighbour is
-`python -c 'while True: pass'` at the same niceness; cells interleaved round by round, median of
-{result['rounds']}). Figure: `generation_seconds`, the generation of the proxy set. The 2-core machine was
-shared with other jobs (load average {result['load_average_before']:.1f} before, {result['load_average_after']:.1f}
-after), so "alone" means no neighbour of ours, and only ratios within this run compare.
+Command: `[nice -n K] python benchmarks/bench_threads.py --rounds R --write` (each cell: `tuner baseline
+--n-images {first['n_images']} --steps {first['steps']} --threads T --json` in a fresh process; the busy
+neighbour is `python -c 'while True: pass'` at the same niceness; cells interleaved round by round, median
+of R = {", ".join(str(r['rounds']) for r in results)}). Figure: `generation_seconds`, the generation of the
+proxy set. The 2-core machine was shared with other jobs (load average in the table), so "alone" means
+no neighbour of ours, and only ratios within one run compare.
 
-| torch threads | alone | beside one busy process | busy / alone |
-|---|---|---|---|
-{rows}
-{cross}
-Every command that runs the model (`study run`, `baseline`, `evaluate`, `apply`, `profile`) sets its
-threads through `tuner/threads.py`: `--threads N`, else the study's `[model] threads`, else 1.
+| niceness | load average | torch threads | alone | beside one busy process | busy / alone |
+|---|---|---|---|---|---|
+{table}
+
+{"; ".join(notes)}.
+
+At niceness 10 on a machine already saturated by other jobs, what is left for nice-10 processes is split
+evenly between the command and its neighbour, so any one-thread process runs about 2x slower beside it
+(CPU share, not threads). At niceness 0 the command competes with everything else on equal terms, as a
+user's would. With torch's default of 2 threads the command is many times slower in every condition:
+OpenMP workers spin at each barrier for a core another process holds. Every command that runs the model
+(`study run`, `baseline`, `evaluate`, `apply`, `profile`) now sets its threads through `tuner/threads.py`:
+`--threads N`, else the study's `[model] threads`, else 1.
 """
 
 
@@ -103,19 +114,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="measurements per cell (median reported)")
     ap.add_argument("--n-images", type=int, default=32, help="proxy set size of each baseline run")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of each baseline run")
-    ap.add_argument("--results", default=None, help="render this JSON (a previous run's output) instead of measuring")
+    ap.add_argument("--results", nargs="+", default=None,
+                    help="render these JSON files (previous runs' output) instead of measuring")
     ap.add_argument("--write", action="store_true", help="replace the section in BENCHMARKS.md")
     args = ap.parse_args()
 
     if args.results:
-        result = json.loads(Path(args.results).read_text())
+        results = [json.loads(Path(f).read_text()) for f in args.results]
     else:
-        result = measure(args.rounds, args.n_images, args.steps)
-        print(json.dumps(result, indent=2))
+        results = [measure(args.rounds, args.n_images, args.steps)]
+        print(json.dumps(results[0], indent=2))
     if args.write:
         from md_sections import write_section
 
-        write_section(HEADING, render(result))
+        write_section(HEADING, render(results))
 
 
 if __name__ == "__main__":
