@@ -124,11 +124,7 @@ def study_status(args) -> int:
     if snaps:
         out["last_snapshot"] = {k: snaps[-1][k] for k in ("created_at", "n_trials", "hypervolume")}
         out["last_snapshot"]["front_size"] = len(snaps[-1]["members"])
-    if args.json:
-        print(json.dumps(clean(out)))
-    else:
-        for k, v in clean(out).items():
-            print(f"{k:<16} {v}")
+    print_result(out, args.json)
     return 0
 
 
