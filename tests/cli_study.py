@@ -42,7 +42,7 @@ def make_study(folder: Path) -> Path:
     study.set_user_attr("baseline", BASELINE)
     study.set_user_attr("model_id", MODEL_ID)
     for lat, fid, methods in TRIALS:
-        stored = AccelConfig.from_dict({"schema_version": 1, "methods": methods}).to_dict()["methods"]
+        stored = AccelConfig.from_dict({"schema_version": 2, "methods": methods}).to_dict()["methods"]
         excess = 100 * (fid / BASELINE["fid"] - 1) - 20
         study.add_trial(create_trial(values=[lat, fid], constraints={"fid_increase_pct": excess},
                                      user_attrs={"config": stored, "kid": 0.01, "class_accuracy": 1.0,

@@ -104,7 +104,7 @@ def _command(name, tmp_path):
     from cli_study import make_study
 
     config = tmp_path / "c.json"
-    config.write_text('{"schema_version": 1, "methods": {}}')
+    config.write_text('{"schema_version": 2, "methods": {}}')
     return {"baseline": ["baseline", "--n-images", "2", "--steps", "1"],
             "evaluate": ["evaluate", str(config), "--n-images", "2", "--steps", "1"],
             "apply": ["apply", str(config), "--out", str(tmp_path / "g.png"), "--n-images", "1"],

@@ -53,7 +53,7 @@ def test_corrupt_config_json(capsys, tmp_path):
 
 def test_unknown_method_in_config(capsys, tmp_path):
     bad = tmp_path / "c.json"
-    bad.write_text('{"schema_version": 1, "methods": {"teleport": {}}}')
+    bad.write_text('{"schema_version": 2, "methods": {"teleport": {}}}')
     code, err = _run(capsys, ["evaluate", str(bad)])
     assert code == 2 and "unknown method 'teleport'" in err
 
@@ -82,7 +82,7 @@ def test_inception_weights_file_missing(capsys, tmp_path):
 @pytest.fixture
 def config_file(tmp_path):
     def write(environment=None, name="c.json"):
-        data = {"schema_version": 1, "methods": {"tome": {"ratio": 0.3}}}
+        data = {"schema_version": 2, "methods": {"tome": {"ratio": 0.3}}}
         if environment is not None:
             data["environment"] = environment
         path = tmp_path / name

@@ -15,8 +15,6 @@ def test_readme_has_python_blocks():
     assert BLOCKS
 
 
-@pytest.mark.xfail(strict=False, reason="needs the lead's i9-unit branch: `from tuner import apply` (module "
-                                        "name clash) and the apply(pipe, {method: settings}) shorthand")
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

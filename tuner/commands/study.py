@@ -218,7 +218,7 @@ def run_apply(args) -> int:
     check_threads(args.threads)
     steps = args.steps if args.steps is not None else recorded_steps(config) or 50
     out = check_out_file(args.out, "--out", IMAGE_SUFFIXES)
-    from tuner.apply import apply
+    from tuner.apply_config import apply
     from tuner.proxy.model import MODEL_ID, load_proxy_pipeline
     from tuner.threads import set_threads
 
