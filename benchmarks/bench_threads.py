@@ -97,15 +97,16 @@ no neighbour of ours, and only ratios within one run compare.
 |---|---|---|---|---|---|
 {table}
 
-{"; ".join(notes)}.
+{"; ".join(notes)}.{"".join(f" (niceness {r['nice']}: {r['note']}.)" for r in results if r.get("note"))}
 
-At niceness 10 on a machine already saturated by other jobs, what is left for nice-10 processes is split
-evenly between the command and its neighbour, so any one-thread process runs about 2x slower beside it
-(CPU share, not threads). At niceness 0 the command competes with everything else on equal terms, as a
-user's would. With torch's default of 2 threads the command is many times slower in every condition:
-OpenMP workers spin at each barrier for a core another process holds. Every command that runs the model
-(`study run`, `baseline`, `evaluate`, `apply`, `profile`) now sets its threads through `tuner/threads.py`:
-`--threads N`, else the study's `[model] threads`, else 1.
+Reading it: with torch's default of 2 threads, OpenMP workers spin at every barrier for a core another
+process holds, so the command is many times slower than with 1 thread in every cell. With 1 thread the
+remaining busy/alone ratio is CPU share: on this machine, already saturated by other jobs, one more busy
+process at the same priority takes share from everything, so this run does not meet the issue's
+"<= 2x beside one busy process" with margin (expected on an otherwise idle 2-core machine, where the
+neighbour takes the other core; not measurable here). Every command that runs the model (`study run`, `baseline`,
+`evaluate`, `apply`, `profile`) now sets its threads through `tuner/threads.py`: `--threads N`, else the
+study's `[model] threads`, else 1.
 """
 
 
