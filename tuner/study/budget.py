@@ -179,7 +179,7 @@ class Budget:
         out = []
         for slot_id, run_id, number, done in slots:
             t = trials.get(number) if number is not None else None
-            reason = f"{ABANDONED} its worker on {gone[run_id][0]} (pid {gone[run_id][1]}) died"
+            reason = f"{ABANDONED} its worker on {gone[run_id][0]} (pid {gone[run_id][1]}) {gone[run_id][2]}"
             if done != 1:
                 with self.engine.begin() as conn:  # deleting the undone slot decides the race with its owner
                     if conn.execute(delete(trial_slots).where(trial_slots.c.id == slot_id,
@@ -193,12 +193,19 @@ class Budget:
                     with self.engine.begin() as conn:
                         conn.execute(delete(trial_slots).where(trial_slots.c.id == slot_id))
                     out.append(f"trial {t.number}")
+        # A survivor killed between failing a trial and freeing its slot: the slot of an abandoned trial.
+        for slot_id, _, number, _ in slots:
+            t = trials.get(number) if number is not None else None
+            if t is not None and is_abandoned(t):
+                with self.engine.begin() as conn:
+                    if conn.execute(delete(trial_slots).where(trial_slots.c.id == slot_id)).rowcount:
+                        out.append(f"slot of trial {t.number}")
         # A worker killed between creating its trial and binding it: the trial is in no slot.
         bound = self._bound_numbers()
         for t in trials.values():
             if t.state == TrialState.RUNNING and t.system_attrs.get(RUN_ATTR) in gone and t.number not in bound:
-                host, pid = gone[t.system_attrs[RUN_ATTR]]
-                if self._fail(study, t._trial_id, f"{ABANDONED} its worker on {host} (pid {pid}) died"):
+                host, pid, fate = gone[t.system_attrs[RUN_ATTR]]
+                if self._fail(study, t._trial_id, f"{ABANDONED} its worker on {host} (pid {pid}) {fate}"):
                     out.append(f"trial {t.number}")
         return out
 
@@ -215,6 +222,24 @@ class Budget:
             return study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
             return False
+
+    def abandon_mine(self, study: optuna.Study, why: str) -> list[str]:
+        """This worker is stopping: fail its RUNNING trials and give back every slot it still holds."""
+        out = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.system_attrs.get(RUN_ATTR) == self.worker.id and self._fail(study, t._trial_id, f"{ABANDONED} {why}"):
+                out.append(f"trial {t.number}")
+                with self.engine.begin() as conn:  # its slot, even if marked done before the tell was lost
+                    conn.execute(delete(trial_slots).where(trial_slots.c.study_name == self.study_name,
+                                                           trial_slots.c.run_id == self.worker.id,
+                                                           trial_slots.c.trial_number == t.number))
+        with self.engine.begin() as conn:
+            held = conn.execute(delete(trial_slots).where(
+                trial_slots.c.study_name == self.study_name, trial_slots.c.run_id == self.worker.id,
+                trial_slots.c.done == 0)).rowcount
+        if held:
+            out.append(f"{held} slot(s)")
+        return out
 
     def abandon(self, trial: optuna.Trial, slot: int, why: str) -> bool:
         """This worker gives up its own running trial (Ctrl-C, lost storage): slot back, trial FAIL."""

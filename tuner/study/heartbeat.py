@@ -143,10 +143,10 @@ def declare_dead(engine, study_name: str, exclude: int | None = None) -> list[di
     return declared
 
 
-def not_alive_runs(engine, study_name: str) -> dict[int, tuple[str, int]]:
-    """{run id: (host, pid)} of the study's workers that are stopped or dead."""
+def not_alive_runs(engine, study_name: str) -> dict[int, tuple[str, int, str]]:
+    """{run id: (host, pid, "died" | "stopped")} of the study's workers that are no longer alive."""
     with engine.begin() as conn:
-        rows = conn.execute(select(study_runs.c.id, study_runs.c.host, study_runs.c.pid).where(
+        rows = conn.execute(select(study_runs.c.id, study_runs.c.host, study_runs.c.pid, study_runs.c.state).where(
             study_runs.c.study_name == study_name,
             or_(study_runs.c.state.is_(None), study_runs.c.state != ALIVE))).all()
-    return {r.id: (r.host, r.pid) for r in rows}
+    return {r.id: (r.host, r.pid, "stopped" if r.state == STOPPED else "died") for r in rows}

@@ -136,7 +136,7 @@ def count_finished(study: optuna.Study) -> int:
 def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, pipe=None) -> dict:
     """Run until the study holds spec.n_trials counted trials. Returns a summary with timings."""
     t_start = time.perf_counter()
-    if pipe is None and context is None:
+    if pipe is None and context is None and spec.model.device != "cpu":
         from tuner.proxy.model import resolve_device
 
         try:  # before the database exists: a study that cannot run here must not be created
@@ -190,7 +190,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
                     retrying(worker.register, log=log)
                 study.sampler = optuna.samplers.RandomSampler(seed=spec.seed)  # re-seeded at the next trial
                 summary.pop("seed_index", None)
-            with deferred_sigint():
+            with deferred_sigint():  # a Ctrl-C meanwhile is raised at its end, and handled in `finally`
                 for what in retrying(budget.reclaim, study, log=log):
                     log(f"reclaimed {what}: abandoned by a dead worker, it does not count")
                 slot = retrying(budget.take, spec.n_trials, log=log)
@@ -226,6 +226,14 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             if state is not None and done % spec.snapshot_every == 0:
                 with deferred_sigint():
                     retrying(pareto.snapshot, study, spec, storage.engine, log=log)
+    except BaseException as e:
+        # Whatever stops this worker (Ctrl-C between two steps, a bug, a lost storage) leaves no trial of
+        # it RUNNING and no slot held: they go back to the budget now, not after a grace period.
+        why = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"its worker stopped ({type(e).__name__})"
+        with deferred_sigint(), contextlib.suppress(Exception):
+            for what in budget.abandon_mine(study, why):
+                log(f"gave back {what}: {why}")
+        raise
     finally:
         bar.close()
         summary["eval_seconds"] = objective.eval_seconds
@@ -259,21 +267,28 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective
         state, reason = TrialState.FAIL, str(e)
     except KeyboardInterrupt:
         with deferred_sigint():
-            retrying(budget.abandon, trial, slot, "interrupted (Ctrl-C)", log=log)
+            _abandon(study, trial, budget, slot, "interrupted (Ctrl-C)", log)
         raise
     except Exception as e:
         if is_transient(e):  # the storage went away mid-trial (and stayed away): redo the trial later
             with deferred_sigint():
-                retrying(budget.abandon, trial, slot, f"storage connection lost ({first_line(e)})", log=log)
+                _abandon(study, trial, budget, slot, f"storage connection lost ({first_line(e)})", log)
             return None
         if is_damage(e):
             raise
         state, reason, bug = TrialState.FAIL, f"{type(e).__name__}: {e}"[:500], e  # a bug: record it, then stop
     with deferred_sigint():
-        if not retrying(budget.finish, slot, log=log):
-            log(f"trial {trial.number}: this worker was declared dead while the trial ran; its result is "
-                "discarded (the trial was given to another worker)")
-            return None
+        try:
+            if not retrying(budget.finish, slot, log=log):
+                log(f"trial {trial.number}: this worker was declared dead while the trial ran; its result is "
+                    "discarded (the trial was given to another worker)")
+                return None
+        except Exception as e:
+            if is_damage(e):  # the budget tables are gone: leave no trial RUNNING, then stop with one line
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr("fail_reason", f"abandoned: storage damaged ({first_line(e)})")
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
         if reason is not None:
             retrying(trial.set_user_attr, "fail_reason", reason, log=log)
         if state == TrialState.COMPLETE:
@@ -282,6 +297,18 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective
     if bug is not None:
         raise bug
     return state
+
+
+def _abandon(study, trial, budget: Budget, slot: int, why: str, log) -> None:
+    """Give this worker's running trial up (not counted); with damaged budget tables, still fail it."""
+    try:
+        retrying(budget.abandon, trial, slot, why, log=log)
+    except Exception as e:
+        if not is_damage(e):
+            raise
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("fail_reason", f"abandoned: {why}")
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _trial_line(trial: optuna.Trial, state: TrialState | None, spec: StudySpec) -> str:
@@ -302,7 +329,7 @@ def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: boo
         snapshot_now = False  # the periodic snapshot after the last trial already holds this front
     if snapshot_now:
         with deferred_sigint():
-            data = pareto.snapshot(study, spec, storage.engine)
+            data = retrying(pareto.snapshot, study, spec, storage.engine)
     else:
         data = pareto.front(study, spec) if study.user_attrs.get(BASELINE_ATTR) else None
     summary["finished_in_study"] = len(counted_trials(study))  # counted toward n_trials

@@ -289,7 +289,9 @@ def open_storage(url: str, study_name: str | None = None, read_only: bool = Fals
             if sqlite:
                 _quick_check(storage.engine, url)
             if study_name is not None and present and _study_in(storage.engine, study_name):
-                gone = [t for t in TUNER_TABLES if t not in tables]
+                # Inspected again after seeing the study: its creator made our tables before the study.
+                now = set(inspect(storage.engine).get_table_names())
+                gone = [t for t in TUNER_TABLES if t not in now]
                 if gone:
                     raise TunerError(f"study '{study_name}' in {shown(url)} has lost its tuner table(s) "
                                      f"{', '.join(gone)} (its trial budget and workers): refusing to reset them; "
