@@ -139,8 +139,12 @@ def _engine_kwargs(url: str, read_only: bool) -> dict:
 
 
 def _sqlite_read_only(url: str) -> str:
-    db = make_url(url).database
-    return f"sqlite:///file:{db}?mode=ro&uri=true"
+    from pathlib import Path
+
+    from sqlalchemy.engine import URL
+
+    uri = Path(make_url(url).database).resolve().as_uri()  # file:///... with special characters quoted
+    return URL.create("sqlite", database=uri, query={"mode": "ro", "uri": "true"}).render_as_string()
 
 
 def _driver_error(url: str, e: ImportError) -> TunerError:
@@ -232,12 +236,13 @@ def optuna_tables() -> set[str]:
     return set(models.BaseModel.metadata.tables)
 
 
-def _tables(url: str, kwargs: dict) -> set[str]:
-    """The database's table names (nothing created), or one line saying why it cannot be read."""
+def _tables(target: str, kwargs: dict, url: str) -> set[str]:
+    """The database's table names (nothing created), or one line saying why it cannot be read.
+    `target` is what is opened (maybe the read-only form of `url`), `url` what messages show."""
     from sqlalchemy import create_engine
 
     try:
-        engine = create_engine(url, **kwargs)
+        engine = create_engine(target, **kwargs)
     except ImportError as e:
         raise _driver_error(url, e) from None
     try:
@@ -278,7 +283,7 @@ def open_storage(url: str, study_name: str | None = None, read_only: bool = Fals
     for attempt in range(CREATE_ATTEMPTS):
         storage = None
         try:
-            tables = _tables(target, kwargs)
+            tables = _tables(target, kwargs, url)
             present, expected = tables & optuna_tables(), optuna_tables()
             if (read_only or present) and present != expected:
                 missing = sorted(expected - present)
@@ -374,7 +379,7 @@ def study_exists(url: str, name: str) -> bool:
     url = driver_url(url)
     kwargs = _engine_kwargs(url, True)
     target = _sqlite_read_only(url) if not _is_server(url) else url
-    if "studies" not in _tables(target, kwargs):
+    if "studies" not in _tables(target, kwargs, url):
         return False
     from sqlalchemy import create_engine
 
