@@ -306,15 +306,14 @@ def test_trial_of_a_dead_worker_is_reclaimed(shared):
     study, storage = open_study(spec)
     check_fingerprint(study, spec)
     dead = Budget(storage, spec.name, Worker(storage.engine, spec.name, 0.2, 0.5))  # never beats
-    slot = dead.take(spec.n_trials)
-    orphan = dead.ask(study, slot)
-    dead.bind(slot, orphan.number)
-    unbound = dead.ask(study, dead.take(spec.n_trials))  # killed between creating its trial and binding it
+    orphan = dead.ask(study, dead.take(spec.n_trials))  # killed mid-trial
+    done = dead.ask(study, dead.take(spec.n_trials))
+    dead.finish(1, done.number)  # killed between marking its slot done and telling the result
 
     lines = []
     summary = run_study(spec, context=ctx, progress=False, log=lines.append)
     assert summary["trials_run"] == 3 and summary["finished_in_study"] == 3, lines
     trials = optuna.load_study(study_name=spec.name, storage=spec.storage).trials
-    for t in (trials[orphan.number], trials[unbound.number]):
+    for t in (trials[orphan.number], trials[done.number]):
         assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("abandoned: its worker on")
     assert any("declared dead" in m for m in lines), lines

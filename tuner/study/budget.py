@@ -10,20 +10,20 @@ Bookkeeping (`trial_slots`, one row per budget unit, unique per study and slot i
    (`MaxTrialsCallback` cannot do this: it stops a process after its trial, when another process may
    already have started one more);
 2. ask: the trial is created with the worker's id and slot in its system attributes, in the same
-   transaction, so a worker killed right after creating it still leaves a trial someone can reclaim;
-3. bind: the slot records the trial number;
-4. finish: the worker marks the slot done (a conditional UPDATE) and only then tells the result, so a
-   worker that was declared dead while it ran cannot also count its trial;
-5. release (Ctrl-C, lost storage) and reclaim (by any surviving worker, once the owner's heartbeat is
-   older than its grace period: see heartbeat.py): the slot row is deleted first, which decides the race
-   with the owner, then the trial is failed with its `abandoned: ...` reason.
+   transaction, so a worker killed at any point leaves a trial that says whose it was;
+3. finish: the worker marks the slot done and records the trial number (one conditional UPDATE), and
+   only then tells the result, so a worker that was declared dead while it ran cannot also count its trial;
+4. release (Ctrl-C, lost storage) and reclaim (by any surviving worker, once the owner's heartbeat is
+   older than its grace period: see heartbeat.py): the undone slot row is deleted first, which decides
+   the race with its owner, then the owner's RUNNING trials are failed with their `abandoned: ...` reason.
 A study's spent budget is its done slots; it is finished when every slot below n_trials is done and its
-trial finished. Survivors wait for slots held by live workers, and reclaim them when those die.
+trial counted. Survivors wait for slots held by live workers, and reclaim them when those die.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -52,6 +52,28 @@ def counts(trial: FrozenTrial) -> bool:
 
 def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if counts(t)]
+
+
+def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
+    """RUNNING -> FAIL with `fail_reason`, in one transaction; False if the trial had finished meanwhile.
+
+    Optuna offers no call that sets an attribute and the state at once, and two separate calls let a
+    worker and a survivor interleave (one's reason on the other's FAIL). So this writes Optuna's own
+    tables directly: whoever moves the trial out of RUNNING also writes its reason, and once it is
+    finished Optuna refuses every other write to it."""
+    from optuna.storages._rdb import models
+
+    trials, attrs = models.TrialModel.__table__, models.TrialUserAttributeModel.__table__
+    engine = study._storage._backend.engine if hasattr(study._storage, "_backend") else study._storage.engine
+    with engine.begin() as conn:
+        if conn.execute(update(trials).where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
+                        .values(state=TrialState.FAIL, datetime_complete=dt.datetime.now())).rowcount != 1:
+            return False
+        value = json.dumps(reason)
+        if conn.execute(update(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key == "fail_reason")
+                        .values(value_json=value)).rowcount == 0:
+            conn.execute(insert(attrs).values(trial_id=trial_id, key="fail_reason", value_json=value))
+    return True
 
 
 def count_slots(engine, study_name: str) -> int:
@@ -120,18 +142,13 @@ class Budget:
         study._thread_local.cached_all_trials = None  # what Study.ask does: samplers re-read the trials
         return optuna.Trial(study, trial_id)
 
-    def bind(self, slot: int, trial_number: int) -> bool:
-        """Record the trial in its slot; False when the slot was taken away (this worker was declared dead)."""
-        with self.engine.begin() as conn:
-            return conn.execute(update(trial_slots).where(*self._mine(slot)).values(
-                trial_number=trial_number)).rowcount == 1
-
-    def finish(self, slot: int) -> bool:
-        """Mark the slot done before telling the result; False when it was taken away meanwhile."""
+    def finish(self, slot: int, trial_number: int) -> bool:
+        """Mark the slot done with its trial before telling the result; False when it was taken away."""
         with self.engine.begin() as conn:
             if conn.execute(update(trial_slots).where(*self._mine(slot), trial_slots.c.done == 0)
-                            .values(done=1)).rowcount == 1:
+                            .values(done=1, trial_number=trial_number)).rowcount == 1:
                 return True
+            # a retried finish whose first UPDATE did commit
             return conn.execute(select(trial_slots.c.done).where(*self._mine(slot))).scalar_one_or_none() == 1
 
     def release(self, slot: int) -> bool:
@@ -153,14 +170,14 @@ class Budget:
         return done, len(rows) - done
 
     def complete(self, study: optuna.Study, n_trials: int) -> bool:
-        """Every slot below n_trials done and its trial told (none still RUNNING)."""
+        """Every slot below n_trials done, and its trial told and counted (none still RUNNING)."""
         with self.engine.begin() as conn:
             rows = conn.execute(select(trial_slots.c.done, trial_slots.c.trial_number).where(
                 trial_slots.c.study_name == self.study_name, trial_slots.c.slot < n_trials)).all()
         if len(rows) < n_trials or any(d != 1 for d, _ in rows):
             return False
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        return not any(n in running for _, n in rows)
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        return all(n in trials and counts(trials[n]) for _, n in rows)
 
     # --- reclaiming --------------------------------------------------------------------------------------
     def reclaim(self, study: optuna.Study) -> list[str]:
@@ -171,57 +188,36 @@ class Budget:
         gone = not_alive_runs(self.engine, self.study_name)
         if not gone:
             return []
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        with self.engine.begin() as conn:
-            slots = conn.execute(select(trial_slots.c.id, trial_slots.c.run_id, trial_slots.c.trial_number,
-                                        trial_slots.c.done).where(
-                trial_slots.c.study_name == self.study_name, trial_slots.c.run_id.in_(list(gone)))).all()
         out = []
-        for slot_id, run_id, number, done in slots:
-            t = trials.get(number) if number is not None else None
-            reason = f"{ABANDONED} its worker on {gone[run_id][0]} (pid {gone[run_id][1]}) {gone[run_id][2]}"
-            if done != 1:
-                with self.engine.begin() as conn:  # deleting the undone slot decides the race with its owner
-                    if conn.execute(delete(trial_slots).where(trial_slots.c.id == slot_id,
-                                                              trial_slots.c.done == 0)).rowcount != 1:
-                        continue
-                if t is not None and t.state == TrialState.RUNNING:
-                    self._fail(study, t._trial_id, reason)
-                out.append(f"slot {slot_id}" if t is None else f"trial {t.number}")
-            elif t is not None and t.state == TrialState.RUNNING:  # died between marking done and telling
-                if self._fail(study, t._trial_id, reason):
-                    with self.engine.begin() as conn:
-                        conn.execute(delete(trial_slots).where(trial_slots.c.id == slot_id))
-                    out.append(f"trial {t.number}")
+        with self.engine.begin() as conn:  # deleting an undone slot decides the race with its owner
+            freed = conn.execute(delete(trial_slots).where(
+                trial_slots.c.study_name == self.study_name, trial_slots.c.run_id.in_(list(gone)),
+                trial_slots.c.done == 0)).rowcount
+        if freed:
+            out.append(f"{freed} slot(s)")
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            run = t.system_attrs.get(RUN_ATTR)
+            if t.state != TrialState.RUNNING or run not in gone:
+                continue
+            host, pid, fate = gone[run]
+            if self._fail(study, t._trial_id, f"{ABANDONED} its worker on {host} (pid {pid}) {fate}"):
+                out.append(f"trial {t.number}")
+                with self.engine.begin() as conn:  # its slot, if the worker died between done and tell
+                    conn.execute(delete(trial_slots).where(trial_slots.c.study_name == self.study_name,
+                                                           trial_slots.c.run_id == run,
+                                                           trial_slots.c.trial_number == t.number))
         # A survivor killed between failing a trial and freeing its slot: the slot of an abandoned trial.
-        for slot_id, _, number, _ in slots:
-            t = trials.get(number) if number is not None else None
-            if t is not None and is_abandoned(t):
-                with self.engine.begin() as conn:
-                    if conn.execute(delete(trial_slots).where(trial_slots.c.id == slot_id)).rowcount:
-                        out.append(f"slot of trial {t.number}")
-        # A worker killed between creating its trial and binding it: the trial is in no slot.
-        bound = self._bound_numbers()
-        for t in trials.values():
-            if t.state == TrialState.RUNNING and t.system_attrs.get(RUN_ATTR) in gone and t.number not in bound:
-                host, pid, fate = gone[t.system_attrs[RUN_ATTR]]
-                if self._fail(study, t._trial_id, f"{ABANDONED} its worker on {host} (pid {pid}) {fate}"):
-                    out.append(f"trial {t.number}")
+        abandoned = [t.number for t in trials if is_abandoned(t)]
+        if abandoned:
+            with self.engine.begin() as conn:
+                conn.execute(delete(trial_slots).where(trial_slots.c.study_name == self.study_name,
+                                                       trial_slots.c.trial_number.in_(abandoned)))
         return out
-
-    def _bound_numbers(self) -> set[int]:
-        with self.engine.begin() as conn:
-            return set(conn.execute(select(trial_slots.c.trial_number).where(and_(
-                trial_slots.c.study_name == self.study_name, trial_slots.c.trial_number.is_not(None)))).scalars())
 
     @staticmethod
     def _fail(study: optuna.Study, trial_id: int, reason: str) -> bool:
-        """FAIL a running trial with its reason; False if it had finished meanwhile."""
-        try:
-            study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-            return study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
-            return False
+        return fail_trial(study, trial_id, reason)
 
     def abandon_mine(self, study: optuna.Study, why: str) -> list[str]:
         """This worker is stopping: fail its RUNNING trials and give back every slot it still holds."""

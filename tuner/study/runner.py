@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from tuner.errors import TunerError
 from tuner.study import pareto
-from tuner.study.budget import FINISHED, Budget, counted_trials
+from tuner.study.budget import FINISHED, Budget, counted_trials, fail_trial
 from tuner.study.context import BASELINE_ATTR
 from tuner.study.objective import TrialFailed, TrialObjective
 from tuner.study.spec import StudySpec
@@ -198,7 +198,6 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
                     if "seed_index" not in summary:
                         _seed_sampler(study, spec, context, worker, summary, log)
                     trial = retrying(budget.ask, study, slot, log=log)
-                    bound = retrying(budget.bind, slot, trial.number, log=log)
             if slot is None:
                 if retrying(budget.complete, study, spec.n_trials, log=log):
                     break
@@ -209,7 +208,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
                 time.sleep(min(1.0, spec.liveness.heartbeat_interval))
                 continue
             waiting_told = False
-            state = _run_one(study, trial, objective, budget, slot, log) if bound else None
+            state = _run_one(study, trial, objective, budget, slot, log)
             summary["trials_run"] += 1
             if state is None:
                 summary["abandoned"] += 1
@@ -279,21 +278,30 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective
         state, reason, bug = TrialState.FAIL, f"{type(e).__name__}: {e}"[:500], e  # a bug: record it, then stop
     with deferred_sigint():
         try:
-            if not retrying(budget.finish, slot, log=log):
+            if not retrying(budget.finish, slot, trial.number, log=log):
                 log(f"trial {trial.number}: this worker was declared dead while the trial ran; its result is "
                     "discarded (the trial was given to another worker)")
                 return None
         except Exception as e:
             if is_damage(e):  # the budget tables are gone: leave no trial RUNNING, then stop with one line
                 with contextlib.suppress(Exception):
-                    trial.set_user_attr("fail_reason", f"abandoned: storage damaged ({first_line(e)})")
-                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    fail_trial(study, trial._trial_id, f"abandoned: storage damaged ({first_line(e)})")
             raise
-        if reason is not None:
-            retrying(trial.set_user_attr, "fail_reason", reason, log=log)
-        if state == TrialState.COMPLETE:
-            retrying(trial.set_user_attr, "trial_seconds", time.perf_counter() - t0, log=log)
-        retrying(study.tell, trial, values, state=state, skip_if_finished=True, log=log)
+        try:
+            if state == TrialState.FAIL:  # state and reason at once (see budget.fail_trial)
+                frozen = retrying(study._storage.get_trial, trial._trial_id, log=log)
+                study.sampler.after_trial(study, frozen, TrialState.FAIL, None)  # what study.tell would call
+                told = retrying(fail_trial, study, trial._trial_id, reason, log=log)
+            else:
+                if state == TrialState.COMPLETE:
+                    retrying(trial.set_user_attr, "trial_seconds", time.perf_counter() - t0, log=log)
+                told = retrying(study.tell, trial, values, state=state, skip_if_finished=True,
+                                log=log).state == state
+        except optuna.exceptions.UpdateFinishedTrialError:
+            told = False
+        if not told:  # failed by a survivor between the done mark and the tell
+            log(f"trial {trial.number}: this worker was declared dead; its result is discarded")
+            return None
     if bug is not None:
         raise bug
     return state
@@ -307,8 +315,7 @@ def _abandon(study, trial, budget: Budget, slot: int, why: str, log) -> None:
         if not is_damage(e):
             raise
         with contextlib.suppress(Exception):
-            trial.set_user_attr("fail_reason", f"abandoned: {why}")
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            fail_trial(study, trial._trial_id, f"abandoned: {why}")
 
 
 def _trial_line(trial: optuna.Trial, state: TrialState | None, spec: StudySpec) -> str:
