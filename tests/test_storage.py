@@ -188,3 +188,36 @@ def test_read_only_commands_do_not_add_tuner_tables(tmp_path, capsys):
     assert main(["study", "status", str(missing)]) == 2
     one_line_error(capsys, "does not exist")
     assert not (tmp_path / "nothing.db").exists()
+
+
+def test_study_of_the_previous_version_is_upgraded_and_resumed(tmp_path, monkeypatch):
+    """Tables written before heartbeats (no heartbeat/state/seed_index/done columns): columns are added in
+    place, the old slots of finished trials stay spent, and the study resumes to exactly n_trials."""
+    import optuna
+    from sqlalchemy import create_engine, text
+
+    from storage_fixtures import assert_exact
+
+    db = tmp_path / "study.db"
+    url = f"sqlite:///{db}"
+    study = optuna.create_study(study_name="faults", storage=url, directions=["minimize", "minimize"])
+    for x in (0.3, 0.4):
+        study.enqueue_trial({"x": x})
+        t = study.ask()
+        t.suggest_float("x", 0.2, 0.6)
+        study.tell(t, [x, 10.0])
+    study.set_user_attr("baseline", {"fid": 10.0, "seconds_per_image": 1.0, "bitops": 1.0})
+    engine = create_engine(url)
+    with engine.begin() as conn:  # the previous version's DDL and rows
+        conn.execute(text("CREATE TABLE study_runs (id INTEGER PRIMARY KEY, study_name VARCHAR(512) NOT NULL, "
+                          "host VARCHAR(255) NOT NULL, pid INTEGER NOT NULL, started_at DATETIME NOT NULL)"))
+        conn.execute(text("CREATE TABLE trial_slots (id INTEGER PRIMARY KEY, study_name VARCHAR(512) NOT NULL, "
+                          "slot INTEGER NOT NULL, run_id INTEGER NOT NULL REFERENCES study_runs (id), "
+                          "trial_number INTEGER, CONSTRAINT uq_trial_slot UNIQUE (study_name, slot))"))
+        conn.execute(text("INSERT INTO study_runs VALUES (1, 'faults', 'old-host', 1, '2026-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO trial_slots VALUES (1, 'faults', 0, 1, 0), (2, 'faults', 1, 1, 1)"))
+    engine.dispose()
+    toml = write_study(tmp_path, url, n_trials=3)
+    summary = make_study(toml, monkeypatch)
+    assert summary["trials_run"] == 1 and summary["finished_in_study"] == 3
+    assert_exact(url, 3)

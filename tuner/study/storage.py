@@ -82,6 +82,7 @@ trial_slots = Table(
 )
 
 TUNER_TABLES = ("study_runs", "trial_slots", "pareto_snapshots", "pareto_members")
+BUDGET_TABLES = ("study_runs", "trial_slots")  # a study that lost these cannot know its budget: refused
 # Columns added after the first release: (table, column, SQL type), added in place on older databases.
 ADDED_COLUMNS = (("study_runs", "heartbeat", "FLOAT"), ("study_runs", "grace_period", "FLOAT"),
                  ("study_runs", "state", "VARCHAR(16)"), ("study_runs", "seed_index", "INTEGER"),
@@ -296,7 +297,7 @@ def open_storage(url: str, study_name: str | None = None, read_only: bool = Fals
             if study_name is not None and present and _study_in(storage.engine, study_name):
                 # Inspected again after seeing the study: its creator made our tables before the study.
                 now = set(inspect(storage.engine).get_table_names())
-                gone = [t for t in TUNER_TABLES if t not in now]
+                gone = [t for t in BUDGET_TABLES if t not in now]
                 if gone:
                     raise TunerError(f"study '{study_name}' in {shown(url)} has lost its tuner table(s) "
                                      f"{', '.join(gone)} (its trial budget and workers): refusing to reset them; "
