@@ -141,7 +141,13 @@ def render(data: dict, command: str) -> str:
         s = r["per_hour_steady"] / ref["per_hour_steady"] if ref else float("nan")
         lines.append(f"| {r['backend']} | {r['workers']} | {r['wall_s']:.1f} | {r['per_hour_end_to_end']:.0f} | "
                      f"{e:.2f}x | {r['per_hour_steady']:.0f} | {s:.2f}x |")
-    lines += ["", "Bookkeeping per trial with zero-length trials (1 worker, random sampler): the tuner runner "
+    lines += ["", f"This machine has {data['cpus']} cores, shared with other jobs while this ran (load average "
+              f"{data['load']:.1f}): with one torch thread per worker, 2 workers can at most double the rate and "
+              "a 4th worker has no core of its own, so these rows measure the cap and the cost of "
+              "cooperation, not the scaling a bigger machine gets. With K free cores, or K GPUs (`--workers K` "
+              "puts worker i on GPU i mod K), the steady rate grows with K until the storage's per-trial cost "
+              "below matters; end to end, each worker also pays start-up and its own setup (model, baseline).",
+              "", "Bookkeeping per trial with zero-length trials (1 worker, random sampler): the tuner runner "
               "(budget slot, trial with worker id, bind, done-marking, tell, reclaim check, heartbeat, "
               "snapshots) against plain Optuna `study.optimize` on the same backend.", "",
               "| backend | trials | tuner ms/trial | tuner − Optuna | plain Optuna ms/trial |",
@@ -159,7 +165,16 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--bookkeeping-trials", type=int, default=40)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--from-results", action="store_true", help=f"render {RESULTS.name} instead of measuring")
     args = ap.parse_args()
+    command = (".ci/with-postgres nice -n 10 python benchmarks/bench_workers.py "
+               f"--n-trials {args.n_trials} --workers {args.workers}")
+    if args.from_results:
+        text = render(json.loads(RESULTS.read_text()), command)
+        print(text)
+        if args.write:
+            write_section(SECTION, text)
+        return
     backends = ["sqlite"] + (["postgres"] if os.environ.get(PG_ENV) else [])
     ks = [int(k) for k in args.workers.split(",")]
     data = {"cpus": os.cpu_count(), "load": os.getloadavg()[0],
@@ -175,8 +190,6 @@ def main() -> None:
                 data["throughput"].append(throughput(backend, k, args.n_trials, folder))
                 print(json.dumps(data["throughput"][-1]), flush=True)
     RESULTS.write_text(json.dumps(data, indent=1))
-    command = (".ci/with-postgres nice -n 10 python benchmarks/bench_workers.py "
-               f"--n-trials {args.n_trials} --workers {args.workers}" + (" --write" if args.write else ""))
     text = render(data, command)
     print(text)
     if args.write:

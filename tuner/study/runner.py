@@ -72,16 +72,17 @@ def deferred_sigint():
             raise KeyboardInterrupt
 
 
-def open_study(spec: StudySpec, create: bool = True) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
-    """The study and its storage. create=False (read-only commands): the study must exist, and the
-    storage is opened read-only, so nothing is created or written."""
+def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = None
+               ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    """The study and its storage. create=False: the study must exist; it is then opened read-only (what
+    `status`, `pareto`, `export` need: nothing is created or written) unless read_only=False."""
     from tuner.study.storage import study_exists
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not create:
         if not study_exists(spec.storage, spec.name):
             raise TunerError(f"study '{spec.name}' does not exist in {shown(spec.storage)} (run `tuner study run` first)")
-        storage = open_storage(spec.storage, spec.name, read_only=True)
+        storage = open_storage(spec.storage, spec.name, read_only=read_only is not False)
         study = _storage_guard(spec, lambda: optuna.load_study(study_name=spec.name, storage=storage,
                                                                sampler=optuna.samplers.RandomSampler(seed=spec.seed)))
         _storage_guard(spec, lambda: study.get_trials(deepcopy=False))  # reads every trial row: damage shows here
