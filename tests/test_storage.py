@@ -61,7 +61,7 @@ def test_plain_postgresql_url_uses_the_installed_driver(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "find_spec", lambda name: None if name == "psycopg2" else object())
     spec = parse_spec({"name": "s", "space": {"tome": {}}, "storage": "postgresql://u:pw@db.example/tuner"},
                       tmp_path / "s.toml")
-    assert spec.storage == "postgresql+psycopg://u:pw@db.example/tuner"
+    assert storage.driver_url(spec.storage) == "postgresql+psycopg://u:pw@db.example/tuner"  # as opened
     assert storage.driver_url("postgresql+psycopg2://u@h/d") == "postgresql+psycopg2://u@h/d"  # explicit: kept
     monkeypatch.setattr(storage, "find_spec", lambda name: object())  # psycopg2 installed: SQLAlchemy's default
     assert storage.driver_url("postgresql://u@h/d") == "postgresql://u@h/d"

@@ -194,9 +194,7 @@ def _resolve_storage(url: str | None, name: str, base: Path) -> str:
     except (ArgumentError, ValueError) as e:
         raise TunerError(f"storage {url!r} is not a valid SQLAlchemy URL: {e}") from None
     if parsed.get_backend_name() != "sqlite":
-        from tuner.study.storage import driver_url
-
-        return driver_url(url)
+        return url  # postgresql:// gets the installed driver when opened (storage.driver_url)
     db = parsed.database
     if not db or db == ":memory:":
         raise TunerError("storage: an in-memory SQLite database cannot hold a study; give a file path")
