@@ -132,6 +132,9 @@ class Budget:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a retried ask that did commit
             if t.system_attrs.get(RUN_ATTR) == self.worker.id and t.system_attrs.get(SLOT_ATTR) == slot:
                 return optuna.Trial(study, t._trial_id)
+        waiting = self._pop_waiting(study, slot)  # an enqueued trial (warm start) first, as Study.ask does
+        if waiting is not None:
+            return optuna.Trial(study, waiting)
         template = FrozenTrial(number=0, state=TrialState.RUNNING, value=None, values=None,
                                datetime_start=dt.datetime.now(), datetime_complete=None, params={},
                                distributions={}, user_attrs={}, system_attrs={RUN_ATTR: self.worker.id,
@@ -141,6 +144,23 @@ class Budget:
         trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
         study._thread_local.cached_all_trials = None  # what Study.ask does: samplers re-read the trials
         return optuna.Trial(study, trial_id)
+
+    def _pop_waiting(self, study: optuna.Study, slot: int) -> int | None:
+        """WAITING -> RUNNING with this worker's id and slot, in one transaction (see `ask`)."""
+        from optuna.storages._rdb import models
+
+        trials, attrs = models.TrialModel.__table__, models.TrialSystemAttributeModel.__table__
+        # read through Optuna's cache, which must know every trial this process runs
+        for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            with self.engine.begin() as conn:
+                if conn.execute(update(trials).where(trials.c.trial_id == t._trial_id,
+                                                     trials.c.state == TrialState.WAITING)
+                                .values(state=TrialState.RUNNING, datetime_start=dt.datetime.now())).rowcount != 1:
+                    continue  # another worker took it
+                conn.execute(insert(attrs), [{"trial_id": t._trial_id, "key": k, "value_json": json.dumps(v)}
+                                             for k, v in ((RUN_ATTR, self.worker.id), (SLOT_ATTR, slot))])
+            return t._trial_id
+        return None
 
     def finish(self, slot: int, trial_number: int) -> bool:
         """Mark the slot done with its trial before telling the result; False when it was taken away."""

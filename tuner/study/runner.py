@@ -35,15 +35,16 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from tuner.errors import TunerError
+from tuner.errors import TrialFailed, TunerError
 from tuner.study import pareto
 from tuner.study.budget import FINISHED, Budget, counted_trials, fail_trial
 from tuner.study.context import BASELINE_ATTR
-from tuner.study.objective import TrialFailed, TrialObjective
+from tuner.study.objective import TrialObjective
 from tuner.study.spec import StudySpec
 from tuner.study.storage import damaged, first_line, is_damage, is_transient, open_storage, retrying, shown
 
 FINGERPRINT_ATTR = "spec_fingerprint"
+WARM_START_ATTR = "tuner:warm_start_queued"
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
 
 
@@ -198,6 +199,8 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
                 if slot is not None:
                     if "seed_index" not in summary:
                         _seed_sampler(study, spec, context, worker, summary, log)
+                    if slot == 0 and spec.sampler.warm_start:
+                        retrying(_warm_start, study, spec, context, log=log)
                     trial = retrying(budget.ask, study, slot, log=log)
             if slot is None:
                 if retrying(budget.complete, study, spec.n_trials, log=log):
@@ -251,6 +254,16 @@ def _seed_sampler(study, spec, context, worker, summary, log) -> None:
     seed = spec.seed + RUN_SEED_STRIDE * index
     study.sampler = build_sampler(spec.sampler.name, context.space, seed, spec.sampler.options or None)
     summary["seed_index"], summary["seed"] = index, seed
+
+
+def _warm_start(study: optuna.Study, spec: StudySpec, context) -> None:
+    """Known configurations first (at most half the budget): the baseline, each paper's defaults, fewer
+    steps. Queued once per study, by the worker that takes slot 0 (a slot only one worker can hold)."""
+    if study._storage.get_study_system_attrs(study._study_id).get(WARM_START_ATTR):
+        return
+    for params in context.space.warm_start(limit=max(1, spec.n_trials // 2)):
+        study.enqueue_trial(params, skip_if_exists=True)
+    study._storage.set_study_system_attr(study._study_id, WARM_START_ATTR, True)
 
 
 def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective, budget: Budget,
