@@ -140,7 +140,7 @@ def test_export_reports_the_studys_machine_and_proxy_set(study_file, tmp_path):
     from tuner.study.runner import open_study
     from tuner.study.spec import load_spec
 
-    study, _ = open_study(load_spec(study_file), create=False)
+    study, _ = open_study(load_spec(study_file), create=False, read_only=False)  # a test writes; commands do not
     study.set_user_attr("environment", {"device": "cuda:0", "device_name": "A100", "torch": "2.14.1"})
     out = tmp_path / "c.json"
     assert main(["export", str(study_file), "--trial", "0", "-o", str(out)]) == 0

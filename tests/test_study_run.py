@@ -214,14 +214,14 @@ def test_ctrl_c_leaves_study_resumable(shared, monkeypatch):
         run_study(spec, context=ctx, progress=False, log=lambda m: None)
     study = optuna.load_study(study_name=spec.name, storage=spec.storage)
     states = {t.number: (t.state, t.user_attrs.get("fail_reason")) for t in study.get_trials()}
-    assert states[1] == (TrialState.FAIL, "interrupted")
+    assert states[1] == (TrialState.FAIL, "abandoned: interrupted (Ctrl-C)")
     assert count_slots(open_storage(spec.storage).engine, spec.name) == 1  # the interrupted one is not counted
 
     monkeypatch.setattr(ctx.space, "suggest", real_suggest)
     summary = run_study(spec, context=ctx, progress=False, log=lambda m: None)
     assert summary["trials_run"] == 2
-    counted = [t for t in finished(spec) if t.user_attrs.get("fail_reason") != "interrupted"]
-    assert len(counted) == 3
+    counted = [t for t in finished(spec) if not t.user_attrs.get("fail_reason", "").startswith("abandoned:")]
+    assert len(counted) == 3 and summary["finished_in_study"] == 3
 
 
 def test_changed_toml_refuses_to_resume(shared):
@@ -247,7 +247,7 @@ def test_two_processes_finish_exactly_n_trials(shared):
     summaries = [json.loads(out) for out, _ in outs]  # stdout: the JSON summary alone
     assert sum(err.count(" trial ") for _, err in outs) >= 3  # stderr (not a terminal): a line per trial
     assert sum(s["trials_run"] for s in summaries) == 3
-    assert sorted(s["run_index"] for s in summaries) == [0, 1]  # distinct sampler seeds
+    assert sorted(s["seed_index"] for s in summaries) == [0, 1]  # distinct sampler seeds
     assert len(finished(spec)) == 3
     study = optuna.load_study(study_name=spec.name, storage=spec.storage)
     assert len(study.get_trials()) == 3  # no surplus trial was ever created
@@ -293,28 +293,27 @@ def test_bad_toml_exit_2_and_no_database(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
 
-def test_trial_of_a_killed_process_is_reclaimed(shared):
-    """A process killed mid-trial (kill -9) leaves a RUNNING trial and a taken slot; the next run fails
-    that trial with a reason and gives the slot back."""
-    from sqlalchemy import update
-
+def test_trial_of_a_dead_worker_is_reclaimed(shared):
+    """A worker that stopped heartbeating mid-trial (kill -9, on any host) leaves a RUNNING trial and a
+    taken slot; the next worker fails that trial as abandoned, does not count it, and runs the budget."""
+    from tuner.study.budget import Budget
+    from tuner.study.heartbeat import Worker
     from tuner.study.runner import check_fingerprint, open_study, run_study
-    from tuner.study.storage import Budget, study_runs
 
     folder, _, ctx = shared
-    spec = write_spec(folder, "killed")
+    spec = write_spec(folder, "killed", **{'name = "killed"': 'name = "killed"\n'
+                                            'storage = {heartbeat_interval = 0.2, grace_period = 0.5}'})
     study, storage = open_study(spec)
     check_fingerprint(study, spec)
-    dead = Budget(storage, spec.name)
-    slot = dead.take(spec.n_trials)
-    orphan = study.ask()
-    dead.bind(slot, orphan.number)
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True).stdout.strip()
-    with storage.engine.begin() as conn:
-        conn.execute(update(study_runs).where(study_runs.c.id == dead.run_id).values(pid=int(dead_pid)))
+    dead = Budget(storage, spec.name, Worker(storage.engine, spec.name, 0.2, 0.5))  # never beats
+    orphan = dead.ask(study, dead.take(spec.n_trials))  # killed mid-trial
+    done = dead.ask(study, dead.take(spec.n_trials))
+    dead.finish(1, done.number)  # killed between marking its slot done and telling the result
 
-    summary = run_study(spec, context=ctx, progress=False, log=lambda m: None)
-    assert summary["trials_run"] == 3
-    t = optuna.load_study(study_name=spec.name, storage=spec.storage).trials[orphan.number]
-    assert t.state == TrialState.FAIL and "abandoned" in t.user_attrs["fail_reason"]
+    lines = []
+    summary = run_study(spec, context=ctx, progress=False, log=lines.append)
+    assert summary["trials_run"] == 3 and summary["finished_in_study"] == 3, lines
+    trials = optuna.load_study(study_name=spec.name, storage=spec.storage).trials
+    for t in (trials[orphan.number], trials[done.number]):
+        assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("abandoned: its worker on")
+    assert any("declared dead" in m for m in lines), lines

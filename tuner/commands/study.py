@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar; one log line per trial on stderr instead")
     p.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="worker processes on this host (default 1); with CUDA, worker i uses GPU i mod #GPUs")
     p.set_defaults(func=run_study)
 
     p = ssub.add_parser("status", help="trials by state, budget spent, last Pareto snapshot")
@@ -95,7 +97,12 @@ def run_study(args) -> int:
     # bars on a terminal, one line per trial otherwise (logs, CI); --json keeps stdout for the summary
     progress = not args.no_progress and sys.stderr.isatty()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    summary = run(spec, progress=progress, log=log)
+    if args.workers != 1:
+        from tuner.study.workers import run_workers
+
+        summary = run_workers(spec, args.workers, args.n_trials, progress=progress, log=log)
+    else:
+        summary = run(spec, progress=progress, log=log)
     print_result(summary, args.json)
     return 0
 

@@ -1,13 +1,23 @@
-"""Run or resume a study until it holds exactly n_trials finished trials (complete, pruned or failed),
-with any number of processes on the same storage.
+"""Run or resume a study until it holds exactly n_trials counted trials, with any number of worker
+processes on any number of hosts sharing one storage.
 
-Per process: open storage -> create or load the study -> check it matches the TOML -> build the
-StudyContext once -> loop { take a budget slot -> ask -> objective -> tell } -> snapshot every k trials
-and at the end. The ask/tell loop (instead of `study.optimize` + `MaxTrialsCallback`) lets a process
-reserve its slot *before* a trial exists, so two processes never overshoot (see storage.Budget).
+Per worker: open storage -> create or load the study -> check it matches the TOML and that the budget
+tables are intact -> build the StudyContext once -> start the heartbeat -> loop { reclaim trials of dead
+workers -> take a budget slot -> ask -> objective -> mark the slot done -> tell } -> snapshot every k
+trials and at the end. The ask/tell loop (instead of `study.optimize` + `MaxTrialsCallback`) lets a
+worker reserve its slot *before* a trial exists, so workers never overshoot (see budget.py). A worker
+that finds no free slot while others still hold some waits for them, and takes their slots over if
+they die (heartbeat.py): the survivors alone finish the study.
 
-Ctrl-C: the running trial is told FAIL with `fail_reason = "interrupted"` and its slot is given back,
-so a resumed run redoes it; database writes run with SIGINT deferred, so no write is cut in half.
+Ctrl-C: the running trial is failed with `fail_reason = "abandoned: interrupted (Ctrl-C)"` and its slot
+is given back, so a resumed run redoes it; database writes run with SIGINT deferred, so no write is cut
+in half. A storage that goes away (a server restart) is retried for up to a minute.
+
+Seeds: the sampler of a worker is seeded with `seed + 7919 * k`, k the smallest seed index no other
+worker of the study holds, claimed at the worker's first trial. A worker that stops or dies without a
+counted trial gives its index back. So the first worker of a study, and a run that resumes a study with
+no finished trial, use the study's seed as given; K workers started together get k = 0..K-1; a later
+resume gets the next index after those of all workers that have counted trials.
 """
 
 from __future__ import annotations
@@ -27,14 +37,15 @@ from tqdm.auto import tqdm
 
 from tuner.errors import TrialFailed, TunerError
 from tuner.study import pareto
+from tuner.study.budget import FINISHED, Budget, counted_trials, fail_trial
 from tuner.study.context import BASELINE_ATTR
 from tuner.study.objective import TrialObjective
 from tuner.study.spec import StudySpec
-from tuner.study.storage import Budget, open_storage
+from tuner.study.storage import damaged, first_line, is_damage, is_transient, open_storage, retrying, shown
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 FINGERPRINT_ATTR = "spec_fingerprint"
-RUN_SEED_STRIDE = 7919  # later processes/resumes get seed + k*stride: no duplicate random streams
+WARM_START_ATTR = "tuner:warm_start_queued"
+RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
 
 
 def spec_fingerprint(spec: StudySpec) -> dict:
@@ -62,19 +73,46 @@ def deferred_sigint():
             raise KeyboardInterrupt
 
 
-def open_study(spec: StudySpec, create: bool = True) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = None
+               ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    """The study and its storage. create=False: the study must exist; it is then opened read-only (what
+    `status`, `pareto`, `export` need: nothing is created or written) unless read_only=False."""
     from tuner.study.storage import study_exists
 
-    if not create and not study_exists(spec.storage, spec.name):
-        raise TunerError(f"study '{spec.name}' does not exist in {spec.storage} (run `tuner study run` first)")
-    storage = open_storage(spec.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions,
-                                load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=spec.seed))
+    if not create:
+        if not study_exists(spec.storage, spec.name):
+            raise TunerError(f"study '{spec.name}' does not exist in {shown(spec.storage)} (run `tuner study run` first)")
+        storage = open_storage(spec.storage, spec.name, read_only=read_only is not False)
+        study = _storage_guard(spec, lambda: optuna.load_study(study_name=spec.name, storage=storage,
+                                                               sampler=optuna.samplers.RandomSampler(seed=spec.seed)))
+        _storage_guard(spec, lambda: study.get_trials(deepcopy=False))  # reads every trial row: damage shows here
+    else:
+        storage = open_storage(spec.storage, spec.name)
+        study = _storage_guard(spec, lambda: optuna.create_study(
+            storage=storage, study_name=spec.name, directions=spec.directions, load_if_exists=True,
+            sampler=optuna.samplers.RandomSampler(seed=spec.seed)))
     if len(study.directions) != len(spec.directions):
         raise TunerError(f"study '{spec.name}' in the storage has {len(study.directions)} objectives, "
                          f"the TOML asks for {len(spec.directions)}; use a new study name")
     return study, storage
+
+
+def _storage_guard(spec: StudySpec, fn):
+    """fn(), with a damaged or unreachable storage reported as one line."""
+    try:
+        return fn()
+    except TunerError:
+        raise
+    except Exception as e:
+        if is_damage(e):
+            raise damaged(spec.storage, e) from None
+        if is_transient(e):
+            raise TunerError(f"storage {shown(spec.storage)} is unreachable: {first_line(e)}; the study is "
+                             "resumable once it is back") from None
+        if isinstance(e, (optuna.exceptions.StorageInternalError,)) or type(e).__module__.startswith("sqlalchemy"):
+            raise TunerError(f"storage {shown(spec.storage)}: {first_line(e)}") from None
+        raise
 
 
 def check_fingerprint(study: optuna.Study, spec: StudySpec) -> None:
@@ -93,30 +131,36 @@ def check_fingerprint(study: optuna.Study, spec: StudySpec) -> None:
 
 
 def count_finished(study: optuna.Study) -> int:
+    """Finished trials of any kind (what snapshots record); the budget counts `budget.counted_trials`."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, pipe=None) -> dict:
-    """Run until the study holds spec.n_trials budgeted trials. Returns a summary with timings."""
+    """Run until the study holds spec.n_trials counted trials. Returns a summary with timings."""
     t_start = time.perf_counter()
-    if pipe is None and context is None:
+    if pipe is None and context is None and spec.model.device != "cpu":
         from tuner.proxy.model import resolve_device
 
         try:  # before the database exists: a study that cannot run here must not be created
             resolve_device(spec.model.device)
         except TunerError as e:
             raise TunerError(f"model.device: {e}") from None
+    return _storage_guard(spec, lambda: _run(spec, context, progress, log, pipe, t_start))
+
+
+def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) -> dict:
+    from tuner.study.heartbeat import Worker
+
     with deferred_sigint():
         study, storage = open_study(spec)
         check_fingerprint(study, spec)
-        budget = Budget(storage, spec.name)
-        reclaimed = budget.reclaim_abandoned(study)
-    if reclaimed:
-        log(f"reclaimed {reclaimed} trial(s) abandoned by dead processes")
-    summary = {"study": spec.name, "storage": spec.storage, "n_trials": spec.n_trials, "run_index": budget.run_index,
-               "trials_run": 0, "setup_seconds": 0.0, "eval_seconds": 0.0}
-    if budget.spent() >= spec.n_trials:
-        log(f"study '{spec.name}' already holds {budget.spent()} of {spec.n_trials} trials; nothing to run")
+        budget = Budget(storage, spec.name, worker=None)
+        budget.check(study)
+    summary = {"study": spec.name, "storage": shown(spec.storage), "n_trials": spec.n_trials,
+               "trials_run": 0, "abandoned": 0, "setup_seconds": 0.0, "eval_seconds": 0.0}
+    if budget.complete(study, spec.n_trials):
+        held = len(counted_trials(study))
+        log(f"study '{spec.name}' already holds {held} of {spec.n_trials} trials; nothing to run")
         return _finish(summary, study, spec, storage, t_start, None, snapshot_now=False)
 
     from tuner.threads import set_threads
@@ -128,78 +172,169 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
         context = StudyContext.build(spec, study, progress=progress, pipe=pipe, log=log)
     summary["setup_seconds"] = context.setup_seconds
     context.record(study)  # a context built elsewhere (tests, notebooks, benchmarks) has not stored it yet
-    from tuner.samplers import build_sampler
-
-    seed = spec.seed + RUN_SEED_STRIDE * budget.run_index
-    study.sampler = build_sampler(spec.sampler.name, context.space, seed, spec.sampler.options or None)
-    if spec.sampler.warm_start and not study.get_trials(deepcopy=False):
-        # known configurations first (at most half the budget): the baseline, each paper's defaults, fewer steps
-        for params in context.space.warm_start(limit=max(1, spec.n_trials // 2)):
-            study.enqueue_trial(params, skip_if_exists=True)
     objective = TrialObjective(context, spec)
 
-    bar = tqdm(total=spec.n_trials, initial=budget.spent(), desc=f"study {spec.name}", unit="trial",
-               disable=not progress, dynamic_ncols=True)
+    worker = Worker(storage.engine, spec.name, spec.liveness.heartbeat_interval, spec.liveness.grace_period,
+                    log=log).start()
+    budget.worker = worker
+    summary["worker"] = worker.id
+    counted_here = 0
+    bar = tqdm(total=spec.n_trials, initial=budget.progress(spec.n_trials)[0], desc=f"study {spec.name}",
+               unit="trial", disable=not progress, dynamic_ncols=True)
+    waiting_told = False
     try:
         while True:
-            with deferred_sigint():
-                slot = budget.take(spec.n_trials)
-                if slot is None:
+            if worker.lost.is_set():
+                log(f"worker {worker.id} missed its heartbeats and was declared dead by the others; "
+                    "registering again")
+                with deferred_sigint():
+                    retrying(worker.register, log=log)
+                study.sampler = optuna.samplers.RandomSampler(seed=spec.seed)  # re-seeded at the next trial
+                summary.pop("seed_index", None)
+            with deferred_sigint():  # a Ctrl-C meanwhile is raised at its end, and handled in `finally`
+                for what in retrying(budget.reclaim, study, log=log):
+                    log(f"reclaimed {what}: abandoned by a dead worker, it does not count")
+                slot = retrying(budget.take, spec.n_trials, log=log)
+                if slot is not None:
+                    if "seed_index" not in summary:
+                        _seed_sampler(study, spec, context, worker, summary, log)
+                    if slot == 0 and spec.sampler.warm_start:
+                        retrying(_warm_start, study, spec, context, log=log)
+                    trial = retrying(budget.ask, study, slot, log=log)
+            if slot is None:
+                if retrying(budget.complete, study, spec.n_trials, log=log):
                     break
-                trial = study.ask()
-                budget.bind(slot, trial.number)
-            state = _run_one(study, trial, objective, budget, slot)
+                if not waiting_told:
+                    held = retrying(budget.progress, spec.n_trials)[1]
+                    log(f"waiting for {held} trial(s) of other workers (taken over if they die)")
+                    waiting_told = True
+                time.sleep(min(1.0, spec.liveness.heartbeat_interval))
+                continue
+            waiting_told = False
+            state = _run_one(study, trial, objective, budget, slot, log)
             summary["trials_run"] += 1
-            summary.setdefault("states", {}).setdefault(state.name, 0)
-            summary["states"][state.name] += 1
-            spent = budget.spent()
-            bar.n = min(spent, spec.n_trials)
-            bar.set_postfix_str(f"#{trial.number} {state.name.lower()}")
+            if state is None:
+                summary["abandoned"] += 1
+            else:
+                counted_here += 1
+                summary.setdefault("states", {}).setdefault(state.name, 0)
+                summary["states"][state.name] += 1
+            done = retrying(budget.progress, spec.n_trials, log=log)[0]
+            bar.n = min(done, spec.n_trials)
+            bar.set_postfix_str(f"#{trial.number} {state.name.lower() if state else 'abandoned'}")
             bar.refresh()
             if not progress:  # no bar (not a terminal, or turned off): one line per trial instead
-                log(f"[{min(spent, spec.n_trials)}/{spec.n_trials}] {_trial_line(trial, state, spec)}")
-            if spent % spec.snapshot_every == 0:
+                log(f"[{min(done, spec.n_trials)}/{spec.n_trials}] {_trial_line(trial, state, spec)}")
+            if state is not None and done % spec.snapshot_every == 0:
                 with deferred_sigint():
-                    pareto.snapshot(study, spec, storage.engine)
+                    retrying(pareto.snapshot, study, spec, storage.engine, log=log)
+    except BaseException as e:
+        # Whatever stops this worker (Ctrl-C between two steps, a bug, a lost storage) leaves no trial of
+        # it RUNNING and no slot held: they go back to the budget now, not after a grace period.
+        why = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"its worker stopped ({type(e).__name__})"
+        with deferred_sigint(), contextlib.suppress(Exception):
+            for what in budget.abandon_mine(study, why):
+                log(f"gave back {what}: {why}")
+        raise
     finally:
         bar.close()
         summary["eval_seconds"] = objective.eval_seconds
+        try:
+            worker.stop(counted=counted_here > 0)
+        except Exception as e:  # the storage is gone: the others will find this worker dead
+            log(f"could not mark worker {worker.id} stopped: {first_line(e)}")
     return _finish(summary, study, spec, storage, t_start, objective)
 
 
+def _seed_sampler(study, spec, context, worker, summary, log) -> None:
+    from tuner.samplers import build_sampler
+
+    index = retrying(worker.claim_seed_index, log=log)
+    seed = spec.seed + RUN_SEED_STRIDE * index
+    study.sampler = build_sampler(spec.sampler.name, context.space, seed, spec.sampler.options or None)
+    summary["seed_index"], summary["seed"] = index, seed
+
+
+def _warm_start(study: optuna.Study, spec: StudySpec, context) -> None:
+    """Known configurations first (at most half the budget): the baseline, each paper's defaults, fewer
+    steps. Queued once per study, by the worker that takes slot 0 (a slot only one worker can hold)."""
+    if study._storage.get_study_system_attrs(study._study_id).get(WARM_START_ATTR):
+        return
+    for params in context.space.warm_start(limit=max(1, spec.n_trials // 2)):
+        study.enqueue_trial(params, skip_if_exists=True)
+    study._storage.set_study_system_attr(study._study_id, WARM_START_ATTR, True)
+
+
 def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective, budget: Budget,
-             slot: int) -> TrialState:
+             slot: int, log) -> TrialState | None:
+    """Evaluate and record one trial. Returns its state, or None when it was abandoned (not counted)."""
     t0 = time.perf_counter()
+    values, reason, bug = None, None, None
     try:
         values = objective(trial)
+        state = TrialState.COMPLETE
     except optuna.TrialPruned:
-        with deferred_sigint():
-            study.tell(trial, state=TrialState.PRUNED)
-        return TrialState.PRUNED
+        state = TrialState.PRUNED
     except TrialFailed as e:
-        with deferred_sigint():
-            trial.set_user_attr("fail_reason", str(e))
-            study.tell(trial, state=TrialState.FAIL)
-        return TrialState.FAIL
+        state, reason = TrialState.FAIL, str(e)
     except KeyboardInterrupt:
         with deferred_sigint():
-            trial.set_user_attr("fail_reason", "interrupted")
-            study.tell(trial, state=TrialState.FAIL)
-            budget.release(slot)  # the budget does not count it: a resumed run redoes it
+            _abandon(study, trial, budget, slot, "interrupted (Ctrl-C)", log)
         raise
-    except BaseException as e:  # a bug: record it, free nothing, stop the study loudly
-        with deferred_sigint():
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
-            study.tell(trial, state=TrialState.FAIL)
-        raise
+    except Exception as e:
+        if is_transient(e):  # the storage went away mid-trial (and stayed away): redo the trial later
+            with deferred_sigint():
+                _abandon(study, trial, budget, slot, f"storage connection lost ({first_line(e)})", log)
+            return None
+        if is_damage(e):
+            raise
+        state, reason, bug = TrialState.FAIL, f"{type(e).__name__}: {e}"[:500], e  # a bug: record it, then stop
     with deferred_sigint():
-        trial.set_user_attr("trial_seconds", time.perf_counter() - t0)
-        study.tell(trial, values)
-    return TrialState.COMPLETE
+        try:
+            if not retrying(budget.finish, slot, trial.number, log=log):
+                log(f"trial {trial.number}: this worker was declared dead while the trial ran; its result is "
+                    "discarded (the trial was given to another worker)")
+                return None
+        except Exception as e:
+            if is_damage(e):  # the budget tables are gone: leave no trial RUNNING, then stop with one line
+                with contextlib.suppress(Exception):
+                    fail_trial(study, trial._trial_id, f"abandoned: storage damaged ({first_line(e)})")
+            raise
+        try:
+            if state == TrialState.FAIL:  # state and reason at once (see budget.fail_trial)
+                frozen = retrying(study._storage.get_trial, trial._trial_id, log=log)
+                study.sampler.after_trial(study, frozen, TrialState.FAIL, None)  # what study.tell would call
+                told = retrying(fail_trial, study, trial._trial_id, reason, log=log)
+            else:
+                if state == TrialState.COMPLETE:
+                    retrying(trial.set_user_attr, "trial_seconds", time.perf_counter() - t0, log=log)
+                told = retrying(study.tell, trial, values, state=state, skip_if_finished=True,
+                                log=log).state == state
+        except optuna.exceptions.UpdateFinishedTrialError:
+            told = False
+        if not told:  # failed by a survivor between the done mark and the tell
+            log(f"trial {trial.number}: this worker was declared dead; its result is discarded")
+            return None
+    if bug is not None:
+        raise bug
+    return state
 
 
-def _trial_line(trial: optuna.Trial, state: TrialState, spec: StudySpec) -> str:
+def _abandon(study, trial, budget: Budget, slot: int, why: str, log) -> None:
+    """Give this worker's running trial up (not counted); with damaged budget tables, still fail it."""
+    try:
+        retrying(budget.abandon, trial, slot, why, log=log)
+    except Exception as e:
+        if not is_damage(e):
+            raise
+        with contextlib.suppress(Exception):
+            fail_trial(study, trial._trial_id, f"abandoned: {why}")
+
+
+def _trial_line(trial: optuna.Trial, state: TrialState | None, spec: StudySpec) -> str:
     attrs = trial.user_attrs
+    if state is None:
+        return f"trial {trial.number} abandoned (not counted)"
     if state == TrialState.COMPLETE:
         return f"trial {trial.number} complete: {pareto.objectives_line(spec, attrs)}"
     reason = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
@@ -213,10 +348,10 @@ def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: boo
         snapshot_now = False  # the periodic snapshot after the last trial already holds this front
     if snapshot_now:
         with deferred_sigint():
-            data = pareto.snapshot(study, spec, storage.engine)
+            data = retrying(pareto.snapshot, study, spec, storage.engine)
     else:
         data = pareto.front(study, spec) if study.user_attrs.get(BASELINE_ATTR) else None
-    summary["finished_in_study"] = count_finished(study)
+    summary["finished_in_study"] = len(counted_trials(study))  # counted toward n_trials
     if data is not None:
         summary["front_size"] = len(data["members"])
         summary["hypervolume"] = data["hypervolume"]

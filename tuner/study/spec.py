@@ -4,6 +4,8 @@
     storage = "sqlite:///default.db" # optional; default: sqlite file <name>.db next to the TOML file.
                                      # A relative SQLite path is resolved against the TOML's folder;
                                      # any other SQLAlchemy URL (postgresql://, mysql://) is used as is.
+                                     # Or a table: [storage] url = "..."; heartbeat_interval = 10;
+                                     # grace_period = 60 (seconds; see tuner/study/heartbeat.py)
     n_trials = 40                    # finished trials (complete + pruned + failed) the study ends with
     seed = 0                         # sampler seed (the first process of a fresh study uses it as is)
     objectives = ["latency", "fid"]  # minimized; "bitops" may be added as a third
@@ -86,6 +88,12 @@ class SamplerSpec:
 
 
 @dataclass(frozen=True)
+class LivenessSpec:
+    heartbeat_interval: float = 10.0  # seconds between a worker's heartbeats
+    grace_period: float = 60.0  # a worker silent this long is dead; its running trial is given back
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     path: Path  # the TOML file
@@ -101,6 +109,7 @@ class StudySpec:
     profile: ProfileSpec
     sampler: SamplerSpec
     space: dict
+    liveness: LivenessSpec = LivenessSpec()
 
     @property
     def directions(self) -> list[str]:
@@ -185,7 +194,7 @@ def _resolve_storage(url: str | None, name: str, base: Path) -> str:
     except (ArgumentError, ValueError) as e:
         raise TunerError(f"storage {url!r} is not a valid SQLAlchemy URL: {e}") from None
     if parsed.get_backend_name() != "sqlite":
-        return url
+        return url  # postgresql:// gets the installed driver when opened (storage.driver_url)
     db = parsed.database
     if not db or db == ":memory:":
         raise TunerError("storage: an in-memory SQLite database cannot hold a study; give a file path")
@@ -195,6 +204,21 @@ def _resolve_storage(url: str | None, name: str, base: Path) -> str:
     if not path.parent.is_dir():
         raise TunerError(f"storage: folder {path.parent} does not exist")
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
+
+
+def _parse_storage(data: Any, name: str, base: Path) -> tuple[str, LivenessSpec]:
+    """`storage = "URL"`, or a [storage] table with url and the heartbeat settings."""
+    if data is None or isinstance(data, str):
+        return _resolve_storage(data, name, base), LivenessSpec()
+    t = _Table(data, "storage")
+    url = _resolve_storage(t.get("url"), name, base)
+    interval = _check_float("storage.heartbeat_interval", t.get("heartbeat_interval", 10.0), 0.1, 3600.0)
+    grace = _check_float("storage.grace_period", t.get("grace_period", max(60.0, 6 * interval)), 0.2, 86400.0)
+    if grace < 2 * interval:
+        raise TunerError(f"storage.grace_period={grace:g} must be at least twice heartbeat_interval={interval:g} "
+                         "(a live worker must not be declared dead for one late heartbeat)")
+    t.finish()
+    return url, LivenessSpec(interval, grace)
 
 
 def _parse_model(data: Any, base: Path) -> ModelSpec:
@@ -311,7 +335,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if objectives[:2] != ["latency", "fid"] or len(set(objectives)) != len(objectives):
         raise TunerError('objectives must be ["latency", "fid"] or ["latency", "fid", "bitops"]')
     snapshot_every = _check_int("snapshot_every", t.get("snapshot_every", 10), 1, 100_000)
-    storage = _resolve_storage(t.get("storage"), name, base)
+    storage, liveness = _parse_storage(t.get("storage"), name, base)
     model = _parse_model(t.get("model", {}), base)
     proxy_set = _parse_proxy_set(t.get("proxy_set", {}))
     evaluator = _parse_evaluator(t.get("evaluator", {}), proxy_set.n_images, base)
@@ -327,7 +351,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
         space = default_families(objectives)
     t.finish()
     spec = StudySpec(name, path.resolve(), storage, n_trials, seed, tuple(objectives), snapshot_every, model,
-                     proxy_set, evaluator, constraints, profile, sampler, space)
+                     proxy_set, evaluator, constraints, profile, sampler, space, liveness)
     validate_space_and_sampler(spec)
     return spec
 

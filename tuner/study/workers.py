@@ -1,0 +1,174 @@
+"""`tuner study run STUDY.toml --workers K`: K worker processes of one study on this host.
+
+Each worker is an ordinary `tuner study run` process, the same one that runs on other hosts against a
+shared PostgreSQL storage; the budget and the heartbeats make them cooperate (budget.py, heartbeat.py).
+This process only starts them, relays their progress and stops them:
+- with CUDA, worker i sees GPU i mod #GPUs alone (`CUDA_VISIBLE_DEVICES`, chosen among the GPUs already
+  visible), so a 4-GPU machine evaluates 4 trials at once;
+- progress: each worker's per-trial line on stderr, prefixed with its number; the `[done/n]` count in
+  those lines is study-wide (from the shared budget), and on a terminal one bar shows it;
+- Ctrl-C (or SIGTERM) here is forwarded to every worker, which gives its running trial back and exits;
+  a worker still running STOP_TIMEOUT_S later is killed, and its trial is reclaimed by heartbeat later.
+Workers run in their own process groups, so a Ctrl-C at the terminal reaches them once, through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from tuner.errors import TunerError
+
+STOP_TIMEOUT_S = 30.0
+MAX_WORKERS = 256
+PROGRESS_RE = re.compile(r"^\[(\d+)/(\d+)\]")
+
+
+def gpu_assignment(k: int, visible: str | None, n_gpus: int) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES of each of k workers: worker i gets the (i mod #GPUs)-th GPU of those this
+    process sees (`visible`, the current CUDA_VISIBLE_DEVICES, or all n_gpus). None: leave it alone."""
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+    else:
+        devices = [str(i) for i in range(n_gpus)]
+    if not devices:
+        return [None] * k
+    return [devices[i % len(devices)] for i in range(k)]
+
+
+def _gpu_count(spec) -> int:
+    device = spec.model.device
+    if device == "cpu" or (device is not None and ":" in device):  # an explicit device index is kept as is
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def worker_command() -> list[str]:
+    """How a worker process is started (the tests substitute a stand-in model)."""
+    return [sys.executable, "-m", "tuner.cli"]
+
+
+def run_workers(spec, k: int, n_trials: int | None = None, progress: bool = False, log=print) -> dict:
+    """Start k workers on spec.path, wait for all of them, return the summed summary."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_WORKERS:
+        raise TunerError(f"--workers={k!r} is out of range (1..{MAX_WORKERS})")
+    n_gpus = _gpu_count(spec)
+    gpus = gpu_assignment(k, os.environ.get("CUDA_VISIBLE_DEVICES") if n_gpus else None, n_gpus)
+    cmd = worker_command() + ["study", "run", str(spec.path), "--json", "--no-progress"]
+    if n_trials is not None:
+        cmd += ["--n-trials", str(n_trials)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_trials or spec.n_trials, desc=f"study {spec.name} ({k} workers)", unit="trial",
+                   dynamic_ncols=True)
+    say = bar.write if bar is not None else log
+    t0 = time.perf_counter()
+    procs, outputs, readers = [], [], []
+    for i, gpu in enumerate(gpus):
+        env = dict(os.environ)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+        procs.append(p)
+        outputs.append({"stdout": [], "stderr": []})
+        for stream in ("stdout", "stderr"):
+            t = threading.Thread(target=_relay, args=(p, stream, outputs[i][stream], i, say, bar), daemon=True)
+            t.start()
+            readers.append(t)
+        say(f"worker {i}: pid {p.pid}" + (f", GPU {gpu}" if gpu is not None else ""))
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    interrupted = False
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        interrupted = True
+        say(f"stopping {sum(p.poll() is None for p in procs)} worker(s)")
+        _stop(procs)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for t in readers:
+            t.join(timeout=5)
+        if bar is not None:
+            bar.close()
+    if interrupted:
+        raise KeyboardInterrupt
+    return _summarize(spec, procs, outputs, gpus, time.perf_counter() - t0)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def _relay(p, stream: str, sink: list, i: int, say, bar) -> None:
+    for line in getattr(p, stream):
+        line = line.rstrip("\n")
+        sink.append(line)
+        if stream == "stderr":
+            m = PROGRESS_RE.match(line)
+            if bar is not None and m:
+                bar.n = max(bar.n, int(m.group(1)))
+                bar.refresh()
+            say(f"worker {i}: {line}")
+
+
+def _stop(procs) -> None:
+    """SIGINT to every worker (each gives its trial back and exits), SIGKILL after STOP_TIMEOUT_S."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+    t_end = time.monotonic() + STOP_TIMEOUT_S
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, t_end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _summarize(spec, procs, outputs, gpus, wall: float) -> dict:
+    summaries, failed = [], []
+    for i, (p, out) in enumerate(zip(procs, outputs)):
+        try:
+            summaries.append(json.loads(out["stdout"][-1]) if out["stdout"] else None)
+        except json.JSONDecodeError:
+            summaries.append(None)
+        if p.returncode != 0:
+            last = next((line for line in reversed(out["stderr"]) if line.strip()), "no output")
+            failed.append(f"worker {i} exited with {p.returncode}: {last}")
+    if failed:
+        raise TunerError("; ".join(failed))
+    done = [s for s in summaries if s]
+    states: dict = {}
+    for s in done:
+        for name, n in (s.get("states") or {}).items():
+            states[name] = states.get(name, 0) + n
+    summary = {"study": spec.name, "n_trials": done[0]["n_trials"] if done else spec.n_trials, "workers": len(procs),
+               "trials_run": sum(s.get("trials_run", 0) for s in done),
+               "abandoned": sum(s.get("abandoned", 0) for s in done), "states": states,
+               "seeds": sorted(s["seed"] for s in done if "seed" in s),
+               "finished_in_study": max((s.get("finished_in_study", 0) for s in done), default=0),
+               "wall_seconds": wall}
+    if any(g is not None for g in gpus):
+        summary["gpus"] = gpus
+    if done:  # the front as the worker that saw the most trials reported it
+        last = max(done, key=lambda s: s.get("finished_in_study", 0))
+        summary.update({k: last[k] for k in ("front_size", "hypervolume") if k in last})
+    return summary
