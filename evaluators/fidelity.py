@@ -116,28 +116,39 @@ def class_accuracy(images: torch.Tensor, classes: torch.Tensor, classifier: nn.M
 
 
 class InceptionFeatures(nn.Module):
-    """torch-fidelity's Inception-v3 on a local weights file; never downloads."""
+    """torch-fidelity's Inception-v3 (the network of the original FID code) from a local weights file.
 
-    def __init__(self, weights_path: str | Path | None):
+    Without a file, torch-fidelity downloads and caches its own when the machine is online; offline that
+    is a one-line error saying what to pass."""
+
+    def __init__(self, weights_path: str | Path | None, allow_download: bool = False):
         super().__init__()
         if not weights_path:
-            raise TunerError("Inception FID asked for but no weights file given (--inception-weights PATH)")
-        if not Path(weights_path).is_file():
+            if not allow_download:
+                raise TunerError("Inception FID asked for but no weights file given (--inception-weights PATH)")
+            from tuner.models.source import is_online
+
+            if not is_online("github.com"):
+                raise TunerError("Inception FID needs torch-fidelity's weights and the machine is offline: pass "
+                                 "[evaluator] inception_weights = PATH (or --inception-weights) to "
+                                 "weights-inception-2015-12-05-6726825d.pth")
+        elif not Path(weights_path).is_file():
             raise TunerError(f"Inception weights not found: {weights_path}")
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         try:
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                   feature_extractor_weights_path=str(weights_path))
+                                                   feature_extractor_weights_path=str(weights_path) if weights_path else None)
         except Exception as e:
-            raise TunerError(f"Inception weights at {weights_path} could not be loaded: {type(e).__name__}") from None
+            where = weights_path or "torch-fidelity's download"
+            raise TunerError(f"Inception weights at {where} could not be loaded: {type(e).__name__}") from None
         self.net.eval()
         self.num_features = 2048
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8:
-            images = (images.clamp(0, 1) * 255).to(torch.uint8)
+            images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         return self.net(images)[0].reshape(len(images), -1)
