@@ -24,8 +24,9 @@ import copy
 from typing import Sequence
 
 DEFAULT_SPACE: dict = {
-    "tome": {"ratio": [0.1, 0.7], "max_downsample": [1]},
-    "catome": {"threshold": [0.5, 1.0], "max_downsample": [1]},  # checkpoints from the profile if measured
+    # max_downsample: the model's first level with self-attention (D1/U1 on SD-1.x and the proxy, D2/U2 on SDXL)
+    "tome": {"ratio": [0.1, 0.7], "max_downsample": "first"},
+    "catome": {"threshold": [0.5, 1.0], "max_downsample": "first"},  # checkpoints from the profile if measured
     "deepcache": {"interval": [2, 5], "schedule": ["uniform"]},
     "frdiff": {"interval": [2, 4], "bias": [0.2, 0.8]},
     "timesteps": {},

@@ -3,7 +3,8 @@
 Parameters
 - `sampler.name` ∈ names (default ddim, ddpm).
 - `sampler.coefficients` ∈ coefficients (default baseline, liyan), only for ddpm (DDIM with η=0 has no
-  noise coefficients).
+  noise coefficients). On a user model the default is liyan only: diffusers has no scheduler with the
+  baseline coefficients, so those trials would only fail. `ddim` there keeps the model's own scheduler.
 
 Table keys: `[space.sampler]` enabled, names, coefficients.
 """
@@ -25,7 +26,9 @@ class SamplerFamily(Family):
             r.rest.clear()
             return
         names = r.choices("names", list(NAMES), NAMES)
-        coefficients = r.choices("coefficients", list(COEFFICIENTS), COEFFICIENTS)
+        # a user model's DDPM runs as diffusers' DDPMScheduler, which has Li & Yan's coefficients only
+        pipeline_coefficients = ["liyan"] if getattr(context, "scheduler", None) is not None else list(COEFFICIENTS)
+        coefficients = r.choices("coefficients", pipeline_coefficients, COEFFICIENTS)
         r.finish()
         self.add(Param("sampler.name", "categorical", choices=names, help="reverse-step rule"))
         self.add(Param("sampler.coefficients", "categorical", choices=coefficients,

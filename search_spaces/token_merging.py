@@ -15,6 +15,10 @@ Parameters
   below JD(s), so s and every step spiking at least as high become checkpoints. Steps where the pair
   sets change most are therefore the ones mutations add most often.
 
+`max_downsample = "first"` (the default space's): the model's first level with self-attention
+(`SpaceContext.first_attention_level`: D1/U1 on SD-1.x/2.x and the proxy, D2/U2 on SDXL, whose top level
+has none); the family default is that level (and the next one for ToMe).
+
 Table keys: `[space.tome]` enabled, optional, ratio, max_downsample; `[space.catome]` enabled, optional,
 threshold, max_downsample, checkpoints ("profile" | "every_step"), max_checkpoints.
 """
@@ -45,6 +49,7 @@ class TokenMergingFamily(Family):
         super().__init__()
         self.profile = None
         self.profile_steps = 0
+        self.first_level = int(getattr(context, "first_attention_level", 1))
         methods, optional = [], False
         readers = {}
         for key in ("tome", "catome"):
@@ -63,12 +68,23 @@ class TokenMergingFamily(Family):
         if "catome" in readers:
             self._catome(readers["catome"], context)
 
+    def _first_level_alias(self, r: TableReader) -> None:
+        """max_downsample = "first": only the model's first level with self-attention."""
+        if r.rest.get("max_downsample") == "first":
+            r.rest["max_downsample"] = [self.first_level]
+
+    def _levels(self, n: int) -> list[int]:
+        """Default max_downsample choices: the first n levels from the first one with self-attention."""
+        first = LEVELS.index(self.first_level) if self.first_level in LEVELS else 0
+        return list(LEVELS[first:first + n])
+
     def _tome(self, r: TableReader) -> None:
         on = Condition(CHOICE, ("tome",))
         self.add(number_param("tome.ratio", r.number_range("ratio", [0.1, 0.7], 0.0, 0.95, integer=False),
                               integer=False, condition=on, help="share of tokens merged away"))
+        self._first_level_alias(r)
         self.add(Param("tome.max_downsample", "categorical", condition=on,
-                       choices=r.choices("max_downsample", [1, 2], LEVELS), help="deepest level merged"))
+                       choices=r.choices("max_downsample", self._levels(2), LEVELS), help="deepest level merged"))
         r.finish()
 
     def _catome(self, r: TableReader, context) -> None:
@@ -76,8 +92,9 @@ class TokenMergingFamily(Family):
         self.add(number_param("catome.threshold",
                               r.number_range("threshold", [0.5, 1.0], 0.0, 1.5, integer=False),
                               integer=False, condition=on, help="cosine similarity needed to merge"))
+        self._first_level_alias(r)
         self.add(Param("catome.max_downsample", "categorical", condition=on,
-                       choices=r.choices("max_downsample", [1], LEVELS), help="deepest level merged"))
+                       choices=r.choices("max_downsample", self._levels(1), LEVELS), help="deepest level merged"))
         has_profile = context.jaccard_profile is not None and len(context.jaccard_profile) > 0
         if has_profile and "checkpoints" not in r.rest and not any(d > 0 for d in profile_distances(context.jaccard_profile)):
             has_profile = False  # nothing ever changes between steps: no spike to place a checkpoint at

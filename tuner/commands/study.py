@@ -46,12 +46,15 @@ def register(sub) -> None:
     p = sub.add_parser("apply", help="apply a config JSON to the model and save a grid of generated images")
     p.add_argument("config", help="config JSON (e.g. from `tuner export`)")
     p.add_argument("--out", required=True, help="output image file (PNG)")
-    p.add_argument("--n-images", type=int, default=20, help="images in the grid (classes cycle 0..9)")
+    p.add_argument("--n-images", type=int, default=20, help="images in the grid (classes cycle 0..9; prompts in order)")
     p.add_argument("--steps", type=int, default=None,
                    help="denoising steps (default: the config's environment.num_inference_steps, else 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--unet-weights", default=None, help="proxy U-Net safetensors (default: the shipped file)")
+    p.add_argument("--model", default=None, help="'proxy' or a pipeline folder / hub id (default: the config's model)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="user models: dtype")
+    p.add_argument("--prompts", default=None, help="user models: prompts file (default: the config's, else tuner's set)")
     p.set_defaults(func=run_apply)
 
     p = sub.add_parser("dashboard", help="open optuna-dashboard on the study's storage")
@@ -184,15 +187,27 @@ def run_apply(args) -> int:
     if not 1 <= steps <= 1000:
         raise TunerError(f"--steps={steps} is out of range (1..1000)")
     from tuner.apply import apply
-    from tuner.proxy.model import MODEL_ID, load_proxy_pipeline
+    from tuner.commands.common import model_settings
+    from tuner.models import load_model
+    from tuner.models.prompts import read_prompts
 
-    if config.model_id not in (None, MODEL_ID):
-        raise TunerError(f"config is for model '{config.model_id}'; `tuner apply` generates with {MODEL_ID}")
-    pipe = load_proxy_pipeline(args.device, args.unet_weights)
-    classes = [i % 10 for i in range(args.n_images)]
+    settings = model_settings(args, config)  # the config's own model; another --model is refused
+    source = settings.pop("source")
+    if source.kind == "proxy":
+        if args.prompts is not None:
+            raise TunerError("--prompts: the proxy model is conditioned on digit classes, not prompts")
+        conditions = [i % 10 for i in range(args.n_images)]
+    else:
+        recorded = ((config.environment or {}).get("proxy_set") or {}).get("prompts")
+        prompts = read_prompts(args.prompts, "--prompts") if args.prompts else (
+            tuple(recorded) if isinstance(recorded, list) and recorded else read_prompts(None))
+        conditions = [prompts[i % len(prompts)] for i in range(args.n_images)]
+    pipe = load_model(source, args.device, settings.get("dtype"), settings.get("unet_weights"),
+                      settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
+                      settings.get("batch_size"))
     seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
-    with apply(pipe, config):
-        images = pipe(classes, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
+    with apply(pipe.target, config):
+        images = pipe(conditions, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
     from torchvision.utils import save_image
 
     save_image(images, str(out), nrow=10, padding=1)

@@ -42,7 +42,7 @@ def resolve_source(model_id: str, base: Path | None = None) -> ModelSource:
         path = base / path
     if path.exists() or model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
         if not path.exists():
-            raise TunerError(f"model.id={model_id!r}: no such pipeline folder ({path}); use \"proxy\" for the "
+            raise TunerError(f"model.id={model_id!r}: no such model folder ({path}); use \"proxy\" for the "
                              "embedded model")
         folder = path.resolve()
         return ModelSource("diffusers", str(folder), folder, check_pipeline_folder(folder))

@@ -48,18 +48,17 @@ class StudyContext:
         """`study` (an optuna.Study) holds the stored baseline and profile; without one everything is
         measured here. `pipe` overrides the model (tests)."""
         from search_spaces.space import SpaceContext, build_space
-        from tuner.evaluate import EvalContext, ProxySet
-        from tuner.proxy.model import load_proxy_pipeline
+        from tuner.evaluate import EvalContext
 
         t0 = time.perf_counter()
         timings = {}
         if pipe is None:
-            pipe = load_proxy_pipeline(spec.model.device, spec.model.unet_weights)
+            pipe = spec.model.load()
         ps = spec.proxy_set
         ev = spec.evaluator
-        ectx = EvalContext(pipe, ProxySet(ps.n_images, ps.steps, ps.seed), ev.feature_extractor,
-                           ev.inception_weights, latency_images=ev.latency_images,
-                           latency_repeats=ev.latency_repeats, progress=progress)
+        ectx = EvalContext(pipe, proxy_set_of(spec), ev.feature_extractor, ev.inception_weights,
+                           latency_images=ev.latency_images, latency_repeats=ev.latency_repeats, progress=progress,
+                           reference_images=ev.reference_images, clip_model=ev.clip_model)
         stored = dict(study.user_attrs) if study is not None else {}
 
         t = time.perf_counter()
@@ -87,18 +86,24 @@ class StudyContext:
 
         quant_layers: list[str] = []
         if spec.needs_calibration:
-            from tuner.methods.quant import calibrate, quantizable_layers
+            from tuner.methods.quant import calibrate, calibrate_with, quantizable_layers
 
             t = time.perf_counter()
             log("quantization: calibrating activation ranges")
             # The model's default calibration (fixed set, default trajectory), the same one `tuner evaluate`
             # and `tuner.apply` make on first use, so an exported config quantizes exactly as in its trial.
-            calibrate(pipe)
+            if getattr(pipe, "kind", "proxy") == "proxy":
+                calibrate(pipe)
+            else:  # a user model: the baseline's own trajectory on the first images of the proxy set
+                sub = ectx.proxy_set.subset(min(8, ps.n_images))
+                calibrate_with(pipe.unet, lambda: pipe(sub.conditions, sub.seeds, num_inference_steps=sub.steps),
+                               source=f"baseline trajectory, {sub.n_images} images x {sub.steps} steps")
             quant_layers = quantizable_layers(pipe.unet)
             timings["calibration"] = time.perf_counter() - t
 
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
-                                 jaccard_profile=profile, quant_layers=quant_layers, max_branch=_max_branch(pipe))
+                                 jaccard_profile=profile, quant_layers=quant_layers, max_branch=_max_branch(pipe),
+                                 **model_facts(pipe))
         space = build_space(spec.space, space_ctx)
         context = cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
                       time.perf_counter() - t0, timings)
@@ -119,13 +124,61 @@ class StudyContext:
             study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(self.pipe.device))
 
 
-def measure_profile(spec: StudySpec, pipe, progress: bool = False) -> pd.DataFrame:
+def proxy_set_of(spec: StudySpec, n_images: int | None = None):
     from tuner.evaluate import ProxySet
+
+    ps = spec.proxy_set
+    return ProxySet(n_images or ps.n_images, ps.steps, ps.seed, ps.prompts)
+
+
+def measure_profile(spec: StudySpec, pipe, progress: bool = False) -> pd.DataFrame:
     from tuner.jaccard import profile_merges
 
     p = spec.profile
-    ps = ProxySet(max(2, p.n_images), spec.proxy_set.steps, spec.proxy_set.seed)
-    return profile_merges(pipe, ps.classes, ps.seeds, ps.steps, p.threshold, p.max_downsample, progress=progress)
+    ps = proxy_set_of(spec, max(2, p.n_images))
+    # at least down to the first level with self-attention (SDXL has none at the top level)
+    levels = max(p.max_downsample, first_attention_level(pipe.unet))
+    return profile_merges(pipe, ps.conditions, ps.seeds, ps.steps, p.threshold, levels, progress=progress)
+
+
+def first_attention_level(unet) -> int:
+    """Downsampling factor (1, 2, 4, ...) of the highest-resolution level with a transformer block: where
+    token merging starts. 1 on SD-1.x/2.x and the proxy, 2 on SDXL."""
+    from tuner.methods.token_merge_patch import LEVELS, transformer_blocks
+
+    found = [ref.downsample for ref in transformer_blocks(unet, max(LEVELS))]
+    return min(found) if found else 1
+
+
+def model_facts(pipe) -> dict:
+    """What the search space needs to know about the model (search_spaces.space.SpaceContext fields):
+    where token merging can start, and the diffusers scheduler whose own timestep lists a user model's
+    `timesteps` family uses (None for the proxy, which runs any list)."""
+    return {"first_attention_level": first_attention_level(pipe.unet),
+            "scheduler": pipe.scheduler if getattr(pipe, "kind", "proxy") != "proxy" else None}
+
+
+def check_runnable(spec: StudySpec, cuda=None) -> None:
+    """What only this machine can say, before a study database is created: the device exists, the dtype
+    runs on it, GPU-only metrics have a GPU, Inception weights can be had. `cuda` replaces torch.cuda (tests)."""
+    from tuner.models.dtype import check_dtype
+    from tuner.proxy.model import resolve_device
+
+    try:
+        dev = resolve_device(spec.model.device)
+    except TunerError as e:
+        raise TunerError(f"model.device: {e}") from None
+    if not spec.model.is_proxy:
+        check_dtype(spec.model.dtype, dev, cuda)
+    if dev.type != "cuda" and ("memory" in spec.objectives or spec.constraints.max_memory_gb is not None):
+        raise TunerError("peak memory (objective 'memory', constraints.max_memory_gb) is measured on CUDA only; "
+                         f"this study runs on {dev}")
+    if not spec.model.is_proxy and spec.evaluator.inception_weights is None:
+        from tuner.models.source import is_online
+
+        if not is_online("github.com"):
+            raise TunerError("FID on a user model needs torch-fidelity's Inception weights and the machine is offline: "
+                             "set [evaluator] inception_weights = PATH to weights-inception-2015-12-05-6726825d.pth")
 
 
 def _stored_profile(attrs: dict) -> pd.DataFrame | None:

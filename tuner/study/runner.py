@@ -34,13 +34,20 @@ from tuner.study.storage import Budget, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 FINGERPRINT_ATTR = "spec_fingerprint"
-RUN_SEED_STRIDE = 7919  # later processes/resumes get seed + k*stride: no duplicate random streams
+RUN_SEED_STRIDE = 7919
+OPTIONAL_KEYS = ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
+                 "reference_images", "clip_model", "max_memory_gb")  # later processes/resumes get seed + k*stride: no duplicate random streams
 
 
 def spec_fingerprint(spec: StudySpec) -> dict:
     """What must not change between runs of one study (n_trials, sampler and snapshot cadence may)."""
-    parts = {"objectives": list(spec.objectives), "model": {k: v for k, v in asdict(spec.model).items() if k != "threads"}, "proxy_set": asdict(spec.proxy_set),
-             "evaluator": asdict(spec.evaluator), "constraints": asdict(spec.constraints),
+    def unset_dropped(d: dict) -> dict:  # keys added with user models count only when set (old studies resume)
+        return {k: v for k, v in d.items() if not (k in OPTIONAL_KEYS and v is None)}
+
+    parts = {"objectives": list(spec.objectives),
+             "model": unset_dropped({k: v for k, v in asdict(spec.model).items() if k != "threads"}),
+             "proxy_set": unset_dropped(asdict(spec.proxy_set)),
+             "evaluator": unset_dropped(asdict(spec.evaluator)), "constraints": unset_dropped(asdict(spec.constraints)),
              "profile": asdict(spec.profile), "space": spec.space}
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:12]
             for k, v in parts.items()}
@@ -100,12 +107,9 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
     """Run until the study holds spec.n_trials budgeted trials. Returns a summary with timings."""
     t_start = time.perf_counter()
     if pipe is None and context is None:
-        from tuner.proxy.model import resolve_device
+        from tuner.study.context import check_runnable
 
-        try:  # before the database exists: a study that cannot run here must not be created
-            resolve_device(spec.model.device)
-        except TunerError as e:
-            raise TunerError(f"model.device: {e}") from None
+        check_runnable(spec)  # before the database exists: a study that cannot run here must not be created
     with deferred_sigint():
         study, storage = open_study(spec)
         check_fingerprint(study, spec)
