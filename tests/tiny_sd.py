@@ -66,9 +66,13 @@ def _text_config(vocab_size: int, hidden: int, projection: int | None = None):
 def _vae():
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4,
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         norm_num_groups=8, sample_size=32)
+    vae = AutoencoderKL(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=32)
+    with torch.no_grad():  # random decoders saturate to 0/1 everywhere: keep images mid-grey and sensitive
+        vae.decoder.conv_out.weight.mul_(0.05)
+        vae.decoder.conv_out.bias.zero_()
+    return vae
 
 
 def build_sd15(folder: Path) -> Path:
@@ -130,5 +134,8 @@ def build_inception_weights(path: Path) -> Path:
     torch.manual_seed(0)
     net = _Fresh("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
     empty.unlink()
+    for m in net.modules():  # variance-preserving init, so 2048-d features still tell images apart
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
     torch.save(net.state_dict(), path)
     return path

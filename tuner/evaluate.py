@@ -79,7 +79,10 @@ class ProxySet:
         return [self.seed * 1_000_003 + i for i in range(self.n_images)]
 
     def subset(self, n: int) -> "ProxySet":
-        return ProxySet(min(n, self.n_images), self.steps, self.seed, self.prompts)
+        """The first n images (n >= 1: a timed batch may be a single image; FID needs the full set's >= 2)."""
+        out = ProxySet(max(2, min(n, self.n_images)), self.steps, self.seed, self.prompts)
+        object.__setattr__(out, "n_images", max(1, min(n, self.n_images)))
+        return out
 
     def reseeded(self, seed: int) -> "ProxySet":
         return ProxySet(self.n_images, self.steps, seed, self.prompts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from tuner.errors import TunerError
 
@@ -120,7 +121,11 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
     if args.resolution is not None:
         pipe.set_resolution(args.resolution)
     extractor = args.feature_extractor or recorded_extractor or ("proxy" if source.kind == "proxy" else "inception")
-    return EvalContext(pipe, proxy_set, extractor, args.inception_weights,
+    inception = args.inception_weights
+    recorded_inception = (config.environment or {}).get("inception_weights") if config is not None else None
+    if inception is None and isinstance(recorded_inception, str) and Path(recorded_inception).is_file():
+        inception = recorded_inception
+    return EvalContext(pipe, proxy_set, extractor, inception,
                        latency_images=ps["latency_images"], latency_repeats=args.latency_repeats, progress=progress,
                        reference_images=reference, clip_model=args.clip_model)
 

@@ -12,6 +12,7 @@ of what the methods accelerate.
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -117,8 +118,11 @@ def load_diffusers_model(source: ModelSource, device: str | None = None, dtype: 
         kwargs["local_files_only"] = True
         if _has_component(source.folder, "safety_checker"):
             kwargs.update(safety_checker=None, requires_safety_checker=False)
+    _quiet_loading()
     try:
-        pipe = DiffusionPipeline.from_pretrained(where, **kwargs)
+        with warnings.catch_warnings():  # torch_dtype is renamed dtype in newer diffusers; both work on >= 0.40
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = DiffusionPipeline.from_pretrained(where, **kwargs)
     except (OSError, ValueError, EnvironmentError) as e:
         raise TunerError(f"model.id={source.id!r} could not be loaded: {str(e).splitlines()[0][:200]}") from None
     from diffusers import UNet2DConditionModel
@@ -132,6 +136,21 @@ def load_diffusers_model(source: ModelSource, device: str | None = None, dtype: 
     pipe = pipe.to(dev)
     pipe.unet.eval()
     return DiffusersModel(pipe, source.id, guidance_scale, resolution, batch_size)
+
+
+def _quiet_loading() -> None:
+    """No per-component loading bars and notices: the study logs one line per step instead."""
+    import diffusers.utils.logging as dlog
+
+    dlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    try:
+        import transformers.utils.logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 def scheduler_class(name: str):

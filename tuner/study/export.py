@@ -59,6 +59,8 @@ def environment(study: optuna.Study, spec: StudySpec, trial: optuna.trial.Frozen
                         if v is not None}
         if spec.evaluator.reference_images is not None:
             out["reference_images"] = spec.evaluator.reference_images
+        if spec.evaluator.inception_weights is not None:  # used by `tuner evaluate` when the file is still there
+            out["inception_weights"] = spec.evaluator.inception_weights
     return out
 
 
