@@ -153,3 +153,25 @@ def test_proxy_set_cycles_prompts():
     ps = ProxySet(5, 3, 0, ("a", "b"))
     assert ps.conditions == ["a", "b", "a", "b", "a"] and ps.subset(2).conditions == ["a", "b"]
     assert ProxySet(3, 3, 0).conditions == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name, layout", [("sd15", "sd15"), ("sdxl", "sdxl")])
+def test_shipped_gpu_studies_load(user_models, tmp_path, capsys, name, layout):
+    """studies/sd15.toml and sdxl.toml parse next to a pipeline folder of their layout; on a machine
+    without CUDA `study run` stops with one line and creates nothing."""
+    import shutil
+    from pathlib import Path
+
+    from tuner.study.spec import load_spec
+
+    src = Path(__file__).resolve().parent.parent / "studies" / f"{name}.toml"
+    toml = tmp_path / src.name
+    shutil.copy(src, toml)
+    folder_name = {"sd15": "stable-diffusion-v1-5", "sdxl": "stable-diffusion-xl-base-1.0"}[name]
+    shutil.copytree(user_models[layout], tmp_path / "models" / folder_name)
+    spec = load_spec(toml)
+    assert spec.model.device == "cuda" and spec.model.dtype == "float16"
+    assert spec.proxy_set.n_images == 32 and spec.proxy_set.steps == 25 and len(spec.proxy_set.prompts) >= 64
+    if not torch.cuda.is_available():
+        assert main(["study", "run", str(toml)]) == 2
+        assert "CUDA" in capsys.readouterr().err and not list(tmp_path.glob("*.db"))
