@@ -175,3 +175,30 @@ def test_shipped_gpu_studies_load(user_models, tmp_path, capsys, name, layout):
     if not torch.cuda.is_available():
         assert main(["study", "run", str(toml)]) == 2
         assert "CUDA" in capsys.readouterr().err and not list(tmp_path.glob("*.db"))
+
+
+def test_baseline_with_reference_folder_and_clip_score(user_models, tmp_path, capsys):
+    """`reference_images`: FID against a folder instead of the baseline; `clip_model`: a CLIP score."""
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_sd import build_clip
+
+    clip = build_clip(tmp_path / "clip")
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i, color in enumerate(["red", "blue", "green"]):
+        Image.new("RGB", (40, 40), color).save(ref / f"{i}.png")
+    common = ["--model", str(user_models["sd15"]), "--device", "cpu", "--resolution", "32", "--n-images", "2",
+              "--steps", "2", "--latency-images", "2", "--latency-repeats", "1", "--inception-weights",
+              str(user_models["inception"]), "--json"]
+    assert main(["baseline", *common, "--reference-images", str(ref), "--clip-model", str(clip)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fid_reference"] == str(ref) and "fid_seed_floor" not in out and out["fid"] > 0
+    assert 0 <= out["clip_score"] <= 100 and out["feature_extractor"] == "inception"
+    assert main(["baseline", *common]) == 0  # against its own images: the seed-noise floor is its scale
+    own = json.loads(capsys.readouterr().out)
+    assert own["fid"] == own["fid_seed_floor"] > 0 and abs(own["fid_to_itself"]) < 1e-3

@@ -19,7 +19,7 @@ from tuner.study.pareto import baseline_of, completed
 from tuner.study.spec import METRIC_NAMES, StudySpec
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "accel_config.v1.json"
-MEASURED_KEYS = ("kid", "psnr", "ssim", "class_accuracy", "speedup", "macs", "bitops", "fid_ratio",
+MEASURED_KEYS = ("kid", "psnr", "ssim", "class_accuracy", "clip_score", "memory_gb", "speedup", "macs", "bitops", "fid_ratio",
                  "seconds_per_image_raw", "baseline_seconds_per_image")
 
 
