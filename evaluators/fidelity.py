@@ -115,6 +115,14 @@ def class_accuracy(images: torch.Tensor, classes: torch.Tensor, classifier: nn.M
     return float((pred == torch.as_tensor(classes)).float().mean())
 
 
+def cached_inception_weights() -> Path | None:
+    """torch-fidelity's Inception file in the torch hub cache, where its own download puts it."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
+    return path if path.is_file() else None
+
+
 class InceptionFeatures(nn.Module):
     """torch-fidelity's Inception-v3 (the network of the original FID code) from a local weights file.
 
@@ -123,6 +131,8 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights_path: str | Path | None, allow_download: bool = False):
         super().__init__()
+        if not weights_path and allow_download:
+            weights_path = cached_inception_weights()  # downloaded earlier: no network needed
         if not weights_path:
             if not allow_download:
                 raise TunerError("Inception FID asked for but no weights file given (--inception-weights PATH)")

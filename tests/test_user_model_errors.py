@@ -110,12 +110,18 @@ def test_hub_id_offline_is_one_line(monkeypatch):
         resolve_source("someorg/no-such-model")
 
 
-def test_inception_without_weights_offline(monkeypatch):
+def test_inception_without_weights_offline(user_models, tmp_path, capsys, monkeypatch):
     from evaluators import fidelity
 
     monkeypatch.setattr("tuner.models.source.is_online", lambda *a, **k: False)
+    monkeypatch.setattr(fidelity, "cached_inception_weights", lambda: None)
     with pytest.raises(TunerError, match="offline.*inception_weights"):
         fidelity.InceptionFeatures(None, allow_download=True)
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'name = "s"\n[model]\nid = "{user_models["sd15"]}"\ndevice = "cpu"\n')
+    assert main(["study", "run", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "offline" in err and "inception_weights" in err and not list(tmp_path.glob("*.db"))
 
 
 # --- GPU paths, driven through fakes ---------------------------------------------------------------

@@ -174,9 +174,10 @@ def check_runnable(spec: StudySpec, cuda=None) -> None:
         raise TunerError("peak memory (objective 'memory', constraints.max_memory_gb) is measured on CUDA only; "
                          f"this study runs on {dev}")
     if not spec.model.is_proxy and spec.evaluator.inception_weights is None:
+        from evaluators.fidelity import cached_inception_weights
         from tuner.models.source import is_online
 
-        if not is_online("github.com"):
+        if cached_inception_weights() is None and not is_online("github.com"):
             raise TunerError("FID on a user model needs torch-fidelity's Inception weights and the machine is offline: "
                              "set [evaluator] inception_weights = PATH to weights-inception-2015-12-05-6726825d.pth")
 
