@@ -52,12 +52,12 @@ def sd15_unet():
 @pytest.fixture(scope="session")
 def user_models(tmp_path_factory):
     """Tiny random-weight SD-1.5 and SDXL pipeline folders, an Inception weights file in torch-fidelity's
-    layout and a prompts file (tests/tiny_sd.py). Built once per session."""
+    layout and a prompts file (tests/tiny_user_models.py). Built once per session."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_sd import build_inception_weights, build_sd15, build_sdxl
+    from tiny_user_models import build_inception_weights, build_sd15, build_sdxl
 
     root = tmp_path_factory.mktemp("user_models")
     prompts = root / "prompts.txt"

@@ -1,5 +1,5 @@
 """Studies on a user's own diffusers pipeline, end to end through the CLI, on tiny random-weight SD-1.5
-and SDXL layouts (tests/tiny_sd.py): study run -> pareto -> export -> evaluate -> apply, with FID in
+and SDXL layouts (tests/tiny_user_models.py): study run -> pareto -> export -> evaluate -> apply, with FID in
 Inception space (a random-weight torch-fidelity Inception file) against the baseline's own images."""
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def test_baseline_with_reference_folder_and_clip_score(user_models, tmp_path, ca
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_sd import build_clip
+    from tiny_user_models import build_clip
 
     clip = build_clip(tmp_path / "clip")
     ref = tmp_path / "ref"
