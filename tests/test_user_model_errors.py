@@ -106,7 +106,7 @@ def test_hub_id_offline_is_one_line(monkeypatch):
     from tuner.models import resolve_source
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(TunerError, match="someorg/no-such-model.*offline"):
+    with pytest.raises(TunerError, match="someorg/no-such-model.*network"):
         resolve_source("someorg/no-such-model")
 
 

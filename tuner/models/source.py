@@ -50,8 +50,9 @@ def resolve_source(model_id: str, base: Path | None = None) -> ModelSource:
     if cached is not None:
         return ModelSource("diffusers", model_id, cached, check_pipeline_folder(cached))
     if not is_online():
-        raise TunerError(f"model.id={model_id!r} is not a local folder and the machine is offline: download it "
-                         f"elsewhere (`hf download {model_id}`) and set model.id to the pipeline folder")
+        raise TunerError(f"model.id={model_id!r}: no folder {path}, and as a hub id it needs the network, which this "
+                         f"machine does not have: download it elsewhere (`hf download {model_id}`) and set model.id "
+                         "to the pipeline folder")
     return ModelSource("diffusers", model_id, None, None)
 
 
