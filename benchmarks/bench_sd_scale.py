@@ -52,8 +52,8 @@ CANDIDATES = {
 
 
 def run(steps: int, images: int, repeats: int) -> dict:
-    from evaluators.latency import interleaved_medians
-    from tuner.apply import apply
+    from tuner.evaluators.latency import interleaved_medians
+    from tuner.apply_config import apply
     from tuner.config import AccelConfig
     from tuner.methods.catome import PAPER_CHECKPOINTS
     from tuner.jaccard import scale_checkpoints

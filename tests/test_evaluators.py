@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators.cost import bitops, count_macs
-from evaluators.fidelity import ReferenceFeatures, fid_kid
-from evaluators.latency import interleaved_medians, time_once
-from evaluators.pairwise import PSNR_IDENTICAL, pairwise
+from tuner.evaluators.cost import bitops, count_macs
+from tuner.evaluators.fidelity import ReferenceFeatures, fid_kid
+from tuner.evaluators.latency import interleaved_medians, time_once
+from tuner.evaluators.pairwise import PSNR_IDENTICAL, pairwise
 from tuner.proxy.data import load_digits_split
 
 
@@ -118,7 +118,7 @@ def test_frechet_distance_matches_torchmetrics():
     """The sample-space FID (nuclear norm of the cross-Gram matrix) equals torchmetrics' eigenvalue form."""
     from torchmetrics.image.fid import _compute_fid
 
-    from evaluators.fidelity import frechet_distance
+    from tuner.evaluators.fidelity import frechet_distance
 
     g = torch.Generator().manual_seed(0)
     for n, m, d in ((12, 20, 64), (40, 30, 16)):  # fewer samples than dimensions, and more

@@ -37,9 +37,9 @@ name = "random"
 SPACES = {
     # SD-1.5 layout: every family, including the scheduler's own timestep lists on PNDM
     "sd15": "[space.tome]\nratio = [0.3, 0.6]\n[space.deepcache]\ninterval = [2, 3]\n"
-            "[space.timesteps]\ncounts = [3, 2]\n[space.sampler]\n",
+            "[space.timesteps]\ncounts = [3, 2]\n[space.solver]\n",
     # SDXL layout: token merging in every trial, at its default level (the top level has no attention)
-    "sdxl": "[space.tome]\noptional = false\nratio = [0.3, 0.6]\nmax_downsample = \"first\"\n"
+    "sdxl": "[space.tome]\noptional = false\nratio = [0.3, 0.6]\n"
             "[space.deepcache]\ninterval = [2, 3]\n",
 }
 
@@ -90,7 +90,7 @@ def test_study_pareto_export_evaluate_apply(user_models, tmp_path, capsys, layou
 
 def test_evaluate_refuses_a_config_for_another_model(user_models, tmp_path, capsys):
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({"schema_version": 1, "model_id": str(user_models["sd15"]), "methods": {}}))
+    cfg.write_text(json.dumps({"schema_version": 2, "model_id": str(user_models["sd15"]), "methods": {}}))
     assert main(["evaluate", str(cfg), "--model", "proxy", "--n-images", "2", "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "config is for model" in err and err.count("\n") == 1
@@ -113,8 +113,8 @@ def test_same_seed_same_image_in_any_batch(user_models):
 def test_methods_adapt_to_the_model(user_models):
     """SDXL: token merging starts at the second level; DeepCache branches follow the layout; the timesteps
     family proposes the scheduler's own lists, which PNDM runs."""
-    from search_spaces.space import SpaceContext, build_space
-    from tuner.apply import apply
+    from tuner.search_spaces.space import SpaceContext, build_space
+    from tuner.apply_config import apply
     from tuner.config import AccelConfig
     from tuner.models import load_model
     from tuner.study.context import first_attention_level, model_facts
@@ -122,21 +122,23 @@ def test_methods_adapt_to_the_model(user_models):
     sdxl = load_model(str(user_models["sdxl"]), "cpu", resolution=32)
     sd15 = load_model(str(user_models["sd15"]), "cpu", resolution=32)
     assert first_attention_level(sdxl.unet) == 2 and first_attention_level(sd15.unet) == 1
-    space = build_space({"tome": {"optional": False}, "timesteps": {"counts": [3, 2]}, "sampler": {}},
+    space = build_space({"tome": {"optional": False}, "timesteps": {"counts": [3, 2]}, "solver": {}},
                         SpaceContext(3, **model_facts(sd15)))
-    assert space.by_name["tome.max_downsample"].choices == (1, 2)
-    ddpm = space.to_config({"token_merging": "tome", "tome.ratio": 0.5, "tome.max_downsample": 1,
-                            "timesteps.schedule": "uniform", "timesteps.count": 3, "sampler.name": "ddpm"})
-    assert ddpm.methods["sampler"].coefficients == "liyan"  # DDPM 'baseline' has no diffusers scheduler
-    cfg = space.to_config({"token_merging": "tome", "tome.ratio": 0.5, "tome.max_downsample": 1,
-                           "timesteps.schedule": "uniform", "timesteps.count": 2, "sampler.name": "ddim"})
+    assert space.to_config(space.prune({"token_merging": "tome", "tome.ratio": 0.5, "timesteps.schedule": "uniform",
+                                        "timesteps.count": 3, "solver.name": "ddim"})).methods["tome"].max_downsample == 1
+    ddpm = space.to_config({"token_merging": "tome", "tome.ratio": 0.5,
+                            "timesteps.schedule": "uniform", "timesteps.count": 3, "solver.name": "ddpm"})
+    assert ddpm.methods["solver"].coefficients == "liyan"  # DDPM 'baseline' has no diffusers scheduler
+    cfg = space.to_config({"token_merging": "tome", "tome.ratio": 0.5,
+                           "timesteps.schedule": "uniform", "timesteps.count": 2, "solver.name": "ddim"})
     assert cfg.methods["timesteps"].timesteps == [501, 1]  # PNDM (steps_offset=1) for 2 steps, repeat removed
     with apply(sd15.pipe, cfg):
         images = sd15(["a cat"], [0], num_inference_steps=3)
     assert images.shape == (1, 3, 32, 32) and sd15.scheduler.set_timesteps.__self__ is sd15.scheduler
     xl_space = build_space({"tome": {"optional": False}}, SpaceContext(3, **model_facts(sdxl)))
-    assert xl_space.by_name["tome.max_downsample"].choices == (2, 4)
-    with apply(sdxl.pipe, AccelConfig.from_dict({"schema_version": 1, "methods": {"tome": {"ratio": 0.5, "max_downsample": 2}}})) as h:
+    xl_tome = xl_space.to_config({"token_merging": "tome", "tome.ratio": 0.5}).methods["tome"]
+    assert xl_tome.max_downsample == 2
+    with apply(sdxl.pipe, AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": {"ratio": 0.5, "max_downsample": 2}}})) as h:
         assert h.info["tome_blocks"] > 0
 
 

@@ -111,7 +111,7 @@ def test_hub_id_offline_is_one_line(monkeypatch):
 
 
 def test_inception_without_weights_offline(user_models, tmp_path, capsys, monkeypatch):
-    from evaluators import fidelity
+    from tuner.evaluators import fidelity
 
     monkeypatch.setattr("tuner.models.source.is_online", lambda *a, **k: False)
     monkeypatch.setattr(fidelity, "cached_inception_weights", lambda: None)
@@ -164,7 +164,7 @@ class FakeCuda:
 
 
 def test_cuda_timing_is_synchronized_events():
-    from evaluators.latency import interleaved_medians, time_once
+    from tuner.evaluators.latency import interleaved_medians, time_once
 
     cuda = FakeCuda()
     seconds = time_once(lambda: cuda.calls.append("run"), "cuda", cuda)
@@ -176,7 +176,7 @@ def test_cuda_timing_is_synchronized_events():
 
 
 def test_peak_memory_resets_then_reads():
-    from evaluators.memory import PeakMemory
+    from tuner.evaluators.memory import PeakMemory
 
     cuda = FakeCuda(peak_bytes=3 * 1024 ** 3)
     with PeakMemory("cuda", cuda) as peak:

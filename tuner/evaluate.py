@@ -21,20 +21,16 @@ from pathlib import Path
 
 import torch
 
-from evaluators.cost import bitops, count_macs
-from evaluators.fidelity import InceptionFeatures, ReferenceFeatures, class_accuracy, fid_kid, frechet_distance_of_features
-from evaluators.latency import interleaved_medians, time_once
-from evaluators.memory import PeakMemory
-from evaluators.pairwise import pairwise
-from tuner.apply import apply
+from tuner.evaluators.cost import bitops, count_macs
+from tuner.evaluators.fidelity import InceptionFeatures, ReferenceFeatures, class_accuracy, fid_kid, frechet_distance_of_features
+from tuner.evaluators.latency import interleaved_medians, time_once
+from tuner.evaluators.memory import PeakMemory
+from tuner.evaluators.pairwise import pairwise
+from tuner.apply_config import apply
 from tuner.config import AccelConfig
-from tuner.errors import TunerError
+from tuner.errors import TrialFailed, TunerError
 from tuner.proxy.classifier import ClassifierFeatures, load_classifier
 from tuner.proxy.data import DATASET_ID, IMAGE_SIZE, NUM_CLASSES, load_digits_split
-
-
-class TrialFailure(Exception):
-    """A candidate that cannot be scored (NaN/Inf images, out of memory). Fails its trial alone."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +112,7 @@ class EvalContext:
             self.classifier = None
             self.extractor = InceptionFeatures(self.inception_weights, allow_download=True)
         if self.reference_images is not None:
-            from evaluators.reference_images import image_files, load_images
+            from tuner.evaluators.reference_images import image_files, load_images
 
             folder, size = str(self.reference_images), int(getattr(self.pipe, "resolution", IMAGE_SIZE))
             files = image_files(folder)
@@ -130,7 +126,7 @@ class EvalContext:
             self.reference = None  # the baseline's own images
         self.clip = None
         if self.clip_model is not None:
-            from evaluators.clip_score import ClipScorer
+            from tuner.evaluators.clip_score import ClipScorer
 
             if self.proxy_set.prompts is None:
                 raise TunerError("evaluator.clip_model: a CLIP score needs prompts (a text-to-image model)")
@@ -183,7 +179,7 @@ class EvalContext:
     def quality(self, images: torch.Tensor, proxy_set: ProxySet | None = None) -> dict:
         ps = proxy_set or self.proxy_set
         if not torch.isfinite(images).all():
-            raise TrialFailure("generated images contain NaN or Inf")
+            raise TrialFailed("generated images contain NaN or Inf")
         out = fid_kid(images, self.extractor, self.reference_features())
         if self.classifier is not None:
             out["class_accuracy"] = class_accuracy(images, torch.tensor(ps.classes), self.classifier)
@@ -254,7 +250,7 @@ class EvalContext:
             info = dict(handle.info)
             images, cost = self.generate_and_count(ps, info.get("layer_bits"))
         except torch.cuda.OutOfMemoryError:
-            raise TrialFailure("out of memory") from None
+            raise TrialFailed("out of memory") from None
         finally:
             handle.remove()
         result = {**self.quality(images, ps), **cost, "n_images": ps.n_images}
@@ -266,5 +262,5 @@ class EvalContext:
             result["speedup"] = lat["baseline"] / lat["candidate"]
         for k, v in result.items():
             if isinstance(v, float) and not math.isfinite(v):
-                raise TrialFailure(f"metric {k} is {v}")
+                raise TrialFailed(f"metric {k} is {v}")
         return result

@@ -112,7 +112,7 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
     proxy_set = ProxySet(ps["n_images"], ps["steps"], ps["seed"], prompts)  # validated before the model loads
     reference = args.reference_images or ((config.environment or {}).get("reference_images") if config else None)
     if reference is not None:
-        from evaluators.reference_images import image_files
+        from tuner.evaluators.reference_images import image_files
 
         image_files(reference, "--reference-images")
     pipe = load_model(source, args.device, settings.get("dtype"), settings.get("unet_weights"),

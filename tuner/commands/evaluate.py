@@ -25,7 +25,7 @@ def run_baseline(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from tuner.apply import apply
+    from tuner.apply_config import apply
     from tuner.config import AccelConfig
 
     config = AccelConfig.load(args.config)  # validated before any model is loaded
@@ -34,6 +34,11 @@ def run_evaluate(args) -> int:
     env = config.environment or {}
     ctx = make_context(args, progress=not args.json and sys.stderr.isatty(), recorded=env.get("proxy_set"),
                        recorded_extractor=env.get("feature_extractor"), config=config)
+    if "quant" in config.methods and ctx.kind != "proxy":  # a user model's default calibration, as in its study
+        from tuner.methods.quant import CALIBRATIONS, calibrate
+
+        if ctx.pipe.unet not in CALIBRATIONS:
+            calibrate(ctx.pipe)
     apply(ctx.target, config).remove()  # a config this model cannot take fails now, not after the baseline
     result = ctx.evaluate(config)
     base = ctx.quality(ctx.baseline_images)

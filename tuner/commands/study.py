@@ -186,7 +186,7 @@ def run_apply(args) -> int:
     steps = args.steps or int((config.environment or {}).get("num_inference_steps", 50))
     if not 1 <= steps <= 1000:
         raise TunerError(f"--steps={steps} is out of range (1..1000)")
-    from tuner.apply import apply
+    from tuner.apply_config import apply
     from tuner.commands.common import model_settings
     from tuner.models import load_model
     from tuner.models.prompts import read_prompts

@@ -5,9 +5,9 @@
   `baseline`, so every process and every resume normalizes latency and places the hypervolume reference
   point against the same numbers,
 - the baseline's FID on the cheap-reject subset,
-- the Jaccard profile (CA-ToMe checkpoints): measured once, stored as the study user attribute
-  `jaccard_profile`, reused on resume and by other processes,
-- quantization ranges, calibrated once on the baseline trajectory (deterministic, attached to the U-Net),
+- what each searched method's `prepare` hook measures once (CA-ToMe: the Jaccard profile, stored as the
+  study user attribute `jaccard_profile` and reused on resume and by other processes; quantization: the
+  calibration on the baseline trajectory),
 - the SpaceContext and the search space.
 """
 
@@ -15,17 +15,47 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-import pandas as pd
-
+from tuner.config import method_specs
 from tuner.errors import TunerError
 from tuner.study.spec import StudySpec
 
 BASELINE_ATTR = "baseline"
-PROFILE_ATTR = "jaccard_profile"
 MODEL_ATTR = "model_id"
 ENVIRONMENT_ATTR = "environment"  # device and versions the study measured on (what export reports)
+
+
+@dataclass
+class PrepareContext:
+    """What a method's `prepare` hook may use: the study's settings, the model, and a per-study store."""
+
+    spec: StudySpec
+    pipe: Any
+    study: Any  # optuna.Study, or None (nothing is stored)
+    log: Callable[[str], None]
+    progress: bool
+
+    def remember(self, attr: str, compute: Callable[[], Any]) -> Any:
+        """A JSON-able value measured once per study: stored as a study user attribute, reused on
+        resume and by cooperating processes."""
+        stored = self.study.user_attrs.get(attr) if self.study is not None else None
+        if stored:
+            return stored
+        value = compute()
+        if self.study is not None:
+            self.study.set_user_attr(attr, value)
+        return value
+
+    def proxy_set(self, n_images: int):
+        """The study's proxy set (seed, steps, prompts) with `n_images` images (at least 2); its
+        `conditions` are what the model generates from (digit classes or prompts)."""
+        return proxy_set_of(self.spec, max(2, n_images))
+
+    @property
+    def profile_max_downsample(self) -> int:
+        """The [profile] levels, reaching at least the model's first level with self-attention (SDXL: 2)."""
+        return max(self.spec.profile.max_downsample, first_attention_level(self.pipe.unet))
 
 
 @dataclass
@@ -47,7 +77,7 @@ class StudyContext:
     def build(cls, spec: StudySpec, study=None, progress: bool = False, pipe=None, log=lambda msg: None) -> "StudyContext":
         """`study` (an optuna.Study) holds the stored baseline and profile; without one everything is
         measured here. `pipe` overrides the model (tests)."""
-        from search_spaces.space import SpaceContext, build_space
+        from tuner.search_spaces.space import SpaceContext, build_space
         from tuner.evaluate import EvalContext
 
         t0 = time.perf_counter()
@@ -73,37 +103,17 @@ class StudyContext:
             subset = ectx.proxy_set.subset(k)
             subset_fid = float(ectx.quality(ectx.baseline_subset(k), subset)["fid"])
 
-        profile = None
-        if spec.needs_profile:
+        facts: dict = {}
+        prep = PrepareContext(spec, pipe, study, log, progress)
+        specs = method_specs()
+        for name in spec.methods:  # per-study work a method declares (a Jaccard profile, a calibration)
             t = time.perf_counter()
-            profile = _stored_profile(stored)
-            if profile is None:
-                log("Jaccard profile: measuring token-merge pairs on the baseline")
-                profile = measure_profile(spec, pipe, progress)
-                if study is not None:
-                    study.set_user_attr(PROFILE_ATTR, profile.to_dict(orient="split", index=False))
-            timings["profile"] = time.perf_counter() - t
-
-        quant_layers: list[str] = []
-        if spec.needs_calibration:
-            from tuner.methods.quant import calibrate, calibrate_with, quantizable_layers
-
-            t = time.perf_counter()
-            log("quantization: calibrating activation ranges")
-            # The model's default calibration (fixed set, default trajectory), the same one `tuner evaluate`
-            # and `tuner.apply` make on first use, so an exported config quantizes exactly as in its trial.
-            if getattr(pipe, "kind", "proxy") == "proxy":
-                calibrate(pipe)
-            else:  # a user model: the baseline's own trajectory on the first images of the proxy set
-                sub = ectx.proxy_set.subset(min(8, ps.n_images))
-                calibrate_with(pipe.unet, lambda: pipe(sub.conditions, sub.seeds, num_inference_steps=sub.steps),
-                               source=f"baseline trajectory, {sub.n_images} images x {sub.steps} steps")
-            quant_layers = quantizable_layers(pipe.unet)
-            timings["calibration"] = time.perf_counter() - t
+            facts.update(specs[name].config_cls.prepare(prep))
+            if time.perf_counter() - t > 0.01:
+                timings[f"prepare_{name}"] = time.perf_counter() - t
 
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
-                                 jaccard_profile=profile, quant_layers=quant_layers, max_branch=_max_branch(pipe),
-                                 **model_facts(pipe))
+                                 max_branch=_max_branch(pipe), **model_facts(pipe), **facts)
         space = build_space(spec.space, space_ctx)
         context = cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
                       time.perf_counter() - t0, timings)
@@ -131,16 +141,6 @@ def proxy_set_of(spec: StudySpec, n_images: int | None = None):
     return ProxySet(n_images or ps.n_images, ps.steps, ps.seed, ps.prompts)
 
 
-def measure_profile(spec: StudySpec, pipe, progress: bool = False) -> pd.DataFrame:
-    from tuner.jaccard import profile_merges
-
-    p = spec.profile
-    ps = proxy_set_of(spec, max(2, p.n_images))
-    # at least down to the first level with self-attention (SDXL has none at the top level)
-    levels = max(p.max_downsample, first_attention_level(pipe.unet))
-    return profile_merges(pipe, ps.conditions, ps.seeds, ps.steps, p.threshold, levels, progress=progress)
-
-
 def first_attention_level(unet) -> int:
     """Downsampling factor (1, 2, 4, ...) of the highest-resolution level with a transformer block: where
     token merging starts. 1 on SD-1.x/2.x and the proxy, 2 on SDXL."""
@@ -151,11 +151,14 @@ def first_attention_level(unet) -> int:
 
 
 def model_facts(pipe) -> dict:
-    """What the search space needs to know about the model (search_spaces.space.SpaceContext fields):
-    where token merging can start, and the diffusers scheduler whose own timestep lists a user model's
-    `timesteps` family uses (None for the proxy, which runs any list)."""
-    return {"first_attention_level": first_attention_level(pipe.unet),
-            "scheduler": pipe.scheduler if getattr(pipe, "kind", "proxy") != "proxy" else None}
+    """What the search space needs to know about the model (SpaceContext fields): where token merging
+    starts, and the diffusers scheduler whose own timestep lists a user model's `timesteps` family uses
+    (None for the proxy, which runs any list)."""
+    if getattr(pipe, "kind", "proxy") == "proxy":
+        return {"first_attention_level": first_attention_level(pipe.unet)}
+    # diffusers has no scheduler with DDPM's 'baseline' coefficients: those trials could only fail
+    return {"first_attention_level": first_attention_level(pipe.unet), "scheduler": pipe.scheduler,
+            "solver_coefficients": ("liyan",)}
 
 
 def check_runnable(spec: StudySpec, cuda=None) -> None:
@@ -174,22 +177,12 @@ def check_runnable(spec: StudySpec, cuda=None) -> None:
         raise TunerError("peak memory (objective 'memory', constraints.max_memory_gb) is measured on CUDA only; "
                          f"this study runs on {dev}")
     if not spec.model.is_proxy and spec.evaluator.inception_weights is None:
-        from evaluators.fidelity import cached_inception_weights
+        from tuner.evaluators.fidelity import cached_inception_weights
         from tuner.models.source import is_online
 
         if cached_inception_weights() is None and not is_online("github.com"):
             raise TunerError("FID on a user model needs torch-fidelity's Inception weights and the machine is offline: "
                              "set [evaluator] inception_weights = PATH to weights-inception-2015-12-05-6726825d.pth")
-
-
-def _stored_profile(attrs: dict) -> pd.DataFrame | None:
-    data = attrs.get(PROFILE_ATTR)
-    if not data:
-        return None
-    try:
-        return pd.DataFrame(data["data"], columns=data["columns"])
-    except (KeyError, TypeError, ValueError):
-        raise TunerError("the study's stored Jaccard profile is unreadable") from None
 
 
 def _max_branch(pipe) -> int:
