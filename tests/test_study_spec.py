@@ -134,3 +134,11 @@ def test_cuda_study_without_gpu_runs_nowhere_but_reads_fine(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "CUDA is not available" in err and "\n" not in err
     assert not any(tmp_path.rglob("*.db"))
+
+
+def test_full_study_searches_every_method_with_bitops():
+    from tuner.config import method_specs
+
+    spec = load_spec(STUDIES / "full.toml")
+    assert set(spec.methods) == set(method_specs()) and "bitops" in spec.objectives
+    assert spec.sampler.warm_start and spec.space["catome"]["checkpoints"] == "profile"
