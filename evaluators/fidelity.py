@@ -15,7 +15,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from tuner.errors import TunerError
@@ -70,43 +69,46 @@ class ReferenceFeatures:
         return feats if isinstance(feats, torch.Tensor) and feats.ndim == 2 else None
 
 
-def _fid_metric(extractor: nn.Module, ref: torch.Tensor) -> FrechetInceptionDistance:
-    fid = FrechetInceptionDistance(feature=extractor, normalize=True, reset_real_features=False)
-    fid.real_features_sum = ref.sum(0)
-    fid.real_features_cov_sum = ref.t().mm(ref)
-    fid.real_features_num_samples = torch.tensor(len(ref), dtype=torch.long)
-    return fid
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """FID between two feature matrices [n, d] and [m, d], with sample covariances (divided by n-1, as in
+    torchmetrics, whose value this is). Computed in the samples' space: the non-zero eigenvalues of Σa·Σb
+    are the squared singular values of Ac·Bcᵀ / √((n-1)(m-1)) (Ac, Bc: centred features), so tr √(Σa·Σb) is
+    that n×m matrix's nuclear norm. Exact, and O(n·m·d) instead of an eigen-decomposition of a d×d product
+    (2048² for Inception: seconds per trial on a CPU, and noisy when n << d makes Σ singular)."""
+    a, b = a.double().cpu(), b.double().cpu()
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("FID needs at least 2 feature vectors on each side")
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    na, nb = len(a) - 1, len(b) - 1
+    mean_term = (a.mean(0) - b.mean(0)).square().sum()
+    traces = ac.square().sum() / na + bc.square().sum() / nb
+    cross = torch.linalg.matrix_norm(ac @ bc.T, ord="nuc") / (na * nb) ** 0.5
+    return float(mean_term + traces - 2 * cross)
 
 
 def fid_kid(images: torch.Tensor, extractor: nn.Module, ref: torch.Tensor, kid_subset: int = 50) -> dict:
-    """images: float in [0, 1], [N, C, H, W]. Returns {'fid', 'kid', 'kid_std'}."""
+    """images: float in [0, 1], [N, C, H, W]. Returns {'fid', 'kid', 'kid_std'}. The images go through the
+    extractor once; FID and torchmetrics' KID are computed from those features."""
     images = images.float().cpu()
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or Inf")
-    fid = _fid_metric(extractor, ref)
-    fid.update(images, real=False)
-    subset = max(2, min(kid_subset, len(images), len(ref)))
+    with torch.no_grad():
+        feats = extractor(images).double()
+    subset = max(2, min(kid_subset, len(feats), len(ref)))
     with warnings.catch_warnings():  # "will save all extracted features": intended, the sets are small
         warnings.simplefilter("ignore", UserWarning)
         kid = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=subset,
                                       reset_real_features=False)
-    kid.real_features.append(ref.float())
-    kid.update(images, real=False)
-    torch.manual_seed(0)  # KID draws random subsets: the same draw for every candidate
-    kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        kid.real_features.append(ref.float())
+        kid.fake_features.append(feats.float())  # filled directly: "compute before update" is intended
+        torch.manual_seed(0)  # KID draws random subsets: the same draw for every candidate
+        kid_mean, kid_std = kid.compute()
+    return {"fid": frechet_distance(feats, ref), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
 
-def frechet_distance_of_features(a: torch.Tensor, b: torch.Tensor, extractor: nn.Module) -> float:
+def frechet_distance_of_features(a: torch.Tensor, b: torch.Tensor, extractor: nn.Module | None = None) -> float:
     """FID between two feature matrices (e.g. real vs real at the same N)."""
-    fid = _fid_metric(extractor, b.double())
-    fid.fake_features_sum = a.double().sum(0)
-    fid.fake_features_cov_sum = a.double().t().mm(a.double())
-    fid.fake_features_num_samples = torch.tensor(len(a), dtype=torch.long)
-    fid.orig_dtype = torch.float32  # normally set by update(), which we bypass with ready features
-    with warnings.catch_warnings():  # "compute before update": intended, the states are filled above
-        warnings.simplefilter("ignore", UserWarning)
-        return float(fid.compute())
+    return frechet_distance(a, b)
 
 
 def class_accuracy(images: torch.Tensor, classes: torch.Tensor, classifier: nn.Module) -> float:
@@ -115,29 +117,50 @@ def class_accuracy(images: torch.Tensor, classes: torch.Tensor, classifier: nn.M
     return float((pred == torch.as_tensor(classes)).float().mean())
 
 
-class InceptionFeatures(nn.Module):
-    """torch-fidelity's Inception-v3 on a local weights file; never downloads."""
+def cached_inception_weights() -> Path | None:
+    """torch-fidelity's Inception file in the torch hub cache, where its own download puts it."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-    def __init__(self, weights_path: str | Path | None):
+    path = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
+    return path if path.is_file() else None
+
+
+class InceptionFeatures(nn.Module):
+    """torch-fidelity's Inception-v3 (the network of the original FID code) from a local weights file.
+
+    Without a file, torch-fidelity downloads and caches its own when the machine is online; offline that
+    is a one-line error saying what to pass."""
+
+    def __init__(self, weights_path: str | Path | None, allow_download: bool = False):
         super().__init__()
+        if not weights_path and allow_download:
+            weights_path = cached_inception_weights()  # downloaded earlier: no network needed
         if not weights_path:
-            raise TunerError("Inception FID asked for but no weights file given (--inception-weights PATH)")
-        if not Path(weights_path).is_file():
+            if not allow_download:
+                raise TunerError("Inception FID asked for but no weights file given (--inception-weights PATH)")
+            from tuner.models.source import is_online
+
+            if not is_online("github.com"):
+                raise TunerError("Inception FID needs torch-fidelity's weights and the machine is offline: pass "
+                                 "[evaluator] inception_weights = PATH (or --inception-weights) to "
+                                 "weights-inception-2015-12-05-6726825d.pth")
+        elif not Path(weights_path).is_file():
             raise TunerError(f"Inception weights not found: {weights_path}")
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         try:
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                   feature_extractor_weights_path=str(weights_path))
+                                                   feature_extractor_weights_path=str(weights_path) if weights_path else None)
         except Exception as e:
-            raise TunerError(f"Inception weights at {weights_path} could not be loaded: {type(e).__name__}") from None
+            where = weights_path or "torch-fidelity's download"
+            raise TunerError(f"Inception weights at {where} could not be loaded: {type(e).__name__}") from None
         self.net.eval()
         self.num_features = 2048
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8:
-            images = (images.clamp(0, 1) * 255).to(torch.uint8)
+            images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         return self.net(images)[0].reshape(len(images), -1)

@@ -14,16 +14,20 @@ from typing import Callable, ContextManager
 import torch
 
 
-def time_once(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+def time_once(fn: Callable[[], object], device: torch.device | str = "cpu", cuda=None) -> float:
+    """Seconds one call of `fn` takes. On CUDA: events recorded on the stream around the call, with the
+    device synchronized before (no earlier work is counted) and after (all of this work is). `cuda`
+    replaces `torch.cuda` (tests)."""
     device = torch.device(device)
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
+        cuda = cuda or torch.cuda
+        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        cuda.synchronize(device)
         start.record()
         fn()
         end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1000.0
+        cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000.0  # elapsed_time is in milliseconds
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -31,7 +35,8 @@ def time_once(fn: Callable[[], object], device: torch.device | str = "cpu") -> f
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1,
                         device: torch.device | str = "cpu",
-                        contexts: dict[str, Callable[[], ContextManager]] | None = None) -> dict[str, float]:
+                        contexts: dict[str, Callable[[], ContextManager]] | None = None,
+                        cuda=None) -> dict[str, float]:
     """Median seconds per call of each function, timed round-robin so drift hits all alike.
 
     `contexts[name]()` is entered around each call of that function but outside the timing (e.g. apply
@@ -42,7 +47,7 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 3, 
 
     def call(name, timed):
         with contexts.get(name, nullcontext)():
-            return time_once(fns[name], device) if timed else fns[name]()
+            return time_once(fns[name], device, cuda) if timed else fns[name]()
 
     for _ in range(warmup):
         for name in fns:

@@ -48,13 +48,27 @@ def _bound(value, context, what: str):
     return value
 
 
+def _choice_facts(search: tuple, choices: tuple, context) -> list:
+    """Default choices of a searched knob; an entry that names a model fact of the SpaceContext instead of
+    a choice (e.g. "first_attention_level") is replaced by the fact's value(s)."""
+    out = []
+    for v in search:
+        if isinstance(v, str) and v not in choices and hasattr(context, v):
+            fact = getattr(context, v)
+            out.extend(fact if isinstance(fact, (list, tuple)) else [fact])
+        else:
+            out.append(v)
+    return out
+
+
 def knob_param(method: str, key: str, k, reader: TableReader, context, condition: Condition | None) -> Param | None:
     """The parameter a knob contributes (None when neither the table nor the default space searches it)."""
     if k.kind == "custom" or (key not in reader.rest and k.search is None):
         return None
     name = f"{method}.{key}"
     if k.kind in ("choice", "bool"):
-        return Param(name, "categorical", choices=reader.choices(key, list(k.search or k.choices), k.choices),
+        default = _choice_facts(k.search, k.choices, context) if k.search else list(k.choices)
+        return Param(name, "categorical", choices=reader.choices(key, default, k.choices),
                      condition=condition, help=k.help)
     integer = k.kind == "int" and k.search_scale is None
     if k.search_scale == "steps":  # a fraction of the trial's steps, scaled in decode
@@ -143,6 +157,9 @@ class MethodFamily(Family):
         cfg: dict[str, Any] = {}
         for key, (k, _) in cls.knobs().items():
             name = f"{method}.{key}"
+            if name not in values and name in self.fixed and k.when is not None and \
+                    self.get(values, f"{method}.{k.when[0]}") not in k.when[1]:
+                continue  # a fixed (single-choice) knob whose condition does not hold is not set
             if name in values or name in self.fixed:
                 v = self.get(values, name)
                 if k.search_scale == "steps":

@@ -41,6 +41,9 @@ class SpaceContext:
     jaccard_profile: Any = None  # pandas.DataFrame from tuner.jaccard.profile_merges, or None
     quant_layers: list[str] = field(default_factory=list)
     max_branch: int = 2  # deepest valid DeepCache branch id for this U-Net
+    first_attention_level: int = 1  # downsampling of the first level with self-attention (SDXL: 2)
+    scheduler: Any = None  # a user model's diffusers scheduler (its own timestep lists); None: the proxy
+    solver_coefficients: tuple = ("baseline", "liyan")  # DDPM coefficients the model's pipeline can run
 
 
 class SearchSpace:

@@ -4,6 +4,8 @@ Parameters
 - `timesteps.schedule` ∈ {uniform, tmpq} (tmpq only when the table gives `groups`).
 - uniform: `timesteps.count` ∈ counts (default: the baseline step count and 3/5, 2/5, 1/5 of it).
   A count equal to the baseline's emits no `timesteps` method, so the baseline stays the baseline.
+  On a user model (`SpaceContext.scheduler` set) a count decodes to the list the model's own scheduler
+  makes for it, which every scheduler can run; TMPQ groupings need one that takes custom lists.
 - tmpq: `timesteps.groups` ∈ groups (G); the 1000 training timesteps are split into G quadratic groups
   (`tuner.methods.timesteps.tmpq_group_edges`) and `timesteps.offset<i>` ∈ [0, 1] picks the timestep
   inside group i as a fraction of the group's width (so one gene means the same for every G).
@@ -33,6 +35,7 @@ class TimestepsFamily(Family):
         super().__init__()
         self.steps = int(context.steps)
         self.num_train = int(context.num_train_timesteps)
+        self.scheduler = getattr(context, "scheduler", None)
         r = TableReader("timesteps", table)
         self.enabled = r.flag("enabled", True)
         if not self.enabled:
@@ -46,6 +49,13 @@ class TimestepsFamily(Family):
         schedules = r.choices("schedules", ["uniform", "tmpq"] if groups else ["uniform"], SCHEDULES)
         if "tmpq" in schedules and not groups:
             raise TunerError("space.timesteps: schedule 'tmpq' needs 'groups' (e.g. groups = [10, 20])")
+        if "tmpq" in schedules and self.scheduler is not None:
+            from tuner.methods.diffusers_schedule import takes_custom_timesteps
+
+            if not takes_custom_timesteps(self.scheduler):
+                raise TunerError(f"space.timesteps: TMPQ groupings need a scheduler that runs custom timestep lists; "
+                                 f"{type(self.scheduler).__name__} does not (set [model] scheduler, e.g. "
+                                 "EulerDiscreteScheduler or DDPMScheduler)")
         r.finish()
         self.add(Param("timesteps.schedule", "categorical", choices=schedules, help="uniform or TMPQ grouping"))
         self.add(Param("timesteps.count", "categorical", choices=tuple(counts),
@@ -90,6 +100,10 @@ class TimestepsFamily(Family):
         count = int(self.get(values, "timesteps.count"))
         if count == self.steps:
             return {}
+        if self.scheduler is not None:  # a user model: the list its own scheduler makes for this count
+            from tuner.methods.diffusers_schedule import own_timesteps
+
+            return {"timesteps": {"timesteps": own_timesteps(self.scheduler, count)}}
         return {"timesteps": {"timesteps": uniform_timesteps(count, self.num_train)}}
 
 

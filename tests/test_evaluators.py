@@ -112,3 +112,18 @@ def test_macs_count_only_what_runs(tiny_pipe):
     m4 = sum(count_macs(tiny_pipe.unet, lambda: tiny_pipe([1], [0], num_inference_steps=4)).values())
     assert m4 == 2 * m2 > 0
     assert any(k.endswith(".sdpa") for k in count_macs(tiny_pipe.unet, lambda: tiny_pipe([1], [0], num_inference_steps=1)))
+
+
+def test_frechet_distance_matches_torchmetrics():
+    """The sample-space FID (nuclear norm of the cross-Gram matrix) equals torchmetrics' eigenvalue form."""
+    from torchmetrics.image.fid import _compute_fid
+
+    from tuner.evaluators.fidelity import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    for n, m, d in ((12, 20, 64), (40, 30, 16)):  # fewer samples than dimensions, and more
+        a = torch.randn(n, d, generator=g, dtype=torch.float64)
+        b = 0.8 * torch.randn(m, d, generator=g, dtype=torch.float64) + 0.3
+        expected = _compute_fid(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
+        assert frechet_distance(a, b) == pytest.approx(float(expected), rel=1e-6)
+    assert abs(frechet_distance(a, a)) < 1e-9

@@ -1,20 +1,30 @@
 """Scoring one AccelConfig against the un-accelerated baseline, with everything that does not depend on
 the candidate (baseline images and latency, reference features, extractor) computed once per context.
 
-Used by `tuner baseline`, `tuner evaluate` and every study trial.
+Used by `tuner baseline`, `tuner evaluate` and every study trial, on any model of `tuner.models`.
+
+Quality on a user's model needs no dataset: FID/KID are computed in Inception space against the baseline
+model's own images for the same prompts and seeds (or against `reference_images`, a folder, when given).
+The baseline's FID against itself is 0, so what the study stores as the baseline's `fid` (the scale its
+ratios, FID cap and hypervolume use) is the seed-noise floor: the FID between the baseline set and a
+second baseline set drawn with other seeds. A candidate below it changes the images less than drawing new
+noise does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import torch
 
 from tuner.evaluators.cost import bitops, count_macs
 from tuner.evaluators.fidelity import InceptionFeatures, ReferenceFeatures, class_accuracy, fid_kid, frechet_distance_of_features
 from tuner.evaluators.latency import interleaved_medians, time_once
+from tuner.evaluators.memory import PeakMemory
 from tuner.evaluators.pairwise import pairwise
 from tuner.apply_config import apply
 from tuner.config import AccelConfig
@@ -25,11 +35,13 @@ from tuner.proxy.data import DATASET_ID, IMAGE_SIZE, NUM_CLASSES, load_digits_sp
 
 @dataclass(frozen=True)
 class ProxySet:
-    """The images every candidate generates: balanced classes, one fixed seed per image."""
+    """The images every candidate generates: balanced classes (proxy) or prompts cycled in order (text
+    models), one fixed seed per image."""
 
     n_images: int = 64
     steps: int = 50
     seed: int = 0
+    prompts: tuple[str, ...] | None = None  # None: digit classes (the proxy)
 
     def __post_init__(self):
         for key in ("n_images", "steps", "seed"):
@@ -42,42 +54,94 @@ class ProxySet:
             raise TunerError(f"steps={self.steps} is out of range (1..1000)")
         if not (0 <= self.seed < 2**31):
             raise TunerError(f"seed={self.seed} is out of range (0..2147483647)")
+        if self.prompts is not None:
+            if not self.prompts or not all(isinstance(p, str) and p for p in self.prompts):
+                raise TunerError("prompts must be a non-empty list of non-empty strings")
+            object.__setattr__(self, "prompts", tuple(self.prompts))
 
     @property
     def classes(self) -> list[int]:
         return [i % NUM_CLASSES for i in range(self.n_images)]
 
     @property
+    def conditions(self) -> list:
+        """What image i is generated from: prompt i mod len(prompts), or its digit class."""
+        if self.prompts is None:
+            return self.classes
+        return [self.prompts[i % len(self.prompts)] for i in range(self.n_images)]
+
+    @property
     def seeds(self) -> list[int]:
         return [self.seed * 1_000_003 + i for i in range(self.n_images)]
 
     def subset(self, n: int) -> "ProxySet":
-        return ProxySet(min(n, self.n_images), self.steps, self.seed)
+        """The first n images (n >= 1: a timed batch may be a single image; FID needs the full set's >= 2)."""
+        out = ProxySet(max(2, min(n, self.n_images)), self.steps, self.seed, self.prompts)
+        object.__setattr__(out, "n_images", max(1, min(n, self.n_images)))
+        return out
+
+    def reseeded(self, seed: int) -> "ProxySet":
+        return ProxySet(self.n_images, self.steps, seed, self.prompts)
 
 
 @dataclass
 class EvalContext:
-    pipe: object  # tuner.pipeline.ProxyPipeline
+    pipe: object  # a model of tuner.models (tuner.pipeline.ProxyPipeline, tuner.models.DiffusersModel)
     proxy_set: ProxySet = field(default_factory=ProxySet)
-    extractor_name: str = "proxy"  # proxy | inception
+    extractor_name: str = "proxy"  # proxy | inception (a user model always uses inception)
     inception_weights: str | None = None
     latency_images: int = 8  # batch timed for latency (interleaved with the baseline)
     latency_repeats: int = 3
     progress: bool = False
+    reference_images: str | None = None  # folder: FID against it instead of the default reference
+    clip_model: str | None = None  # local CLIP folder: adds `clip_score` (text models)
 
     def __post_init__(self):
         if self.extractor_name not in ("proxy", "inception"):
             raise TunerError(f"unknown feature extractor '{self.extractor_name}' (proxy or inception)")
-        self.classifier = load_classifier()
-        self.extractor = (ClassifierFeatures(self.classifier) if self.extractor_name == "proxy"
-                          else InceptionFeatures(self.inception_weights))
-        self.reference = ReferenceFeatures(self.extractor, DATASET_ID, IMAGE_SIZE,
-                                           lambda: load_digits_split("heldout")[0])
+        self.kind = getattr(self.pipe, "kind", "proxy")
+        self.target = getattr(self.pipe, "target", self.pipe)  # what tuner.apply patches
+        if self.kind == "proxy":
+            self.classifier = load_classifier()
+            self.extractor = (ClassifierFeatures(self.classifier) if self.extractor_name == "proxy"
+                              else InceptionFeatures(self.inception_weights))
+        else:
+            if self.proxy_set.prompts is None:
+                raise TunerError(f"model {getattr(self.pipe, 'model_id', '?')} is text-conditioned: the proxy set needs prompts")
+            self.extractor_name = "inception"  # the digit classifier means nothing on a user's images
+            self.classifier = None
+            self.extractor = InceptionFeatures(self.inception_weights, allow_download=True)
+        if self.reference_images is not None:
+            from tuner.evaluators.reference_images import image_files, load_images
+
+            folder, size = str(self.reference_images), int(getattr(self.pipe, "resolution", IMAGE_SIZE))
+            files = image_files(folder)
+            listing = repr((str(Path(folder).resolve()), [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]))
+            key = f"folder-{hashlib.sha256(listing.encode()).hexdigest()[:16]}"
+            self.reference = ReferenceFeatures(self.extractor, key, size, lambda: load_images(folder, size))
+        elif self.kind == "proxy":
+            self.reference = ReferenceFeatures(self.extractor, DATASET_ID, IMAGE_SIZE,
+                                               lambda: load_digits_split("heldout")[0])
+        else:
+            self.reference = None  # the baseline's own images
+        self.clip = None
+        if self.clip_model is not None:
+            from tuner.evaluators.clip_score import ClipScorer
+
+            if self.proxy_set.prompts is None:
+                raise TunerError("evaluator.clip_model: a CLIP score needs prompts (a text-to-image model)")
+            self.clip = ClipScorer(self.clip_model)
+
+    @property
+    def fid_reference(self) -> str:
+        if self.reference_images is not None:
+            return str(self.reference_images)
+        return DATASET_ID if self.kind == "proxy" else "baseline images (same prompts and seeds)"
 
     # --- computed once ---------------------------------------------------------------------------
     def generate(self, proxy_set: ProxySet | None = None) -> torch.Tensor:
         ps = proxy_set or self.proxy_set
-        return self.pipe(ps.classes, ps.seeds, num_inference_steps=ps.steps, progress=self.progress)
+        return self.pipe(ps.conditions, ps.seeds, num_inference_steps=ps.steps, progress=self.progress)
 
     @cached_property
     def baseline_images(self) -> torch.Tensor:
@@ -85,6 +149,14 @@ class EvalContext:
 
     def baseline_subset(self, n: int) -> torch.Tensor:
         return self.baseline_images[:n]
+
+    def reference_features(self) -> torch.Tensor:
+        if self.reference is not None:
+            return self.reference.features()
+        if "_baseline_features" not in self.__dict__:
+            with torch.no_grad():
+                self.__dict__["_baseline_features"] = self.extractor(self.baseline_images.float().cpu()).double()
+        return self.__dict__["_baseline_features"]
 
     @cached_property
     def real_vs_real_fid(self) -> float:
@@ -96,23 +168,36 @@ class EvalContext:
             feats = self.extractor(train[idx]).double()
         return frechet_distance_of_features(feats, self.reference.features(), self.extractor)
 
+    @cached_property
+    def seed_floor_fid(self) -> float:
+        """FID between the baseline set and a second baseline set drawn with other seeds (same prompts):
+        what changing only the noise does, the scale of a user model's FID-to-baseline."""
+        other = self.generate(self.proxy_set.reseeded((self.proxy_set.seed + 1) % 2**31))
+        return float(fid_kid(other, self.extractor, self.reference_features())["fid"])
+
     # --- per candidate ---------------------------------------------------------------------------
     def quality(self, images: torch.Tensor, proxy_set: ProxySet | None = None) -> dict:
         ps = proxy_set or self.proxy_set
         if not torch.isfinite(images).all():
             raise TrialFailed("generated images contain NaN or Inf")
-        out = fid_kid(images, self.extractor, self.reference.features())
-        out["class_accuracy"] = class_accuracy(images, torch.tensor(ps.classes), self.classifier)
+        out = fid_kid(images, self.extractor, self.reference_features())
+        if self.classifier is not None:
+            out["class_accuracy"] = class_accuracy(images, torch.tensor(ps.classes), self.classifier)
         out.update(pairwise(images, self.baseline_subset(len(images))))
+        if self.clip is not None:
+            out["clip_score"] = self.clip(images, ps.conditions)
         return out
 
     def generate_and_count(self, proxy_set: ProxySet | None = None, layer_bits=None) -> tuple[torch.Tensor, dict]:
         """One generation that also counts MACs/BitOPs per image (hooks see what really runs)."""
         ps = proxy_set or self.proxy_set
         box = {}
-        macs = count_macs(self.pipe.unet, lambda: box.setdefault("images", self.generate(ps)))
+        with PeakMemory(self.pipe.device) as peak:
+            macs = count_macs(self.pipe.unet, lambda: box.setdefault("images", self.generate(ps)))
         total_macs = sum(macs.values())
         cost = {"macs": total_macs / ps.n_images, "bitops": bitops(macs, layer_bits) / ps.n_images}
+        if peak.gb is not None:
+            cost["memory_gb"] = peak.gb
         return box["images"], cost
 
     def latency(self, config: AccelConfig | None = None, repeats: int | None = None, warmup: int = 1) -> dict:
@@ -121,12 +206,12 @@ class EvalContext:
         ps = self.proxy_set.subset(self.latency_images)
 
         def run():
-            self.pipe(ps.classes, ps.seeds, num_inference_steps=ps.steps)
+            self.pipe(ps.conditions, ps.seeds, num_inference_steps=ps.steps)
 
         fns, contexts = {"baseline": run}, {}
         if config is not None:
             fns["candidate"] = run
-            contexts["candidate"] = lambda: apply(self.pipe, config)
+            contexts["candidate"] = lambda: apply(self.target, config)
         med = interleaved_medians(fns, repeats or self.latency_repeats, warmup=warmup, device=self.pipe.device,
                                   contexts=contexts)
         return {k: v / ps.n_images for k, v in med.items()}
@@ -145,16 +230,22 @@ class EvalContext:
         images, cost = box["images"], box["cost"]
         self.__dict__["baseline_images"] = images  # the counted run is the baseline set
         q = self.quality(images)
-        return {"n_images": self.proxy_set.n_images, "steps": self.proxy_set.steps,
-                "seconds_per_image": self.latency(warmup=0)["baseline"],  # the generation just run warmed up
-                "generation_seconds": generation, **q, **cost,
-                "real_vs_real_fid": self.real_vs_real_fid, "feature_extractor": self.extractor_name}
+        out = {"n_images": self.proxy_set.n_images, "steps": self.proxy_set.steps,
+               "seconds_per_image": self.latency(warmup=0)["baseline"],  # the generation just run warmed up
+               "generation_seconds": generation, **q, **cost, "feature_extractor": self.extractor_name,
+               "fid_reference": self.fid_reference, "model_id": getattr(self.pipe, "model_id", "custom")}
+        if self.kind == "proxy" and self.reference_images is None:
+            out["real_vs_real_fid"] = self.real_vs_real_fid
+        if self.reference is None:  # FID against the baseline itself: its scale is the seed-noise floor
+            out["fid_to_itself"] = out["fid"]
+            out["fid"] = out["fid_seed_floor"] = self.seed_floor_fid
+        return out
 
     def evaluate(self, config: AccelConfig, proxy_set: ProxySet | None = None, with_latency: bool = True) -> dict:
         """Scores `config` on the proxy set; the pipeline is restored afterwards."""
         ps = proxy_set or self.proxy_set
         self.baseline_images  # make sure the baseline exists before the candidate touches the model
-        handle = apply(self.pipe, config)
+        handle = apply(self.target, config)
         try:
             info = dict(handle.info)
             images, cost = self.generate_and_count(ps, info.get("layer_bits"))

@@ -20,6 +20,10 @@ DEFAULT_STEPS = 50
 
 
 class ProxyPipeline:
+    """The proxy model, and already a model of `tuner.models`: conditions are digit classes."""
+
+    kind = "proxy"
+
     def __init__(self, unet, class_encoder, scheduler, guidance_scale: float = 2.0, batch_size: int = 32):
         self.unet = unet
         self.class_encoder = class_encoder
@@ -39,6 +43,11 @@ class ProxyPipeline:
         if not isinstance(resolution, int) or resolution < factor or resolution > 1024 or resolution % factor:
             raise TunerError(f"impossible resolution {resolution}: must be a multiple of {factor} in {factor}..1024")
         self.resolution = resolution
+
+    @property
+    def target(self) -> "ProxyPipeline":
+        """What `tuner.apply` patches: this pipeline (its U-Net, timesteps and sampler)."""
+        return self
 
     @property
     def device(self) -> torch.device:

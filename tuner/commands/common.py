@@ -41,6 +41,13 @@ def add_eval_options(p, set_note: str = "") -> None:
                    help=f"denoising steps of the baseline, DDIM (default {d['steps']}{set_note})")
     p.add_argument("--seed", type=int, default=None,
                    help=f"seed of the proxy set, common random numbers (default {d['seed']}{set_note})")
+    p.add_argument("--model", default=None,
+                   help="'proxy' or a diffusers pipeline folder / hub id (default: the model a config records, else proxy)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="user models: weights dtype (default: the config's, else float16 on CUDA, float32 on CPU)")
+    p.add_argument("--prompts", default=None, help="user models: prompts file, one a line (default: the config's, else tuner's set)")
+    p.add_argument("--reference-images", default=None, help="folder of images: FID against them instead of the default")
+    p.add_argument("--clip-model", default=None, help="user models: local CLIP folder, adds clip_score")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--resolution", type=int, default=None, metavar="PX", help="image size in pixels (default: the model's)")
     p.add_argument("--unet-weights", default=None, metavar="FILE", help="proxy U-Net safetensors (default: the shipped file)")
@@ -96,21 +103,83 @@ def proxy_set_args(args, recorded: dict | None = None) -> dict:
     return out
 
 
-def make_context(args, progress: bool = True, recorded: dict | None = None, recorded_extractor: str | None = None):
+def model_settings(args, config=None) -> dict:
+    """The model to load: --model, else the one the config records (with its dtype, scheduler, guidance,
+    resolution), else the proxy. A config made for another model than --model is refused: its timesteps,
+    levels and objectives mean nothing there."""
+    from tuner.models import resolve_source
+    from tuner.proxy.model import MODEL_ID
+
+    env = (config.environment or {}) if config is not None else {}
+    recorded = env.get("model") if isinstance(env.get("model"), dict) else {}
+    recorded_id = recorded.get("id") or (config.model_id if config is not None else None)
+    if recorded_id == MODEL_ID:
+        recorded_id = "proxy"
+    wanted = args.model or recorded_id or "proxy"
+    source = resolve_source(wanted)
+    if recorded_id is not None and args.model is not None and resolve_source_id(recorded_id) != source.id:
+        raise TunerError(f"config is for model {recorded_id!r}, not {source.id!r}; drop --model to measure it on "
+                         "its own model")
+    out = {k: recorded.get(k) for k in ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size",
+                                        "unet_weights")} if source.id == recorded_id else {}
+    out["source"] = source
+    if getattr(args, "dtype", None):
+        out["dtype"] = args.dtype
+    if getattr(args, "unet_weights", None):
+        out["unet_weights"] = args.unet_weights
+    return out
+
+
+def resolve_source_id(model_id: str) -> str:
+    """The id a model is recorded under (a folder's absolute path), without failing on a moved folder."""
+    from pathlib import Path
+
+    p = Path(model_id).expanduser()
+    return str(p.resolve()) if p.exists() else model_id
+
+
+def make_context(args, progress: bool = True, recorded: dict | None = None, recorded_extractor: str | None = None,
+                 config=None):
     from tuner.evaluate import EvalContext, ProxySet
-    from tuner.proxy.model import load_proxy_pipeline
+    from tuner.models import load_model
+    from tuner.models.prompts import read_prompts
 
     ps = proxy_set_args(args, recorded)
-    proxy_set = ProxySet(ps["n_images"], ps["steps"], ps["seed"])  # validated here, before the model loads
+    settings = model_settings(args, config)
+    source = settings.pop("source")
+    prompts = None
+    if source.kind != "proxy":
+        recorded_prompts = (recorded or {}).get("prompts")
+        if args.prompts is not None:
+            prompts = read_prompts(args.prompts, "--prompts")
+        elif isinstance(recorded_prompts, list) and recorded_prompts:
+            prompts = tuple(str(p) for p in recorded_prompts)
+        else:
+            prompts = read_prompts(None)
+    elif args.prompts is not None:
+        raise TunerError("--prompts: the proxy model is conditioned on digit classes, not prompts")
+    proxy_set = ProxySet(ps["n_images"], ps["steps"], ps["seed"], prompts)  # validated before the model loads
+    reference = args.reference_images or ((config.environment or {}).get("reference_images") if config else None)
+    if reference is not None:
+        from tuner.evaluators.reference_images import image_files
+
+        image_files(reference, "--reference-images")
     from tuner.threads import set_threads
 
     set_threads(getattr(args, "threads", None))
-    pipe = load_proxy_pipeline(args.device, args.unet_weights)
+    pipe = load_model(source, args.device, settings.get("dtype"), settings.get("unet_weights"),
+                      settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
+                      settings.get("batch_size"))
     if args.resolution is not None:
         pipe.set_resolution(args.resolution)
-    extractor = args.feature_extractor or recorded_extractor or "proxy"
-    return EvalContext(pipe, proxy_set, extractor, args.inception_weights,
-                       latency_images=ps["latency_images"], latency_repeats=args.latency_repeats, progress=progress)
+    extractor = args.feature_extractor or recorded_extractor or ("proxy" if source.kind == "proxy" else "inception")
+    inception = args.inception_weights
+    recorded_inception = (config.environment or {}).get("inception_weights") if config is not None else None
+    if inception is None and isinstance(recorded_inception, str) and Path(recorded_inception).is_file():
+        inception = recorded_inception
+    return EvalContext(pipe, proxy_set, extractor, inception,
+                       latency_images=ps["latency_images"], latency_repeats=args.latency_repeats, progress=progress,
+                       reference_images=reference, clip_model=args.clip_model)
 
 
 def clean(obj):

@@ -33,10 +33,20 @@ def run_evaluate(args) -> int:
     # space unless overridden: its timesteps, checkpoints and objectives only mean something there.
     env = config.environment or {}
     ctx = make_context(args, progress=not args.json and sys.stderr.isatty(), recorded=env.get("proxy_set"),
-                       recorded_extractor=env.get("feature_extractor"))
-    apply(ctx.pipe, config).remove()  # a config this model cannot take fails now, not after the baseline
+                       recorded_extractor=env.get("feature_extractor"), config=config)
+    if "quant" in config.methods and ctx.kind != "proxy":  # a user model's default calibration, as in its study
+        from tuner.methods.quant import CALIBRATIONS, calibrate
+
+        if ctx.pipe.unet not in CALIBRATIONS:
+            calibrate(ctx.pipe)
+    apply(ctx.target, config).remove()  # a config this model cannot take fails now, not after the baseline
     result = ctx.evaluate(config)
-    result["baseline"] = {k: v for k, v in ctx.quality(ctx.baseline_images).items() if k in ("fid", "kid", "class_accuracy")}
+    base = ctx.quality(ctx.baseline_images)
+    if ctx.reference is None:  # FID against the baseline's own images: its scale is the seed-noise floor
+        base["fid"] = ctx.seed_floor_fid
+    result["baseline"] = {k: v for k, v in base.items() if k in ("fid", "kid", "class_accuracy", "clip_score")}
+    result["model_id"] = ctx.pipe.model_id
+    result["fid_reference"] = ctx.fid_reference
     result["config"] = config.to_dict()["methods"]
     print_result(result, args.json)
     return 0

@@ -69,6 +69,9 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--unet-weights", default=None, metavar="FILE", help="proxy U-Net safetensors (default: the shipped file)")
     add_threads_option(p)
+    p.add_argument("--model", default=None, help="'proxy' or a pipeline folder / hub id (default: the config's model)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="user models: dtype")
+    p.add_argument("--prompts", default=None, help="user models: prompts file (default: the config's, else tuner's set)")
     p.set_defaults(func=run_apply)
 
     p = sub.add_parser("dashboard", help="serve optuna-dashboard on the study's storage (Ctrl-C stops it)")
@@ -226,17 +229,30 @@ def run_apply(args) -> int:
     steps = args.steps if args.steps is not None else recorded_steps(config) or 50
     out = check_out_file(args.out, "--out", IMAGE_SUFFIXES)
     from tuner.apply_config import apply
-    from tuner.proxy.model import MODEL_ID, load_proxy_pipeline
+    from tuner.commands.common import model_settings
+    from tuner.models import load_model
+    from tuner.models.prompts import read_prompts
+
+    settings = model_settings(args, config)  # the config's own model; another --model is refused
+    source = settings.pop("source")
+    if source.kind == "proxy":
+        if args.prompts is not None:
+            raise TunerError("--prompts: the proxy model is conditioned on digit classes, not prompts")
+        conditions = [i % 10 for i in range(args.n_images)]
+    else:
+        recorded = ((config.environment or {}).get("proxy_set") or {}).get("prompts")
+        prompts = read_prompts(args.prompts, "--prompts") if args.prompts else (
+            tuple(recorded) if isinstance(recorded, list) and recorded else read_prompts(None))
+        conditions = [prompts[i % len(prompts)] for i in range(args.n_images)]
     from tuner.threads import set_threads
 
-    if config.model_id not in (None, MODEL_ID):
-        raise TunerError(f"config is for model '{config.model_id}'; `tuner apply` generates with {MODEL_ID}")
     set_threads(args.threads)
-    pipe = load_proxy_pipeline(args.device, args.unet_weights)
-    classes = [i % 10 for i in range(args.n_images)]
+    pipe = load_model(source, args.device, settings.get("dtype"), settings.get("unet_weights"),
+                      settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
+                      settings.get("batch_size"))
     seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
-    with apply(pipe, config):
-        images = pipe(classes, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
+    with apply(pipe.target, config):
+        images = pipe(conditions, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
     from torchvision.utils import save_image
 
     try:

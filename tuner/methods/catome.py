@@ -52,7 +52,7 @@ class CaToMeConfig(MethodConfig):
                                     help="steps where similarity is recomputed; null = every step")
     sx: int = knob(2, low=1, high=16, help="cell width")
     sy: int = knob(2, low=1, high=16, help="cell height")
-    max_downsample: int = knob(1, choices=LEVELS, search=(1,), help="deepest level patched (1 = D1/U1, as in the paper)")
+    max_downsample: int = knob(1, choices=LEVELS, search=("first_attention_level",), help="deepest level patched (1 = D1/U1, as in the paper)")
     merge_crossattn: bool = knob(False, help="merge before cross-attention")
     merge_mlp: bool = knob(False, help="merge before the feed-forward")
 
@@ -65,8 +65,8 @@ class CaToMeConfig(MethodConfig):
         def measure() -> dict:
             p, ps = study.spec.profile, study.proxy_set(study.spec.profile.n_images)
             study.log("Jaccard profile: measuring token-merge pairs on the baseline")
-            return profile_to_json(profile_merges(study.pipe, ps.classes, ps.seeds, ps.steps, p.threshold,
-                                                  p.max_downsample, progress=study.progress))
+            return profile_to_json(profile_merges(study.pipe, ps.conditions, ps.seeds, ps.steps, p.threshold,
+                                                  study.profile_max_downsample, progress=study.progress))
 
         return {"jaccard_profile": profile_from_json(study.remember("jaccard_profile", measure))}
 

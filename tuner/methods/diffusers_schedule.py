@@ -5,8 +5,8 @@ A tuner pipeline runs its own reverse step on any timestep list; a diffusers pip
 - timesteps: the scheduler instance's `set_timesteps` is wrapped to install the list. Schedulers whose
   `set_timesteps` accepts `timesteps=` (DDPM, Euler, DPM-Solver++) take a list when their own
   `set_timesteps(timesteps=...)` does (probed on a copy at apply time: e.g. Karras sigmas refuse custom
-  lists); count-only schedulers (DDIM) compute the previous step as t - T/n, so they accept only the list
-  they would make themselves for that count. PNDM's own lists repeat a timestep, so it takes none.
+  lists); count-only schedulers (DDIM, PNDM) compute the previous step as t - T/n, so they accept only the
+  list they would make themselves for that count (repeats removed: PNDM's PLMS warm-up repeats one).
   Anything else is refused at apply time rather than run wrongly. Without a `sampler` entry the list runs
   with the pipeline's own scheduler (the proxy study measured it with DDIM).
 - sampler: the scheduler is swapped for one with the same noise schedule. `ddim` = DDIMScheduler;
@@ -31,15 +31,24 @@ def is_diffusers_pipeline(target) -> bool:
     return isinstance(target, DiffusionPipeline) and getattr(target, "scheduler", None) is not None
 
 
-def _takes_custom_timesteps(scheduler) -> bool:
+def takes_custom_timesteps(scheduler) -> bool:
     return "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
+
+
+def own_timesteps(scheduler, count: int) -> list[int]:
+    """The distinct timesteps, descending, that `scheduler` runs for `count` steps (PNDM's PLMS warm-up
+    repeats one; second-order schedulers visit some twice): what a user model's `timesteps` family
+    proposes, so every scheduler can run it."""
+    probe = copy.deepcopy(scheduler)
+    probe.set_timesteps(count)
+    return sorted({int(t) for t in probe.timesteps}, reverse=True)
 
 
 def apply_timesteps(pipe, timesteps: list[int]) -> Handle:
     scheduler = pipe.scheduler
     ts = [int(t) for t in timesteps]
     original = scheduler.set_timesteps  # the bound method of this instance's class
-    if _takes_custom_timesteps(scheduler):
+    if takes_custom_timesteps(scheduler):
         try:
             copy.deepcopy(scheduler).set_timesteps(timesteps=ts)
         except (ValueError, TypeError, NotImplementedError) as e:
@@ -50,9 +59,7 @@ def apply_timesteps(pipe, timesteps: list[int]) -> Handle:
             kwargs.pop("timesteps", None)
             return original(device=device, timesteps=ts)
     else:
-        probe = copy.deepcopy(scheduler)
-        probe.set_timesteps(len(ts))
-        made = [int(t) for t in probe.timesteps]
+        made = own_timesteps(scheduler, len(ts))
         if made != ts:
             raise TunerError(f"method 'timesteps': {type(scheduler).__name__} cannot run this timestep list "
                              f"(for {len(ts)} steps it makes {made[:4]}...); use a scheduler whose set_timesteps "

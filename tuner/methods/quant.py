@@ -201,6 +201,15 @@ def calibrate(pipe, classes: Sequence[int] | None = None, seeds: Sequence[int] |
     from tuner.pipeline import DEFAULT_STEPS
 
     n = DEFAULT_CALIBRATION_IMAGES
+    if getattr(pipe, "kind", "proxy") != "proxy":  # a user model (tuner.models): the shipped prompts, its scheduler
+        from tuner.models.prompts import read_prompts
+
+        prompts = read_prompts(None)
+        conditions = list(classes) if classes is not None else [prompts[i % len(prompts)] for i in range(n)]
+        seeds = list(seeds) if seeds is not None else [DEFAULT_CALIBRATION_SEED + i for i in range(len(conditions))]
+        steps = steps or DEFAULT_CALIBRATION_STEPS or DEFAULT_STEPS
+        return calibrate_with(pipe.unet, lambda: pipe(conditions, seeds, num_inference_steps=steps),
+                              source=f"baseline trajectory, {len(seeds)} prompts x {steps} steps", method=method)
     classes = list(classes) if classes is not None else [i % 10 for i in range(n)]
     seeds = list(seeds) if seeds is not None else [DEFAULT_CALIBRATION_SEED + i for i in range(len(classes))]
     steps = steps or DEFAULT_CALIBRATION_STEPS or DEFAULT_STEPS

@@ -25,7 +25,7 @@ class SolverConfig(MethodConfig):
     """The reverse-step rule (the diffusion solver): DDIM, or DDPM with baseline or Li & Yan coefficients."""
 
     name: str = knob("ddim", choices=SOLVERS, search=SOLVERS, help="reverse-step rule")
-    coefficients: str = knob("baseline", choices=COEFFICIENTS, search=COEFFICIENTS, when=("name", ("ddpm",)),
+    coefficients: str = knob("baseline", choices=COEFFICIENTS, search=("solver_coefficients",), when=("name", ("ddpm",)),
                              help="DDPM noise coefficients (ddpm only; liyan = arXiv 2405.14861)")
 
     def check(self) -> None:

@@ -28,7 +28,7 @@ class ToMeConfig(MethodConfig):
     ratio: float = knob(0.5, low=0.0, high=0.95, search=(0.1, 0.7), help="share of tokens merged away; 0 = neutral")
     sx: int = knob(2, low=1, high=16, help="cell width (one dst per sx x sy cell)")
     sy: int = knob(2, low=1, high=16, help="cell height")
-    max_downsample: int = knob(1, choices=LEVELS, search=(1,),
+    max_downsample: int = knob(1, choices=LEVELS, search=("first_attention_level",),
                                help="deepest level patched: 1 = highest resolution only (SD's D1/U1)")
     use_rand: bool = knob(True, help="random dst per cell (tomesd default) instead of top-left")
     merge_attn: bool = knob(True, help="merge before self-attention")

@@ -48,11 +48,14 @@ class PrepareContext:
         return value
 
     def proxy_set(self, n_images: int):
-        """The study's proxy set (seed, steps) with `n_images` images (at least 2)."""
-        from tuner.evaluate import ProxySet
+        """The study's proxy set (seed, steps, prompts) with `n_images` images (at least 2); its
+        `conditions` are what the model generates from (digit classes or prompts)."""
+        return proxy_set_of(self.spec, max(2, n_images))
 
-        ps = self.spec.proxy_set
-        return ProxySet(max(2, n_images), ps.steps, ps.seed)
+    @property
+    def profile_max_downsample(self) -> int:
+        """The [profile] levels, reaching at least the model's first level with self-attention (SDXL: 2)."""
+        return max(self.spec.profile.max_downsample, first_attention_level(self.pipe.unet))
 
 
 @dataclass
@@ -75,18 +78,17 @@ class StudyContext:
         """`study` (an optuna.Study) holds the stored baseline and profile; without one everything is
         measured here. `pipe` overrides the model (tests)."""
         from tuner.search_spaces.space import SpaceContext, build_space
-        from tuner.evaluate import EvalContext, ProxySet
-        from tuner.proxy.model import load_proxy_pipeline
+        from tuner.evaluate import EvalContext
 
         t0 = time.perf_counter()
         timings = {}
         if pipe is None:
-            pipe = load_proxy_pipeline(spec.model.device, spec.model.unet_weights)
+            pipe = spec.model.load()
         ps = spec.proxy_set
         ev = spec.evaluator
-        ectx = EvalContext(pipe, ProxySet(ps.n_images, ps.steps, ps.seed), ev.feature_extractor,
-                           ev.inception_weights, latency_images=ev.latency_images,
-                           latency_repeats=ev.latency_repeats, progress=progress)
+        ectx = EvalContext(pipe, proxy_set_of(spec), ev.feature_extractor, ev.inception_weights,
+                           latency_images=ev.latency_images, latency_repeats=ev.latency_repeats, progress=progress,
+                           reference_images=ev.reference_images, clip_model=ev.clip_model)
         stored = dict(study.user_attrs) if study is not None else {}
 
         t = time.perf_counter()
@@ -111,7 +113,7 @@ class StudyContext:
                 timings[f"prepare_{name}"] = time.perf_counter() - t
 
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
-                                 max_branch=_max_branch(pipe), **facts)
+                                 max_branch=_max_branch(pipe), **model_facts(pipe), **facts)
         space = build_space(spec.space, space_ctx)
         context = cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
                       time.perf_counter() - t0, timings)
@@ -130,6 +132,57 @@ class StudyContext:
             from tuner.study.export import machine_environment
 
             study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(self.pipe.device))
+
+
+def proxy_set_of(spec: StudySpec, n_images: int | None = None):
+    from tuner.evaluate import ProxySet
+
+    ps = spec.proxy_set
+    return ProxySet(n_images or ps.n_images, ps.steps, ps.seed, ps.prompts)
+
+
+def first_attention_level(unet) -> int:
+    """Downsampling factor (1, 2, 4, ...) of the highest-resolution level with a transformer block: where
+    token merging starts. 1 on SD-1.x/2.x and the proxy, 2 on SDXL."""
+    from tuner.methods.token_merge_patch import LEVELS, transformer_blocks
+
+    found = [ref.downsample for ref in transformer_blocks(unet, max(LEVELS))]
+    return min(found) if found else 1
+
+
+def model_facts(pipe) -> dict:
+    """What the search space needs to know about the model (SpaceContext fields): where token merging
+    starts, and the diffusers scheduler whose own timestep lists a user model's `timesteps` family uses
+    (None for the proxy, which runs any list)."""
+    if getattr(pipe, "kind", "proxy") == "proxy":
+        return {"first_attention_level": first_attention_level(pipe.unet)}
+    # diffusers has no scheduler with DDPM's 'baseline' coefficients: those trials could only fail
+    return {"first_attention_level": first_attention_level(pipe.unet), "scheduler": pipe.scheduler,
+            "solver_coefficients": ("liyan",)}
+
+
+def check_runnable(spec: StudySpec, cuda=None) -> None:
+    """What only this machine can say, before a study database is created: the device exists, the dtype
+    runs on it, GPU-only metrics have a GPU, Inception weights can be had. `cuda` replaces torch.cuda (tests)."""
+    from tuner.models.dtype import check_dtype
+    from tuner.proxy.model import resolve_device
+
+    try:
+        dev = resolve_device(spec.model.device)
+    except TunerError as e:
+        raise TunerError(f"model.device: {e}") from None
+    if not spec.model.is_proxy:
+        check_dtype(spec.model.dtype, dev, cuda)
+    if dev.type != "cuda" and ("memory" in spec.objectives or spec.constraints.max_memory_gb is not None):
+        raise TunerError("peak memory (objective 'memory', constraints.max_memory_gb) is measured on CUDA only; "
+                         f"this study runs on {dev}")
+    if not spec.model.is_proxy and spec.evaluator.inception_weights is None:
+        from tuner.evaluators.fidelity import cached_inception_weights
+        from tuner.models.source import is_online
+
+        if cached_inception_weights() is None and not is_online("github.com"):
+            raise TunerError("FID on a user model needs torch-fidelity's Inception weights and the machine is offline: "
+                             "set [evaluator] inception_weights = PATH to weights-inception-2015-12-05-6726825d.pth")
 
 
 def _max_branch(pipe) -> int:

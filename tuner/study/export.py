@@ -19,7 +19,7 @@ from tuner.study.pareto import baseline_of, completed
 from tuner.study.spec import METRIC_NAMES, StudySpec
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / f"accel_config.v{SCHEMA_VERSION}.json"
-MEASURED_KEYS = ("kid", "psnr", "ssim", "class_accuracy", "speedup", "macs", "bitops", "fid_ratio",
+MEASURED_KEYS = ("kid", "psnr", "ssim", "class_accuracy", "clip_score", "memory_gb", "speedup", "macs", "bitops", "fid_ratio",
                  "seconds_per_image_raw", "baseline_seconds_per_image")
 
 
@@ -44,10 +44,24 @@ def machine_environment(device) -> dict:
 def environment(study: optuna.Study, spec: StudySpec, trial: optuna.trial.FrozenTrial) -> dict:
     """Where the trial was measured: the study's stored machine (not the exporting one), its proxy set."""
     machine = study.user_attrs.get(ENVIRONMENT_ATTR) or {**machine_environment("cpu"), "device": spec.model.device or "unknown"}
-    return {**machine, "study": spec.name, "trial": trial.number, "num_inference_steps": spec.proxy_set.steps,
-            "proxy_set": {"n_images": spec.proxy_set.n_images, "steps": spec.proxy_set.steps,
-                          "seed": spec.proxy_set.seed, "latency_images": spec.evaluator.latency_images},
-            "feature_extractor": spec.evaluator.feature_extractor}
+    proxy_set = {"n_images": spec.proxy_set.n_images, "steps": spec.proxy_set.steps,
+                 "seed": spec.proxy_set.seed, "latency_images": spec.evaluator.latency_images}
+    if spec.proxy_set.prompts is not None:  # the prompts the images were made from, in order
+        ps = spec.proxy_set
+        proxy_set["prompts"] = [ps.prompts[i % len(ps.prompts)] for i in range(min(ps.n_images, len(ps.prompts)))]
+    out = {**machine, "study": spec.name, "trial": trial.number, "num_inference_steps": spec.proxy_set.steps,
+           "proxy_set": proxy_set, "feature_extractor": spec.evaluator.feature_extractor}
+    if not spec.model.is_proxy:  # how to load the same model again (`tuner evaluate` / `tuner apply`)
+        m = spec.model
+        out["model"] = {k: v for k, v in (("id", m.id), ("dtype", m.dtype), ("scheduler", m.scheduler),
+                                          ("guidance_scale", m.guidance_scale), ("resolution", m.resolution),
+                                          ("batch_size", m.batch_size), ("unet_weights", m.unet_weights))
+                        if v is not None}
+        if spec.evaluator.reference_images is not None:
+            out["reference_images"] = spec.evaluator.reference_images
+        if spec.evaluator.inception_weights is not None:  # used by `tuner evaluate` when the file is still there
+            out["inception_weights"] = spec.evaluator.inception_weights
+    return out
 
 
 def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,

@@ -6,6 +6,8 @@ Objectives (all minimized):
   load changing between trials; the raw seconds are kept as user attributes.
 - fid: proxy FID on the full proxy set.
 - bitops (optional): BitOPs per image (MACs x weight bits x activation bits, summed per layer).
+- memory (optional, CUDA): peak GPU memory of the candidate's generation, GB (`memory_gb`); also a
+  constraint with `[constraints] max_memory_gb`.
 
 Constraint (with `[constraints] max_fid_increase = X`): `fid_increase_pct` = 100 * (fid / baseline - 1)
 - X, feasible when <= 0, set with Optuna 5's `trial.set_constraint`.
@@ -30,6 +32,7 @@ from tuner.errors import TrialFailed, TunerError
 from tuner.study.context import StudyContext
 
 FID_CONSTRAINT = "fid_increase_pct"
+MEMORY_CONSTRAINT = "memory_gb_excess"
 
 
 def _jsonable(v):
@@ -97,7 +100,13 @@ class TrialObjective:
         excess = self.fid_excess(result["fid_ratio"])
         if excess is not None:
             trial.set_constraint(FID_CONSTRAINT, excess)
-        objectives = {"latency": latency, "fid": fid, "bitops": float(result["bitops"])}
+        max_memory = self.spec.constraints.max_memory_gb
+        if max_memory is not None:
+            if result.get("memory_gb") is None:
+                raise TrialFailed("constraints.max_memory_gb: peak memory was not measured (CUDA only)")
+            trial.set_constraint(MEMORY_CONSTRAINT, float(result["memory_gb"]) - max_memory)
+        objectives = {"latency": latency, "fid": fid, "bitops": float(result["bitops"]),
+                      "memory": float(result.get("memory_gb", float("nan")))}
         return [objectives[o] for o in self.spec.objectives]
 
     def _cheap_reject(self, trial: optuna.Trial, config) -> None:

@@ -20,7 +20,7 @@ from tuner.study.context import BASELINE_ATTR
 from tuner.study.spec import METRIC_NAMES, StudySpec
 
 DEFAULT_FID_REF_INCREASE = 100.0  # percent, when the study has no FID constraint
-BASELINE_KEYS = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops"}
+BASELINE_KEYS = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops", "memory": "memory_gb"}
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -53,7 +53,7 @@ def reference_point(spec: StudySpec, baseline: dict) -> tuple[np.ndarray, dict]:
     """(normalized reference point, the same in raw units keyed by objective)."""
     x = spec.constraints.max_fid_increase
     fid_ref = 1.0 + (DEFAULT_FID_REF_INCREASE if x is None else x) / 100.0
-    norm = {"latency": 1.0, "fid": fid_ref, "bitops": 1.0}
+    norm = {"latency": 1.0, "fid": fid_ref, "bitops": 1.0, "memory": 1.0}
     ref = np.array([norm[o] for o in spec.objectives])
     raw = {o: norm[o] * float(baseline[BASELINE_KEYS[o]]) for o in spec.objectives}
     return ref, raw
@@ -97,7 +97,7 @@ def objectives_line(spec: StudySpec, attrs: dict) -> str:
 
 def member(spec: StudySpec, t: optuna.trial.FrozenTrial) -> dict:
     objectives = {METRIC_NAMES[o]: v for o, v in zip(spec.objectives, t.values)}
-    for key in ("kid", "psnr", "ssim", "class_accuracy", "speedup", "macs", "bitops"):
+    for key in ("kid", "psnr", "ssim", "class_accuracy", "clip_score", "memory_gb", "speedup", "macs", "bitops"):
         if key in t.user_attrs:
             objectives.setdefault(key, t.user_attrs[key])
     return {"trial": t.number, "objectives": objectives, "config": t.user_attrs.get("config", {})}

@@ -46,12 +46,19 @@ from tuner.study.storage import damaged, first_line, is_damage, is_transient, op
 FINGERPRINT_ATTR = "spec_fingerprint"
 WARM_START_ATTR = "tuner:warm_start_queued"
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
+OPTIONAL_KEYS = ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
+                 "reference_images", "clip_model", "max_memory_gb")  # [model]/[proxy_set]/[evaluator] keys added later
 
 
 def spec_fingerprint(spec: StudySpec) -> dict:
     """What must not change between runs of one study (n_trials, sampler and snapshot cadence may)."""
-    parts = {"objectives": list(spec.objectives), "model": {k: v for k, v in asdict(spec.model).items() if k != "threads"}, "proxy_set": asdict(spec.proxy_set),
-             "evaluator": asdict(spec.evaluator), "constraints": asdict(spec.constraints),
+    def unset_dropped(d: dict) -> dict:  # keys added with user models count only when set (old studies resume)
+        return {k: v for k, v in d.items() if not (k in OPTIONAL_KEYS and v is None)}
+
+    parts = {"objectives": list(spec.objectives),
+             "model": unset_dropped({k: v for k, v in asdict(spec.model).items() if k != "threads"}),
+             "proxy_set": unset_dropped(asdict(spec.proxy_set)),
+             "evaluator": unset_dropped(asdict(spec.evaluator)), "constraints": unset_dropped(asdict(spec.constraints)),
              "profile": asdict(spec.profile), "space": spec.space}
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:12]
             for k, v in parts.items()}
@@ -138,13 +145,10 @@ def count_finished(study: optuna.Study) -> int:
 def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, pipe=None) -> dict:
     """Run until the study holds spec.n_trials counted trials. Returns a summary with timings."""
     t_start = time.perf_counter()
-    if pipe is None and context is None and spec.model.device != "cpu":
-        from tuner.proxy.model import resolve_device
+    if pipe is None and context is None:
+        from tuner.study.context import check_runnable
 
-        try:  # before the database exists: a study that cannot run here must not be created
-            resolve_device(spec.model.device)
-        except TunerError as e:
-            raise TunerError(f"model.device: {e}") from None
+        check_runnable(spec)  # before the database exists: a study that cannot run here must not be created
     return _storage_guard(spec, lambda: _run(spec, context, progress, log, pipe, t_start))
 
 

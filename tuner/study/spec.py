@@ -15,10 +15,18 @@
                   threads = 1   # torch intra-op threads of each process (default 1, tuner/threads.py).
                                 # On a shared CPU one thread per process avoids OpenMP oversubscription,
                                 # which made a 2-thread run 5-20x slower in our measurements.
+                  # a user's model: id = a diffusers pipeline folder (relative to the TOML) or a hub id,
+                  # dtype = "float16" (default on CUDA; float32 on CPU) | "float32" | "bfloat16",
+                  # scheduler = "DDIMScheduler" (default: the folder's own), guidance_scale = 7.5
+                  # (default: the pipeline's), resolution = 512 (default: the model's), batch_size = 4
     [proxy_set]   n_images = 32; steps = 20; seed = 0
+                  prompts = "prompts.txt"  # user models: one prompt a line (default: tuner's shipped set)
     [evaluator]   latency_images = 8; latency_repeats = 3; cheap_reject_images = 8;
                   cheap_reject_margin = 1.0; feature_extractor = "proxy"; inception_weights = "..."
+                  reference_images = "dir/"  # FID against these instead of the default reference
+                  clip_model = "clip/"       # local CLIP folder: adds the clip_score metric (text models)
     [constraints] max_fid_increase = 50.0   # percent over the baseline's FID
+                  max_memory_gb = 12.0      # peak GPU memory of a generation (CUDA)
     [profile]     n_images = 8; threshold = 0.7; max_downsample = 1   # Jaccard profile (CA-ToMe)
     [sampler]     name = "joint"; options = {population_size = 8}
     [space]       ... passed to search_spaces.build_space; missing or empty: the default joint space
@@ -38,17 +46,33 @@ from typing import Any
 
 from tuner.errors import TunerError
 
-OBJECTIVES = ("latency", "fid", "bitops")
+OBJECTIVES = ("latency", "fid", "bitops", "memory")
 SAMPLERS = ("random", "tpe", "nsga2", "nsga3", "gp", "deap-nsga2", "deap-nsga3", "deap-spea2", "joint")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    id: str = "proxy"
+    id: str = "proxy"  # "proxy", a pipeline folder's absolute path, or a hub id
     device: str | None = None
     unet_weights: str | None = None  # absolute path (resolved against the TOML's folder)
     threads: int | None = None  # torch.set_num_threads for the study process
+    dtype: str | None = None  # None: float16 on CUDA, float32 on CPU (user models)
+    scheduler: str | None = None  # diffusers scheduler class name; None: the pipeline's own
+    guidance_scale: float | None = None  # None: the model's own default
+    resolution: int | None = None  # pixels; None: the model's default
+    batch_size: int | None = None  # images per pipeline call (user models)
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.id == "proxy"
+
+    def load(self):
+        """The model, ready on its device (tuner.models)."""
+        from tuner.models import load_model
+
+        return load_model(self.id, self.device, self.dtype, self.unet_weights, self.scheduler, self.guidance_scale,
+                          self.resolution, self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,8 @@ class ProxySetSpec:
     n_images: int = 32
     steps: int = 20
     seed: int = 0
+    prompts_file: str | None = None  # absolute path; None: the shipped set (user models)
+    prompts: tuple[str, ...] | None = None  # read from the file at load time; None for the proxy
 
 
 @dataclass(frozen=True)
@@ -66,11 +92,14 @@ class EvaluatorSpec:
     cheap_reject_margin: float = 1.0  # reject when subset FID ratio > margin x the allowed ratio
     feature_extractor: str = "proxy"
     inception_weights: str | None = None
+    reference_images: str | None = None  # absolute folder path
+    clip_model: str | None = None  # absolute folder path
 
 
 @dataclass(frozen=True)
 class ConstraintSpec:
     max_fid_increase: float | None = None  # percent over the baseline FID
+    max_memory_gb: float | None = None  # peak GPU memory of a generation
 
 
 @dataclass(frozen=True)
@@ -135,7 +164,7 @@ class StudySpec:
         return dataclasses.replace(self, n_trials=n)
 
 
-METRIC_NAMES = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops_per_image"}
+METRIC_NAMES = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops_per_image", "memory": "memory_gb"}
 
 
 # --- parsing helpers -------------------------------------------------------------------------------
@@ -222,6 +251,8 @@ def _parse_storage(data: Any, name: str, base: Path) -> tuple[str, LivenessSpec]
 
 
 def _parse_model(data: Any, base: Path) -> ModelSpec:
+    from tuner.models.source import check_weight_file, resolve_source
+
     t = _Table(data, "model")
     model_id = _check_str("model.id", t.get("id", "proxy"))
     device = t.get("device")
@@ -233,32 +264,78 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
     threads = t.get("threads")
     if threads is not None:
         _check_int("model.threads", threads, 1, 256)
+    dtype = t.get("dtype")
+    if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
+        raise TunerError(f"model.dtype={dtype!r}: use float32, float16 or bfloat16")
+    if dtype == "float16" and device is not None and device.startswith("cpu"):
+        raise TunerError("model.dtype='float16' cannot run on the CPU; use float32 or bfloat16, or device = \"cuda\"")
+    scheduler = t.get("scheduler")
+    guidance = t.get("guidance_scale")
+    if guidance is not None:
+        guidance = _check_float("model.guidance_scale", guidance, 0.0, 100.0)
+    resolution = t.get("resolution")
+    if resolution is not None:
+        _check_int("model.resolution", resolution, 8, 4096)
+    batch = t.get("batch_size")
+    if batch is not None:
+        _check_int("model.batch_size", batch, 1, 1024)
     t.finish()
-    if model_id != "proxy":
-        p = Path(model_id) if Path(model_id).is_absolute() else base / model_id
-        if not p.exists():
-            raise TunerError(f"model.id={model_id!r}: no such model folder ({p}); use \"proxy\" for the embedded model")
-        raise TunerError(f"model.id={model_id!r}: studies on Stable Diffusion checkpoints are not supported yet "
-                         "(their proxy FID needs a reference set); use \"proxy\"")
+    source = resolve_source(model_id, base)  # a folder that is not a UNet2DConditionModel pipeline: error now
+    if source.kind == "proxy":
+        for key, value in (("scheduler", scheduler), ("batch_size", batch)):
+            if value is not None:
+                raise TunerError(f"model.{key} applies to a diffusers pipeline, not to the proxy")
+        if dtype not in (None, "float32"):
+            raise TunerError(f"model.dtype={dtype!r}: the proxy model runs in float32 only")
+    elif scheduler is not None:
+        from tuner.models.diffusers_model import scheduler_class
+
+        scheduler_class(_check_str("model.scheduler", scheduler))
     if weights is not None:
         p = Path(_check_str("model.unet_weights", weights))
         p = p if p.is_absolute() else (base / p).resolve()
         if not p.is_file():
             raise TunerError(f"model.unet_weights: file not found: {p}")
         weights = str(p)
-    return ModelSpec(model_id, device, weights, threads)
+        if source.kind == "proxy":  # small: load it, so a corrupt file never reaches a study database
+            from tuner.proxy.model import load_proxy_pipeline
+
+            load_proxy_pipeline("cpu", p)
+        else:
+            check_weight_file(p, "model.unet_weights")
+    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch)
 
 
-def _parse_proxy_set(data: Any) -> ProxySetSpec:
+def _parse_proxy_set(data: Any, model: ModelSpec, base: Path) -> ProxySetSpec:
+    from tuner.models.prompts import DEFAULT_PROMPTS, read_prompts
+
     t = _Table(data, "proxy_set")
-    out = ProxySetSpec(_check_int("proxy_set.n_images", t.get("n_images", 32), 2, 100_000),
-                       _check_int("proxy_set.steps", t.get("steps", 20), 2, 1000),
-                       _check_int("proxy_set.seed", t.get("seed", 0), 0, 2**31 - 1))
+    n = _check_int("proxy_set.n_images", t.get("n_images", 32), 2, 100_000)
+    steps = _check_int("proxy_set.steps", t.get("steps", 20), 2, 1000)
+    seed = _check_int("proxy_set.seed", t.get("seed", 0), 0, 2**31 - 1)
+    prompts_file = t.get("prompts")
     t.finish()
-    return out
+    prompts = None
+    if prompts_file is not None:
+        if model.is_proxy:
+            raise TunerError("proxy_set.prompts: the proxy model is conditioned on digit classes, not prompts")
+        p = Path(_check_str("proxy_set.prompts", prompts_file))
+        prompts_file = str(p if p.is_absolute() else (base / p).resolve())
+        prompts = read_prompts(prompts_file)
+    elif not model.is_proxy:
+        prompts = read_prompts(DEFAULT_PROMPTS)
+    return ProxySetSpec(n, steps, seed, prompts_file, prompts)
 
 
-def _parse_evaluator(data: Any, n_images: int, base: Path) -> EvaluatorSpec:
+def _folder(t: "_Table", key: str, base: Path) -> str | None:
+    value = t.get(key)
+    if value is None:
+        return None
+    p = Path(_check_str(t.key(key), value))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _parse_evaluator(data: Any, n_images: int, base: Path, model: ModelSpec) -> EvaluatorSpec:
     t = _Table(data, "evaluator")
     lat = _check_int("evaluator.latency_images", t.get("latency_images", min(8, n_images)), 1, n_images)
     rep = _check_int("evaluator.latency_repeats", t.get("latency_repeats", 3), 1, 100)
@@ -266,9 +343,23 @@ def _parse_evaluator(data: Any, n_images: int, base: Path) -> EvaluatorSpec:
     if cheap == 1:
         raise TunerError("evaluator.cheap_reject_images must be 0 (off) or >= 2")
     margin = _check_float("evaluator.cheap_reject_margin", t.get("cheap_reject_margin", 1.0), 1.0, 100.0)
-    extractor = t.get("feature_extractor", "proxy")
+    extractor = t.get("feature_extractor", "proxy" if model.is_proxy else "inception")
     if extractor not in ("proxy", "inception"):
         raise TunerError(f"evaluator.feature_extractor={extractor!r}: use 'proxy' or 'inception'")
+    if extractor == "proxy" and not model.is_proxy:
+        raise TunerError("evaluator.feature_extractor='proxy' is the digit classifier of the proxy model; a user "
+                         "model is scored in Inception space (feature_extractor = \"inception\")")
+    reference = _folder(t, "reference_images", base)
+    if reference is not None:
+        from tuner.evaluators.reference_images import image_files
+
+        image_files(reference)  # missing folder or < 2 images: error now
+    clip = _folder(t, "clip_model", base)
+    if clip is not None:
+        if model.is_proxy:
+            raise TunerError("evaluator.clip_model: a CLIP score needs prompts; the proxy model has digit classes")
+        if not (Path(clip) / "config.json").is_file():
+            raise TunerError(f"evaluator.clip_model: {clip} is not a local CLIP model folder (no config.json)")
     weights = t.get("inception_weights")
     if weights is not None:
         p = Path(_check_str("evaluator.inception_weights", weights))
@@ -276,18 +367,20 @@ def _parse_evaluator(data: Any, n_images: int, base: Path) -> EvaluatorSpec:
         if not p.is_file():
             raise TunerError(f"evaluator.inception_weights: file not found: {p} (nothing is downloaded)")
         weights = str(p)
-    elif extractor == "inception":
+    elif extractor == "inception" and model.is_proxy:
         raise TunerError("evaluator.feature_extractor='inception' needs evaluator.inception_weights = a local "
                          "torch-fidelity Inception weights file (nothing is downloaded)")
     t.finish()
-    return EvaluatorSpec(lat, rep, cheap, margin, extractor, weights)
+    return EvaluatorSpec(lat, rep, cheap, margin, extractor, weights, reference, clip)
 
 
 def _parse_constraints(data: Any) -> ConstraintSpec:
     t = _Table(data, "constraints")
     x = t.get("max_fid_increase")
+    m = t.get("max_memory_gb")
     t.finish()
-    return ConstraintSpec(None if x is None else _check_float("constraints.max_fid_increase", x, 0.0, 10_000.0))
+    return ConstraintSpec(None if x is None else _check_float("constraints.max_fid_increase", x, 0.0, 10_000.0),
+                          None if m is None else _check_float("constraints.max_memory_gb", m, 0.0, 10_000.0))
 
 
 def _parse_profile(data: Any) -> ProfileSpec:
@@ -333,12 +426,12 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if bad:
         raise TunerError(f"unknown objective(s) {', '.join(map(repr, bad))} (known: {', '.join(OBJECTIVES)})")
     if objectives[:2] != ["latency", "fid"] or len(set(objectives)) != len(objectives):
-        raise TunerError('objectives must be ["latency", "fid"] or ["latency", "fid", "bitops"]')
+        raise TunerError('objectives must be ["latency", "fid"] followed by any of "bitops", "memory"')
     snapshot_every = _check_int("snapshot_every", t.get("snapshot_every", 10), 1, 100_000)
     storage, liveness = _parse_storage(t.get("storage"), name, base)
     model = _parse_model(t.get("model", {}), base)
-    proxy_set = _parse_proxy_set(t.get("proxy_set", {}))
-    evaluator = _parse_evaluator(t.get("evaluator", {}), proxy_set.n_images, base)
+    proxy_set = _parse_proxy_set(t.get("proxy_set", {}), model, base)
+    evaluator = _parse_evaluator(t.get("evaluator", {}), proxy_set.n_images, base, model)
     constraints = _parse_constraints(t.get("constraints", {}))
     profile = _parse_profile(t.get("profile", {}))
     sampler = _parse_sampler(t.get("sampler", {}))

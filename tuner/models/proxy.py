@@ -1,0 +1,16 @@
+"""The embedded proxy (16 px digits) as a model: `tuner.pipeline.ProxyPipeline` already has the interface
+(conditions are digit classes); this only applies the [model] keys it shares with user models."""
+
+from __future__ import annotations
+
+
+def load_proxy_model(device: str | None = None, unet_weights: str | None = None,
+                     guidance_scale: float | None = None, resolution: int | None = None):
+    from tuner.proxy.model import load_proxy_pipeline
+
+    pipe = load_proxy_pipeline(device, unet_weights)
+    if guidance_scale is not None:
+        pipe.guidance_scale = float(guidance_scale)
+    if resolution is not None:
+        pipe.set_resolution(resolution)
+    return pipe
