@@ -73,7 +73,7 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
             log(f"trial {t.number}: could not be re-measured ({e})")
             continue
         # latency on the study's scale (its stored baseline / the speedup measured here), like a trial's
-        objectives = {"seconds_per_image": float(study_baseline["seconds_per_image"]) / float(r["speedup"]),
+        objectives = {"latency": float(study_baseline["seconds_per_image"]) / float(r["speedup"]),
                       "fid": float(r["fid"]), "bitops": float(r["bitops"])}
         objectives = {METRIC_NAMES[o]: objectives[o] for o in spec.objectives}
         objectives.update({k: float(r[k]) for k in ("speedup", "speedup_lo", "speedup_hi", "fid_lo", "fid_hi",
