@@ -56,10 +56,10 @@ def main() -> None:
     for setting in args.settings:
         images, repeats = (int(v) for v in setting.split("x"))
         sel = [r for r in rows if r["latency_images"] == images and r["latency_repeats"] == repeats]
-        print(f"| {images} x {repeats} | {', '.join(f'{r['speedup']:.3f}' for r in sel)} | "
-              f"{'; '.join(f'{r['speedup_lo']:.2f}-{r['speedup_hi']:.2f}' for r in sel)} | "
-              f"{max(abs(r['off_macs_pct']) for r in sel):.1f} % |")
-
+        speeds = ", ".join(f"{r['speedup']:.3f}" for r in sel)
+        intervals = "; ".join(f"{r['speedup_lo']:.2f}-{r['speedup_hi']:.2f}" for r in sel)
+        worst = max(abs(r["off_macs_pct"]) for r in sel)
+        print(f"| {images} x {repeats} | {speeds} | {intervals} | {worst:.1f} % |")
 
 if __name__ == "__main__":
     main()

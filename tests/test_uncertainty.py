@@ -45,9 +45,11 @@ def test_paired_difference_is_tighter_than_either_fid():
     assert fid_interval(cand, base, ref) == ci  # fixed bootstrap seed: reproducible
 
 
-def test_paired_features_must_have_the_same_shape():
+def test_paired_features_must_have_the_same_shape_and_enough_images():
     with pytest.raises(ValueError, match="paired"):
         fid_interval(_features(10), _features(12), _features(50))
+    with pytest.raises(ValueError, match="at least 4"):
+        fid_interval(_features(3), _features(3), _features(50))
 
 
 def test_speedup_interval_is_the_ratio_of_medians_with_its_spread():

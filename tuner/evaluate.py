@@ -19,7 +19,7 @@ from evaluators.pairwise import pairwise
 from tuner.apply import apply
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
-from tuner.uncertainty import fid_interval, speedup_interval
+from tuner.uncertainty import MIN_IMAGES, fid_interval, speedup_interval
 from tuner.proxy.classifier import ClassifierFeatures, load_classifier
 from tuner.proxy.data import DATASET_ID, IMAGE_SIZE, NUM_CLASSES, load_digits_split
 
@@ -158,7 +158,7 @@ class EvalContext:
                 "real_vs_real_fid": self.real_vs_real_fid, "feature_extractor": self.extractor_name}
 
     def fid_interval(self, images: torch.Tensor) -> dict:
-        """Paired bootstrap interval of the FID and of its change from the baseline (same seeds, same n)."""
+        """Paired seed-split interval of the FID and of its change from the baseline (same seeds, same n)."""
         with torch.no_grad():
             cand = self.extractor(images.float().cpu()).double()
             base = self.extractor(self.baseline_subset(len(images)).float().cpu()).double()
@@ -177,7 +177,8 @@ class EvalContext:
         finally:
             handle.remove()
         result = {**self.quality(images, ps), **cost, "n_images": ps.n_images}
-        result.update(self.fid_interval(images))
+        if len(images) >= MIN_IMAGES:  # smaller sets (a cheap-reject subset) get no interval
+            result.update(self.fid_interval(images))
         result.update({k: v for k, v in info.items() if k != "layer_bits"})
         if with_latency:
             lat = self.latency(config)

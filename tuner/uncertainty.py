@@ -29,6 +29,7 @@ import torch
 LEVEL = 0.90
 N_BOOT = 400  # bootstrap draws over timing rounds
 N_SPLITS = 100  # random half splits of the images (200 halves)
+MIN_IMAGES = 4
 
 
 class Frechet:
@@ -67,16 +68,15 @@ def fid_interval(candidate: torch.Tensor, baseline: torch.Tensor, reference: tor
     """Paired seed splits of candidate and baseline features (row i of each from the same seed).
 
     Returns fid_lo/fid_hi (the candidate's FID) and fid_delta, fid_delta_lo/hi (candidate - baseline).
-    Fewer than 4 images carry no usable spread: the bounds are then infinite."""
+    Needs MIN_IMAGES: a half must hold at least 2 images for a covariance."""
     if candidate.shape != baseline.shape:
         raise ValueError("candidate and baseline features must be paired row by row (same shape)")
     n = candidate.shape[0]
+    if n < MIN_IMAGES:
+        raise ValueError(f"an FID interval needs at least {MIN_IMAGES} images, got {n}")
     frechet = Frechet(reference)
     point_c, point_b = (float(v) for v in frechet(torch.stack([candidate, baseline])))
     out = {"fid_delta": point_c - point_b, "ci_level": level}
-    if n < 4:
-        inf = float("inf")
-        return {**out, "fid_lo": -inf, "fid_hi": inf, "fid_delta_lo": -inf, "fid_delta_hi": inf}
     half = n // 2
     gen = torch.Generator().manual_seed(seed)
     perms = torch.stack([torch.randperm(n, generator=gen) for _ in range(n_splits)])

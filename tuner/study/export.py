@@ -55,7 +55,7 @@ def environment(study: optuna.Study, spec: StudySpec, trial: optuna.trial.Frozen
 def fid_increase_upper(study: optuna.Study, spec: StudySpec, trial: optuna.trial.FrozenTrial,
                        validated: dict | None = None) -> float:
     """Upper bound of the trial's FID increase in percent: its held-out validation when there is one
-    (inf when that failed), else the study's paired-bootstrap bound, else (a study stored before
+    (inf when that failed), else the study's paired seed-split bound, else (a study stored before
     intervals existed) the point estimate."""
     v = (validated or {}).get(trial.number)
     if v is not None:

@@ -9,7 +9,7 @@ Objectives (all minimized):
 
 Constraint (with `[constraints] max_fid_increase = X`): `fid_increase_pct` = U - X, feasible when <= 0,
 set with Optuna 5's `trial.set_constraint`. U is the upper bound of the FID increase in percent of the
-baseline's FID (paired bootstrap over images, one-sided 95 %, user attribute `fid_increase_pct_hi`), not
+baseline's FID (paired seed splits, one-sided 95 %, user attribute `fid_increase_pct_hi`), not
 the point estimate (`fid_increase_pct`): a trial counts as feasible only when the noise of N images cannot
 explain it away. The speedup's interval over timing rounds is stored too (`speedup_lo`, `speedup_hi`).
 
@@ -104,8 +104,9 @@ class TrialObjective:
         result["seconds_per_image_raw"] = result.pop("seconds_per_image")
         result["seconds_per_image"] = latency
         result["fid_ratio"] = fid / float(base["fid"])
-        for suffix in ("", "_lo", "_hi"):  # paired-bootstrap interval of the change (tuner/uncertainty.py)
-            result[f"fid_increase_pct{suffix}"] = increase_pct(result[f"fid_delta{suffix}"], float(base["fid"]))
+        for suffix in ("", "_lo", "_hi"):  # interval of the change (tuner/uncertainty.py); < 4 images: the point
+            delta = result.get(f"fid_delta{suffix}", fid - float(base["fid"]))
+            result[f"fid_increase_pct{suffix}"] = increase_pct(delta, float(base["fid"]))
         for key, value in sorted(result.items()):
             trial.set_user_attr(key, _jsonable(value))
         trial.set_user_attr("stage", "full")
