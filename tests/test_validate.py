@@ -176,3 +176,11 @@ def test_export_best_prefers_validated_values(scored_study, tmp_path):
     # the study's own constraint (10 %) follows the validated values too
     assert main(["export", str(path), "--best", "-o", str(out)]) == 0
     assert json.loads(out.read_text())["environment"]["trial"] == 0
+
+
+def test_export_best_says_how_far_the_cap_is_when_nothing_qualifies(scored_study, tmp_path, capsys):
+    out = tmp_path / "best.json"
+    assert main(["export", str(scored_study[0]), "--best", "--max-fid-increase", "5", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "lowest upper bound is +6.0%" in err and "tuner study validate" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -91,7 +91,12 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
         candidates = [t for t in done if fid_increase_upper(study, spec, t, validated) <= cap]
         what = f" with FID increase <= {cap:g}% (upper bound{', validated where available' if validated else ''})"
     if not candidates:
-        raise TunerError(f"study '{spec.name}' has no completed trial{what}")
+        hint = ""
+        if done and cap is not None:  # say how far the cap is from what the noise allows
+            best = min(fid_increase_upper(study, spec, t, validated) for t in done)
+            hint = (f"; the lowest upper bound is {best:+.1f}% (at {spec.proxy_set.n_images} images the interval is wide:"
+                    f" `tuner study validate` re-measures the front with more)")
+        raise TunerError(f"study '{spec.name}' has no completed trial{what}{hint}")
 
     def latency(t):
         v = validated.get(t.number)
