@@ -35,13 +35,14 @@ def held_out_proxy_set(spec: StudySpec, n_images: int | None = None, seed: int |
 
 
 def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, progress: bool = False,
-                   log=lambda msg: None) -> dict:
-    """Re-measure the front of `study` on `proxy_set`; returns {baseline, members, ...} (rows as stored)."""
+                   log=lambda msg: None, only: set[int] | None = None) -> dict:
+    """Re-measure the front of `study` on `proxy_set` (`only`: just these members, e.g. to split the work
+    over processes); returns {baseline, members, ...} (rows as stored)."""
     from tuner.evaluate import EvalContext, TrialFailure
     from tuner.proxy.model import load_proxy_pipeline
 
     study_baseline = baseline_of(study)
-    members = front_trials(completed(study, feasible_only=True))
+    members = [t for t in front_trials(completed(study, feasible_only=True)) if only is None or t.number in only]
     if not members:
         raise TunerError(f"study '{spec.name}' has no feasible completed trial to validate")
     if spec.model.threads is not None:
