@@ -16,7 +16,7 @@ import torch
 
 def main(variants: str, n_images: int = 64) -> None:
     torch.set_num_threads(1)
-    from evaluators.fidelity import frechet_distance_of_features
+    from tuner.evaluators.fidelity import frechet_distance_of_features
     from tuner.evaluate import EvalContext, ProxySet
     from tuner.proxy.model import load_proxy_pipeline
 

@@ -16,7 +16,7 @@ def _features(n, d=6, seed=0, shift=0.0):
 
 
 def test_batched_frechet_matches_the_proxy_classifiers_fid():
-    from evaluators.fidelity import frechet_distance_of_features
+    from tuner.evaluators.fidelity import frechet_distance_of_features
     from tuner.proxy.classifier import ClassifierFeatures, load_classifier
 
     extractor = ClassifierFeatures(load_classifier())
