@@ -36,11 +36,12 @@ def time_once(fn: Callable[[], object], device: torch.device | str = "cpu", cuda
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1,
                         device: torch.device | str = "cpu",
                         contexts: dict[str, Callable[[], ContextManager]] | None = None,
-                        cuda=None) -> dict[str, float]:
+                        cuda=None, samples: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Median seconds per call of each function, timed round-robin so drift hits all alike.
 
     `contexts[name]()` is entered around each call of that function but outside the timing (e.g. apply
-    an acceleration config before the call and remove it after, so baseline and candidate alternate)."""
+    an acceleration config before the call and remove it after, so baseline and candidate alternate).
+    `samples`, when given, receives every timed call's seconds per function, in round order."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     contexts = contexts or {}
@@ -52,8 +53,9 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 3, 
     for _ in range(warmup):
         for name in fns:
             call(name, timed=False)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    samples = {} if samples is None else samples
+    samples.update({name: [] for name in fns})
     for _ in range(repeats):
         for name in fns:
             samples[name].append(call(name, timed=True))
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return {name: statistics.median(samples[name]) for name in fns}

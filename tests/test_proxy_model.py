@@ -33,3 +33,25 @@ def test_weights_that_do_not_match_the_architecture(tmp_path):
     save_file({"unet.conv_in.weight": torch.zeros(2, 2, 3, 3)}, str(path))
     with pytest.raises(TunerError, match="do not match"):
         load_proxy_pipeline("cpu", path)
+
+
+def test_ddim_does_not_clip_x0(proxy_pipe):
+    """Clipping x0 while keeping the unclipped noise estimate made DDIM drift more with every step
+    (BENCHMARKS.md, "Proxy model"): the shipped schedule samples without it, and says so."""
+    from tuner.proxy.model import PROXY_INFO, build_scheduler
+
+    assert build_scheduler().config.clip_sample is False
+    assert proxy_pipe.sampler.clip_sample is False
+    assert json.loads(PROXY_INFO.read_text())["ddim_clip_sample"] is False
+
+
+def test_more_ddim_steps_do_not_make_fid_worse(proxy_pipe):
+    """With x0 clipping, 50 steps had 1.6x the 20-step FID (N=64); without it FID falls."""
+    from tuner.evaluate import EvalContext, ProxySet
+
+    ctx = EvalContext(proxy_pipe, ProxySet(32, 20, 0))
+    fid = {}
+    for steps in (20, 50):
+        ps = ProxySet(32, steps, 0)
+        fid[steps] = ctx.quality(ctx.generate(ps), ps)["fid"]
+    assert fid[50] <= 1.1 * fid[20], fid

@@ -29,6 +29,7 @@ from tuner.evaluators.pairwise import pairwise
 from tuner.apply_config import apply
 from tuner.config import AccelConfig
 from tuner.errors import TrialFailed, TunerError
+from tuner.uncertainty import MIN_IMAGES, fid_interval, speedup_interval
 from tuner.proxy.classifier import ClassifierFeatures, load_classifier
 from tuner.proxy.data import DATASET_ID, IMAGE_SIZE, NUM_CLASSES, load_digits_split
 
@@ -212,8 +213,10 @@ class EvalContext:
         if config is not None:
             fns["candidate"] = run
             contexts["candidate"] = lambda: apply(self.target, config)
+        rounds: dict[str, list[float]] = {}
         med = interleaved_medians(fns, repeats or self.latency_repeats, warmup=warmup, device=self.pipe.device,
-                                  contexts=contexts)
+                                  contexts=contexts, samples=rounds)
+        self.last_latency_rounds = rounds  # every timed call, for the speedup's interval
         return {k: v / ps.n_images for k, v in med.items()}
 
     def evaluate_baseline(self) -> dict:
@@ -241,6 +244,13 @@ class EvalContext:
             out["fid"] = out["fid_seed_floor"] = self.seed_floor_fid
         return out
 
+    def fid_interval(self, images: torch.Tensor) -> dict:
+        """Paired seed-split interval of the FID and of its change from the baseline (same seeds, same n)."""
+        with torch.no_grad():
+            cand = self.extractor(images.float().cpu()).double()
+            base = self.extractor(self.baseline_subset(len(images)).float().cpu()).double()
+        return fid_interval(cand, base, self.reference.features())
+
     def evaluate(self, config: AccelConfig, proxy_set: ProxySet | None = None, with_latency: bool = True) -> dict:
         """Scores `config` on the proxy set; the pipeline is restored afterwards."""
         ps = proxy_set or self.proxy_set
@@ -254,12 +264,15 @@ class EvalContext:
         finally:
             handle.remove()
         result = {**self.quality(images, ps), **cost, "n_images": ps.n_images}
+        if len(images) >= MIN_IMAGES:  # smaller sets (a cheap-reject subset) get no interval
+            result.update(self.fid_interval(images))
         result.update({k: v for k, v in info.items() if k != "layer_bits"})
         if with_latency:
             lat = self.latency(config)
             result["seconds_per_image"] = lat["candidate"]
             result["baseline_seconds_per_image"] = lat["baseline"]
             result["speedup"] = lat["baseline"] / lat["candidate"]
+            result.update(speedup_interval(self.last_latency_rounds["baseline"], self.last_latency_rounds["candidate"]))
         for k, v in result.items():
             if isinstance(v, float) and not math.isfinite(v):
                 raise TrialFailed(f"metric {k} is {v}")

@@ -48,6 +48,8 @@ def register(sub) -> None:
                    help=f"also write a plot of the front ({', '.join(PLOT_SUFFIXES)})")
     p.set_defaults(func=study_pareto)
 
+    register_validate(ssub)
+
     p = sub.add_parser("export", help="write one trial's config (or the best under a FID cap) as JSON")
     p.add_argument("study", help="study TOML file")
     which = p.add_mutually_exclusive_group(required=True)
@@ -194,11 +196,14 @@ def run_export(args) -> int:
 
     if args.max_fid_increase is not None and not args.best:
         raise TunerError("--max-fid-increase goes with --best")
+    from tuner.study.validations import latest_validations
+
     spec = _spec(args.study)
     check_out_file(args.out, "-o", (".json",))
-    study, _ = open_study(spec, create=False)
+    study, storage = open_study(spec, create=False)
+    validated = latest_validations(storage.engine, spec.name)  # held-out scores win over the study's
     try:
-        config, trial = export(study, spec, args.out, args.trial, args.max_fid_increase)
+        config, trial = export(study, spec, args.out, args.trial, args.max_fid_increase, validated)
     except OSError as e:  # checked above; a disk that fills up in between still gets one line
         raise TunerError(f"-o {args.out}: cannot write ({e.strerror or type(e).__name__})") from None
     o = config.objectives
@@ -278,4 +283,39 @@ def run_dashboard(args) -> int:
         raise TunerError(f"dashboard: cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
     except KeyboardInterrupt:
         pass
+
+
+# --- `tuner study validate` (issue 12): the front re-measured on held-out seeds ----------------------
+def register_validate(ssub) -> None:
+    p = ssub.add_parser("validate", help="re-measure every front member on held-out seeds with more images")
+    p.add_argument("study", help="study TOML file")
+    p.add_argument("--n-images", type=int, default=None, help="held-out images (default: 4x the study's)")
+    p.add_argument("--seed", type=int, default=None, help="held-out proxy-set seed (default: the study's + 1)")
+    p.add_argument("--json", action="store_true", help="print the validation as one JSON object")
+    p.set_defaults(func=study_validate)
+
+
+def study_validate(args) -> int:
+    from tuner.study.validate import held_out_proxy_set, run_validation
+
+    spec = _spec(args.study)
+    held_out_proxy_set(spec, args.n_images, args.seed)  # bad values: one line, before anything is opened
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    result = run_validation(spec, args.n_images, args.seed, progress=sys.stderr.isatty(), log=log)
+    if args.json:
+        print(json.dumps(clean(result)))
+        return 0
+    base = result["baseline"]
+    cap = result["max_fid_increase"]
+    print(f"study {spec.name}: {len(result['members'])} front members re-measured on {result['n_images']} images, "
+          f"seed {result['seed']}; baseline FID {base['fid']:.3f}; feasible {result['n_feasible']}"
+          f"{'' if cap is None else f' (FID increase upper bound <= {cap:g}%)'}")
+    print(f"{'trial':>5}  {'ms/img':>8}  {'speedup':>7}  {'FID':>8}  {'fid_increase_pct':>16}  {'upper':>7}  feasible")
+    for m in result["members"]:
+        o = m["objectives"]
+        if m.get("error"):
+            print(f"{m['trial_number']:>5}  {'-':>8}  {'-':>7}  {'-':>8}  {'-':>16}  {'-':>7}  false ({m['error']})")
+            continue
+        print(f"{m['trial_number']:>5}  {o['seconds_per_image'] * 1000:8.2f}  {o['speedup']:7.2f}  {o['fid']:8.3f}  "
+              f"{m['fid_increase_pct']:+16.1f}  {m['fid_increase_pct_hi']:+7.1f}  {str(m['feasible']).lower()}")
     return 0

@@ -109,6 +109,7 @@ def train_all(out_dir: Path = ASSETS, iters: int = 2000, classifier_epochs: int 
         "torch_threads": torch.get_num_threads(), "guidance_scale": DEFAULT_GUIDANCE,
         "unet_config": {k: list(v) if isinstance(v, tuple) else v for k, v in UNET_CONFIG.items()},
         "num_classes": NUM_CLASSES, "weights_dtype": "float16",
+        "ddim_clip_sample": bool(build_scheduler().config.clip_sample),  # sampling setting the weights were measured with
     }
     (out_dir / "proxy_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

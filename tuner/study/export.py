@@ -19,8 +19,10 @@ from tuner.study.pareto import baseline_of, completed
 from tuner.study.spec import METRIC_NAMES, StudySpec
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / f"accel_config.v{SCHEMA_VERSION}.json"
-MEASURED_KEYS = ("kid", "psnr", "ssim", "class_accuracy", "clip_score", "memory_gb", "speedup", "macs", "bitops", "fid_ratio",
-                 "seconds_per_image_raw", "baseline_seconds_per_image")
+MEASURED_KEYS = ("kid", "psnr", "ssim", "class_accuracy", "clip_score", "memory_gb", "speedup", "macs", "bitops",
+                 "fid_ratio", "seconds_per_image_raw", "baseline_seconds_per_image", "fid_lo", "fid_hi",
+                 "fid_increase_pct", "fid_increase_pct_lo", "fid_increase_pct_hi", "speedup_lo", "speedup_hi")
+VALIDATED_KEYS = ("fid_increase_pct", "fid_increase_pct_hi", "baseline_fid", "n_images", "seed")
 
 
 def _version(pkg: str) -> str | None:
@@ -64,10 +66,25 @@ def environment(study: optuna.Study, spec: StudySpec, trial: optuna.trial.Frozen
     return out
 
 
+def fid_increase_upper(study: optuna.Study, spec: StudySpec, trial: optuna.trial.FrozenTrial,
+                       validated: dict | None = None) -> float:
+    """Upper bound of the trial's FID increase in percent: its held-out validation when there is one
+    (inf when that failed), else the study's paired seed-split bound, else (a study stored before
+    intervals existed) the point estimate."""
+    v = (validated or {}).get(trial.number)
+    if v is not None:
+        return float("inf") if v.get("fid_increase_pct_hi") is None else float(v["fid_increase_pct_hi"])
+    hi = trial.user_attrs.get("fid_increase_pct_hi")
+    if isinstance(hi, (int, float)):
+        return float(hi)
+    return 100.0 * (float(trial.values[spec.objectives.index("fid")]) / float(baseline_of(study)["fid"]) - 1.0)
+
+
 def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
-               max_fid_increase: float | None = None) -> optuna.trial.FrozenTrial:
-    """Trial `number`, or the fastest completed trial with FID <= baseline x (1 + X/100) (X given, else
-    the study's constraint: the fastest feasible trial)."""
+               max_fid_increase: float | None = None, validated: dict | None = None) -> optuna.trial.FrozenTrial:
+    """Trial `number`, or the fastest completed trial whose FID increase is at most X percent *at its upper
+    bound* (X given, else the study's constraint). `validated` (trial number -> newest row of
+    `tuner study validate`) takes precedence over the study's own scores, for the cap and the latency."""
     if number is not None:
         trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
         if not trials:
@@ -79,20 +96,31 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
         return t
     if max_fid_increase is not None and not (0 <= max_fid_increase <= 10_000):
         raise TunerError(f"--max-fid-increase={max_fid_increase} is out of range (0..10000)")
-    if max_fid_increase is None:
-        candidates = completed(study, feasible_only=True)
-        what = "feasible"
+    validated = validated or {}
+    cap = spec.constraints.max_fid_increase if max_fid_increase is None else max_fid_increase
+    done = completed(study, feasible_only=False)
+    if cap is None:
+        candidates, what = done, ""
     else:
-        cap = float(baseline_of(study)["fid"]) * (1 + max_fid_increase / 100)
-        fid_at = spec.objectives.index("fid")
-        candidates = [t for t in completed(study, feasible_only=False) if t.values[fid_at] <= cap]
-        what = f"with FID <= {cap:.4g} (baseline +{max_fid_increase:g}%)"
+        candidates = [t for t in done if fid_increase_upper(study, spec, t, validated) <= cap]
+        what = f" with FID increase <= {cap:g}% (upper bound{', validated where available' if validated else ''})"
     if not candidates:
-        raise TunerError(f"study '{spec.name}' has no completed trial {what}")
-    return min(candidates, key=lambda t: (t.values[0], t.number))
+        hint = ""
+        if done and cap is not None:  # say how far the cap is from what the noise allows
+            best = min(fid_increase_upper(study, spec, t, validated) for t in done)
+            hint = (f"; the lowest upper bound is {best:+.1f}% (at {spec.proxy_set.n_images} images the interval is wide:"
+                    f" `tuner study validate` re-measures the front with more)")
+        raise TunerError(f"study '{spec.name}' has no completed trial{what}{hint}")
+
+    def latency(t):
+        v = validated.get(t.number)
+        return float(v["objectives"].get("seconds_per_image", t.values[0])) if v and v.get("objectives") else t.values[0]
+
+    return min(candidates, key=lambda t: (latency(t), t.number))
 
 
-def trial_config(study: optuna.Study, spec: StudySpec, trial: optuna.trial.FrozenTrial) -> AccelConfig:
+def trial_config(study: optuna.Study, spec: StudySpec, trial: optuna.trial.FrozenTrial,
+                 validated: dict | None = None) -> AccelConfig:
     methods = trial.user_attrs.get("config")
     if methods is None:
         raise TunerError(f"trial #{trial.number} has no stored config")
@@ -101,6 +129,10 @@ def trial_config(study: optuna.Study, spec: StudySpec, trial: optuna.trial.Froze
     objectives["fid"] = float(trial.values[spec.objectives.index("fid")])
     base = baseline_of(study)
     objectives["baseline_fid"] = float(base["fid"])
+    v = (validated or {}).get(trial.number)
+    if v is not None:  # the held-out re-measurement, beside the study's scores
+        objectives.update({f"validated_{k}": v[k] for k in VALIDATED_KEYS if isinstance(v.get(k), (int, float))})
+        objectives.update({f"validated_{k}": x for k, x in v["objectives"].items() if isinstance(x, (int, float))})
     # a trial stored by round 1 holds a schema-1 methods table; migrating a schema-2 one changes nothing
     return AccelConfig.from_dict({"schema_version": 1, "model_id": study.user_attrs.get(MODEL_ATTR),
                                   "methods": methods, "objectives": objectives,
@@ -119,12 +151,12 @@ def validate_against_schema(data: dict) -> None:
 
 
 def export(study: optuna.Study, spec: StudySpec, out: str | Path, number: int | None = None,
-           max_fid_increase: float | None = None) -> tuple[AccelConfig, optuna.trial.FrozenTrial]:
+           max_fid_increase: float | None = None, validated: dict | None = None) -> tuple[AccelConfig, optuna.trial.FrozenTrial]:
     out = Path(out)
     if not out.parent.is_dir():
         raise TunerError(f"-o: folder {out.parent} does not exist")
-    trial = pick_trial(study, spec, number, max_fid_increase)
-    config = trial_config(study, spec, trial)
+    trial = pick_trial(study, spec, number, max_fid_increase, validated)
+    config = trial_config(study, spec, trial, validated)
     validate_against_schema(config.to_dict())
     config.save(out)
     return config, trial

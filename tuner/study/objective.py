@@ -9,8 +9,11 @@ Objectives (all minimized):
 - memory (optional, CUDA): peak GPU memory of the candidate's generation, GB (`memory_gb`); also a
   constraint with `[constraints] max_memory_gb`.
 
-Constraint (with `[constraints] max_fid_increase = X`): `fid_increase_pct` = 100 * (fid / baseline - 1)
-- X, feasible when <= 0, set with Optuna 5's `trial.set_constraint`.
+Constraint (with `[constraints] max_fid_increase = X`): `fid_increase_pct` = U - X, feasible when <= 0,
+set with Optuna 5's `trial.set_constraint`. U is the upper bound of the FID increase in percent of the
+baseline's FID (paired seed splits, one-sided 95 %, user attribute `fid_increase_pct_hi`), not
+the point estimate (`fid_increase_pct`): a trial counts as feasible only when the noise of N images cannot
+explain it away. The speedup's interval over timing rounds is stored too (`speedup_lo`, `speedup_hi`).
 
 Cheap reject: Optuna cannot prune multi-objective trials by intermediate values, so the candidate is
 first scored on `cheap_reject_images` images; when its FID ratio to the baseline's on the same subset
@@ -30,6 +33,7 @@ import optuna
 
 from tuner.errors import TrialFailed, TunerError
 from tuner.study.context import StudyContext
+from tuner.uncertainty import increase_pct
 
 FID_CONSTRAINT = "fid_increase_pct"
 MEMORY_CONSTRAINT = "memory_gb_excess"
@@ -94,10 +98,13 @@ class TrialObjective:
         result["seconds_per_image_raw"] = result.pop("seconds_per_image")
         result["seconds_per_image"] = latency
         result["fid_ratio"] = fid / float(base["fid"])
+        for suffix in ("", "_lo", "_hi"):  # interval of the change (tuner/uncertainty.py); < 4 images: the point
+            delta = result.get(f"fid_delta{suffix}", fid - float(base["fid"]))
+            result[f"fid_increase_pct{suffix}"] = increase_pct(delta, float(base["fid"]))
         for key, value in sorted(result.items()):
             trial.set_user_attr(key, _jsonable(value))
         trial.set_user_attr("stage", "full")
-        excess = self.fid_excess(result["fid_ratio"])
+        excess = self.fid_excess(1.0 + result["fid_increase_pct_hi"] / 100.0)  # the upper bound, not the point
         if excess is not None:
             trial.set_constraint(FID_CONSTRAINT, excess)
         max_memory = self.spec.constraints.max_memory_gb

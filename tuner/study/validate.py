@@ -1,0 +1,105 @@
+"""`tuner study validate`: re-measure every front member on held-out seeds with more images.
+
+A study scores trials on one fixed proxy set, so its front is selected on that set's noise. Validation
+builds a new proxy set (default: 4x the study's images, seed = the study's + 1, so no image repeats),
+re-measures the baseline on it, then every member of the current front, each with its paired FID interval
+and speedup interval (tuner/uncertainty.py). A member is feasible when the upper bound of its FID
+increase is within the study's cap. Results go to the `front_validations` table (validations.py);
+`tuner export --best` prefers them to the study's own scores.
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+
+from tuner.config import AccelConfig
+from tuner.errors import TunerError
+from tuner.study.pareto import baseline_of, completed, front_trials
+from tuner.study.spec import METRIC_NAMES, StudySpec
+from tuner.uncertainty import increase_pct
+
+IMAGES_FACTOR = 4
+
+
+def held_out_proxy_set(spec: StudySpec, n_images: int | None = None, seed: int | None = None):
+    """The validation set: checked before any model is loaded (bad values are one-line errors)."""
+    from tuner.evaluate import ProxySet
+
+    n = IMAGES_FACTOR * spec.proxy_set.n_images if n_images is None else n_images
+    s = spec.proxy_set.seed + 1 if seed is None else seed
+    if s == spec.proxy_set.seed:
+        raise TunerError(f"--seed={s} is the seed the study measured on; validation needs held-out seeds")
+    return ProxySet(n, spec.proxy_set.steps, s)
+
+
+def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, progress: bool = False,
+                   log=lambda msg: None, only: set[int] | None = None) -> dict:
+    """Re-measure the front of `study` on `proxy_set` (`only`: just these members, e.g. to split the work
+    over processes); returns {baseline, members, ...} (rows as stored)."""
+    from tuner.evaluate import EvalContext, TrialFailure
+    from tuner.proxy.model import load_proxy_pipeline
+
+    study_baseline = baseline_of(study)
+    members = [t for t in front_trials(completed(study, feasible_only=True)) if only is None or t.number in only]
+    if not members:
+        raise TunerError(f"study '{spec.name}' has no feasible completed trial to validate")
+    if spec.model.threads is not None:
+        import torch
+
+        torch.set_num_threads(spec.model.threads)
+    t0 = time.perf_counter()
+    pipe = pipe or load_proxy_pipeline(spec.model.device, spec.model.unet_weights)
+    ev = spec.evaluator
+    ctx = EvalContext(pipe, proxy_set, ev.feature_extractor, ev.inception_weights,
+                      latency_images=min(ev.latency_images, proxy_set.n_images), latency_repeats=ev.latency_repeats,
+                      progress=progress)
+    log(f"validation baseline: {proxy_set.n_images} images, seed {proxy_set.seed}, {proxy_set.steps} steps")
+    baseline = ctx.evaluate_baseline()
+    base_fid = float(baseline["fid"])
+    cap = spec.constraints.max_fid_increase
+    rows = []
+    for t in members:
+        row = {"trial_number": t.number, "n_images": proxy_set.n_images, "seed": proxy_set.seed,
+               "steps": proxy_set.steps, "baseline_fid": base_fid, "max_fid_increase": cap,
+               "study_objectives": {METRIC_NAMES[o]: v for o, v in zip(spec.objectives, t.values)},
+               "study_fid_increase_pct": t.user_attrs.get("fid_increase_pct"),
+               "study_fid_increase_pct_hi": t.user_attrs.get("fid_increase_pct_hi")}
+        try:
+            config = AccelConfig.from_dict({"schema_version": 1, "methods": t.user_attrs.get("config") or {}})
+            r = ctx.evaluate(config)
+        except (TrialFailure, TunerError) as e:
+            rows.append({**row, "feasible": False, "objectives": {}, "error": str(e)})
+            log(f"trial {t.number}: could not be re-measured ({e})")
+            continue
+        # latency on the study's scale (its stored baseline / the speedup measured here), like a trial's
+        objectives = {"latency": float(study_baseline["seconds_per_image"]) / float(r["speedup"]),
+                      "fid": float(r["fid"]), "bitops": float(r["bitops"])}
+        objectives = {METRIC_NAMES[o]: objectives[o] for o in spec.objectives}
+        objectives.update({k: float(r[k]) for k in ("speedup", "speedup_lo", "speedup_hi", "fid_lo", "fid_hi",
+                                                     "class_accuracy", "macs")})
+        pct = {s: increase_pct(float(r[f"fid_delta{s}"]), base_fid) for s in ("", "_lo", "_hi")}
+        row.update({"objectives": objectives, "fid_increase_pct": pct[""], "fid_increase_pct_lo": pct["_lo"],
+                    "fid_increase_pct_hi": pct["_hi"], "feasible": cap is None or pct["_hi"] <= cap, "error": None})
+        rows.append(row)
+        log(f"trial {t.number}: FID {objectives['fid']:.3f} ({pct['']:+.1f} %, upper {pct['_hi']:+.1f} %), "
+            f"{objectives['speedup']:.2f}x, feasible {row['feasible']}")
+    return {"study": spec.name, "n_images": proxy_set.n_images, "seed": proxy_set.seed, "steps": proxy_set.steps,
+            "max_fid_increase": cap, "baseline": {"fid": base_fid, "seconds_per_image": baseline["seconds_per_image"],
+                                                  "real_vs_real_fid": baseline["real_vs_real_fid"]},
+            "members": rows, "n_feasible": sum(r["feasible"] for r in rows),
+            "seconds": time.perf_counter() - t0}
+
+
+def run_validation(spec: StudySpec, n_images: int | None = None, seed: int | None = None, pipe=None,
+                   progress: bool = False, log=lambda msg: None) -> dict:
+    """Open the study, validate its front, store the rows. Errors come before any measurement."""
+    from tuner.study.runner import open_study
+    from tuner.study.validations import write_validations
+
+    proxy_set = held_out_proxy_set(spec, n_images, seed)
+    study, storage = open_study(spec, create=False)
+    result = validate_front(study, spec, proxy_set, pipe=pipe, progress=progress, log=log)
+    write_validations(storage.engine, spec.name, result["members"])
+    return result
