@@ -249,7 +249,7 @@ class EvalContext:
         with torch.no_grad():
             cand = self.extractor(images.float().cpu()).double()
             base = self.extractor(self.baseline_subset(len(images)).float().cpu()).double()
-        return fid_interval(cand, base, self.reference.features())
+        return fid_interval(cand, base, self.reference_features())
 
     def evaluate(self, config: AccelConfig, proxy_set: ProxySet | None = None, with_latency: bool = True) -> dict:
         """Scores `config` on the proxy set; the pipeline is restored afterwards."""
