@@ -257,3 +257,14 @@ def test_step_count_unknowable_is_refused_at_apply(tiny_pipe):
     with pytest.raises(TunerError, match="number of steps"):
         apply(other, DeepCacheConfig(schedule="nonuniform"))
     apply(other, DeepCacheConfig()).remove()  # uniform needs no count
+
+
+@pytest.mark.parametrize("block_branch", [0, 1, 2])
+def test_block_cut_is_a_layer_cut_id(tiny_pipe, block_branch):
+    """Block branch b skips what layer id 3b + L skips (L = resnets per down block, 1 here): the block cut
+    adds no point to the space, it only keeps schema-1 configs meaning what they meant."""
+    with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=block_branch, cut="block")):
+        block = run(tiny_pipe)
+    with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=3 * block_branch + 1)):
+        layer = run(tiny_pipe)
+    assert torch.equal(block, layer)
