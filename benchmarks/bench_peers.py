@@ -179,7 +179,8 @@ def write_md() -> None:
     lines += [
         "Reading: tuner's `deepcache` (default `cut = \"layer\"`) gives exactly DeepCache's images (max abs diff 0), and "
         "its speed is the peer's within this machine's noise (both skip the same modules; ours hooks only the cut "
-        "ones). Its speedup at N=5 with branch 0 is about twice the old block-level branch 0, whose images are those of "
+        "ones). At N=3 its branch 0 gives about 2.0x where the old block-level branch 0 gives 1.3x; that block branch's "
+        "images are those of "
         "layer id 1 (block branch b = layer id 3b + L, L resnets per down block; same images, same speed above), "
         "so the block cut adds no point to the search space; it stays only so that schema_version 1 configs keep "
         "their meaning. tuner's `tome` merges the same tokens as tomesd (differences are float summation order) "

@@ -17,6 +17,11 @@
   (`torch._int_mm`); all other quantized layers are simulated in float. The handle's info lists which
   is which (`real_kernel_layers`, `simulated_layers`); simulated layers cost full float time, so their
   wall-clock is never a speedup. `layer_bits` feeds BitOPs (MACs × b_w × b_a).
+- `kernels = "torchao"` routes the Linear layers torchao has a kernel for to it instead: W8A8 to
+  `Int8DynamicActivationInt8WeightConfig` (per-token dynamic activation scales, not our calibrated range)
+  and W8/A32 to `Int8WeightOnlyConfig`; the rest stays simulated. On this CPU neither lowers latency
+  (BENCHMARKS.md, "Real low-bit kernels"), so the default stays "tuner"; on CUDA torchao also has int4
+  weight-only and float8 kernels, not wired here.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ DEFAULT_CALIBRATION_SEED = 900_000
 DEFAULT_CALIBRATION_STEPS = None  # None: the pipeline's default step count
 SAMPLES_PER_CALL = 1024  # input values kept per layer and U-Net call for the MSE range search
 CLIP_METHODS = ("mse", "max")
+KERNEL_LIBRARIES = ("tuner", "torchao")
 
 calibration_runs = 0  # how many calibrations ran in this process (tests check it stays at one)
 
@@ -57,6 +63,7 @@ class QuantConfig(MethodConfig):
     act_bits: int = FULL
     per_layer: dict = field(default_factory=dict)  # {layer name: {"w": bits, "a": bits}}
     real_kernels: bool = True
+    kernels: str = "tuner"  # tuner = our int8 W8A8 Linear path; torchao = torchao's int8 configs (see docstring)
 
     def _check_bits(self, what: str, b) -> None:
         if isinstance(b, bool) or not isinstance(b, int) or b not in BITS:
@@ -67,6 +74,8 @@ class QuantConfig(MethodConfig):
         self._check_bits("act_bits", self.act_bits)
         if not isinstance(self.real_kernels, bool):
             self._fail(f"real_kernels must be true or false, got {self.real_kernels!r}")
+        if self.kernels not in KERNEL_LIBRARIES:
+            self._fail(f"kernels must be one of {', '.join(KERNEL_LIBRARIES)}, got {self.kernels!r}")
         if not isinstance(self.per_layer, dict):
             self._fail("per_layer must be an object {layer name: {\"w\": bits, \"a\": bits}}")
         for name, spec in self.per_layer.items():
@@ -252,6 +261,29 @@ def _install_int8_linear(m: nn.Linear, clip_w: torch.Tensor, clip_a: torch.Tenso
     return undo
 
 
+def _torchao_config(m: nn.Module, wb: int, ab: int):
+    """torchao's config for this layer and bit pair, or None where it has no kernel we use."""
+    if not isinstance(m, nn.Linear) or wb != 8 or ab not in (8, FULL):
+        return None
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+    except ImportError:
+        raise TunerError("method 'quant': kernels='torchao' needs the torchao package (pip install torchao)") from None
+    return Int8DynamicActivationInt8WeightConfig() if ab == 8 else Int8WeightOnlyConfig()
+
+
+def _install_torchao(m: nn.Linear, config) -> Callable[[], None]:
+    from torchao.quantization import quantize_
+
+    original = m.weight
+    quantize_(m, config)  # swaps m.weight for a quantized tensor subclass; the module stays an nn.Linear
+
+    def undo():
+        m.weight = original
+
+    return undo
+
+
 def _swap_weight(m: nn.Module, new: torch.Tensor) -> Callable[[], None]:
     original = m.weight
     m.weight = nn.Parameter(new, requires_grad=False)
@@ -284,7 +316,12 @@ def apply(target, cfg: QuantConfig) -> Handle:
             if ab < FULL and name not in calib.act_absmax:
                 raise TunerError(f"method 'quant': layer '{name}' has no calibrated activation range "
                                  f"(it did not run during calibration)")
-            if cfg.real_kernels and (wb, ab) == (8, 8) and _int8_kernel_fits(m, device):
+            ao = _torchao_config(m, wb, ab) if cfg.real_kernels and cfg.kernels == "torchao" else None
+            if ao is not None:
+                handle.on_remove(_install_torchao(m, ao))
+                info["real_kernel_layers"].append(name)
+                continue
+            if cfg.real_kernels and cfg.kernels == "tuner" and (wb, ab) == (8, 8) and _int8_kernel_fits(m, device):
                 handle.on_remove(_install_int8_linear(m, calib.weight_range(name, m.weight, 8), calib.act_range(name, 8)))
                 info["real_kernel_layers"].append(name)
                 continue
