@@ -19,7 +19,9 @@ Two cuts, chosen by `cut`:
   Ids go up to 3·(n-1) + min(2, L): the deepest one skips only the mid block.
 - "block": the cut at block boundaries this project shipped first (schema_version 1 configs mean it).
   Branch b runs down_blocks[0..b] and up_blocks[n-1-b..n-1]; the downsampler of down_blocks[b] is skipped
-  (its output feeds only deeper blocks). Ids 0..n-1 (n-2 without a mid block).
+  (its output feeds only deeper blocks). Ids 0..n-1 (n-2 without a mid block). With at most 2 resnets per
+  down block (SD 1.5/2.x/XL, the proxy) block branch b skips exactly what layer id 3b + L skips, so this
+  cut adds no point to the search space (tests/test_deepcache.py, BENCHMARKS.md "Peers").
 
 Hooking, not a copied `UNet2DConditionModel.forward`: every skipped module gets a forward-replacing hook
 that runs it and saves its output on full forwards, and returns the saved output otherwise. The blocks' own
