@@ -106,13 +106,13 @@ def variants(pipe, part: str) -> dict:
     }
     for n in ((2, 3, 5) if part == "proxy" else (3, 5)):
         out[f"DeepCache N={n} b=0"] = (lambda n=n: deepcache_helper(pipe, n, 0), None)
-        out[f"tuner deepcache N={n} b=0"] = (tuner_config(pipe, {"deepcache": {"interval": n, "branch": 0}}),
+        out[f"tuner deepcache N={n} b=0"] = (tuner_config(pipe, {"deepcache": {"interval": n, "branch": 0, "cut": "layer"}}),
                                              f"DeepCache N={n} b=0")
     if part == "proxy":  # the old block cut, and the layer id it equals (block b = layer id 3b + L)
         out["tuner deepcache N=3 block b=0"] = (
             tuner_config(pipe, {"deepcache": {"interval": 3, "branch": 0, "cut": "block"}}), None)
         out["tuner deepcache N=3 b=1 (= block b=0)"] = (
-            tuner_config(pipe, {"deepcache": {"interval": 3, "branch": 1}}), None)
+            tuner_config(pipe, {"deepcache": {"interval": 3, "branch": 1, "cut": "layer"}}), None)
     return out
 
 
