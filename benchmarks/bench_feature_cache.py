@@ -59,7 +59,7 @@ def main() -> None:
     emit({"config": "baseline", **{k: base[k] for k in ("fid", "kid", "psnr", "ssim", "class_accuracy")},
           "speedup": 1.0, "macs_ratio": 1.0})
     for methods in SWEEPS[args.sweep]:
-        r = ctx.evaluate(AccelConfig.from_dict({"schema_version": 1, "methods": methods}))
+        r = ctx.evaluate(AccelConfig.from_dict({"schema_version": 2, "methods": methods}))
         emit({"config": label(methods), **{k: r[k] for k in COLUMNS if k in r}, "macs_ratio": r["macs"] / base["macs"]})
     meta = {"sweep": args.sweep, "n_images": args.n_images, "steps": args.steps, "repeats": args.repeats,
             "torch_threads": torch.get_num_threads(), "wall_seconds": round(time.perf_counter() - t_start, 1)}

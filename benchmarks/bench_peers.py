@@ -91,10 +91,10 @@ def deepcache_helper(pipe, interval: int, branch: int):
 
 
 def tuner_config(pipe, methods: dict):
-    from tuner.apply import apply
+    from tuner.apply_config import apply
     from tuner.config import AccelConfig
 
-    cfg = AccelConfig.from_dict({"schema_version": 1, "methods": methods})
+    cfg = AccelConfig.from_dict({"schema_version": 2, "methods": methods})
     return lambda: apply(pipe, cfg)
 
 
@@ -118,7 +118,7 @@ def variants(pipe, part: str) -> dict:
 
 # --- the run ------------------------------------------------------------------------------------------
 def run(part: str, n_images: int, steps: int, rounds: int) -> dict:
-    from evaluators.latency import interleaved_medians
+    from tuner.evaluators.latency import interleaved_medians
 
     torch.set_num_threads(1)
     pipe = proxy_pipeline() if part == "proxy" else sd64_pipeline()

@@ -40,7 +40,7 @@ KEEP = ("fid", "kid", "kid_std", "psnr", "ssim", "class_accuracy", "macs", "bito
 def _config(methods: dict):
     from tuner.config import AccelConfig
 
-    return AccelConfig.from_dict({"schema_version": 1, "methods": methods})
+    return AccelConfig.from_dict({"schema_version": 2, "methods": methods})
 
 
 def _slim(result: dict) -> dict:
@@ -68,8 +68,8 @@ def _baseline(ctx) -> dict:
 
 def _search_fid(ctx, timesteps: list[int]) -> float:
     """FID of a timestep list on the search set (seed 1), without touching the main set."""
-    from evaluators.fidelity import fid_kid
-    from tuner.apply import apply
+    from tuner.evaluators.fidelity import fid_kid
+    from tuner.apply_config import apply
     from tuner.evaluate import ProxySet
 
     ps = ProxySet(32, len(timesteps), seed=1)
@@ -109,7 +109,7 @@ def part_timesteps(ctx, counts, n_random: int) -> dict:
 
 
 def part_quant(ctx) -> dict:
-    from tuner.apply import apply
+    from tuner.apply_config import apply
     from tuner.methods import quant
     from tuner.methods.quant import quantizable_layers
 
@@ -153,7 +153,7 @@ def part_ddpm(ctx) -> dict:
         for name in ("ddim", "ddpm-baseline", "ddpm-liyan"):
             methods = {"timesteps": {"timesteps": uniform_timesteps(steps)}}
             if name != "ddim":
-                methods["sampler"] = {"name": "ddpm", "coefficients": name.split("-")[1]}
+                methods["solver"] = {"name": "ddpm", "coefficients": name.split("-")[1]}
             out[f"{name} {steps}"] = _slim(ctx.evaluate(_config(methods), with_latency=False))
             print(f"[ddpm] {name} {steps}: FID {out[f'{name} {steps}']['fid']:.2f}", flush=True)
     return out

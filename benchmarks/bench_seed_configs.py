@@ -77,7 +77,7 @@ def main() -> None:
 
     rows = []
     for name, methods in seed_configs(spec.proxy_set.steps).items():
-        config = AccelConfig.from_dict({"schema_version": 1, "methods": methods})
+        config = AccelConfig.from_dict({"schema_version": 2, "methods": methods})
         r = ctx.eval.evaluate(config)
         lat = float(base["seconds_per_image"]) / float(r["speedup"])
         row = {"config": name, "speedup": r["speedup"], "latency": lat, "fid": r["fid"], "kid": r["kid"],

@@ -50,7 +50,7 @@ def _attention_processor(pipe) -> str:
 def _eval(ctx, methods: dict) -> dict:
     from tuner.config import AccelConfig
 
-    cfg = AccelConfig.from_dict({"schema_version": 1, "methods": methods})
+    cfg = AccelConfig.from_dict({"schema_version": 2, "methods": methods})
     r = ctx.evaluate(cfg)
     return {k: r[k] for k in KEYS if k in r}
 
@@ -127,7 +127,7 @@ def part_block(args) -> None:
     """One D1 transformer block of the trained proxy (width 16): the block, its self-attention on all tokens
     and on the tokens left by r=0.5, and the cost of matching and of merge+unmerge; at 256 tokens (the
     proxy's 16 px) with batch 64, and at 4,096 tokens (a 64 px input) with batch 8."""
-    from evaluators.latency import interleaved_medians
+    from tuner.evaluators.latency import interleaved_medians
     from tuner.methods.merge import match_ratio, match_threshold, merge, unmerge
     from tuner.proxy.model import load_proxy_pipeline
 
@@ -172,7 +172,7 @@ def part_latency64(args) -> None:
     for name, methods in (("ToMe r=0.5", {"tome": {"ratio": 0.5}}),
                           ("CA-ToMe t=0.95, every step", {"catome": {"threshold": 0.95}}),
                           ("CA-ToMe t=0.95, checkpoints [0, 5]", {"catome": {"threshold": 0.95, "checkpoints": [0, 5]}})):
-        lat = ctx.latency(AccelConfig.from_dict({"schema_version": 1, "methods": methods}))
+        lat = ctx.latency(AccelConfig.from_dict({"schema_version": 2, "methods": methods}))
         rows[name] = {"speedup": lat["baseline"] / lat["candidate"], "seconds_per_image": lat["candidate"],
                       "baseline_seconds_per_image": lat["baseline"]}
     _save("latency64", {"processor": _attention_processor(pipe), "resolution": 64, "steps": 10, "rows": rows})

@@ -60,7 +60,7 @@ def _sd15_linear_shapes(rounds: int) -> dict:
     """Single Linear layers at SD-1.5's widths (narrow random U-Nets above understate GEMM sizes)."""
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
 
-    from evaluators.latency import interleaved_medians
+    from tuner.evaluators.latency import interleaved_medians
     from tuner.methods.quant_math import Int8LinearWeights, int8_linear
 
     out = {}
@@ -84,7 +84,7 @@ def _sd15_linear_shapes(rounds: int) -> dict:
 def run(rounds: int) -> dict:
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
 
-    from evaluators.latency import interleaved_medians
+    from tuner.evaluators.latency import interleaved_medians
 
     torch.set_num_threads(1)
     out = {}

@@ -277,3 +277,11 @@ class Family:
 
     def decode(self, values: dict, num_steps: int) -> dict[str, dict]:  # overridden
         raise NotImplementedError
+
+    def neutral(self) -> dict:
+        """Values of this family's parameters that leave the model unchanged (warm start)."""
+        return {}
+
+    def seeds(self) -> list[dict]:
+        """Partial values worth measuring first, each on top of every family's neutral (warm start)."""
+        return []

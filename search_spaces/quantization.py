@@ -19,11 +19,10 @@ Table keys: `[space.quant]` enabled, optional, bits, act_bits, separate_act, gro
 
 from __future__ import annotations
 
-from search_spaces.params import Condition, Family, Param, TableReader
+from tuner.search_spaces.params import Condition, Family, Param, TableReader
 from tuner.errors import TunerError
 
-FULL = 32
-ALL_BITS = (4, 5, 6, 7, 8, 16, 32)
+from tuner.methods.quant_math import BITS as ALL_BITS, FULL  # noqa: E402  (the bit-widths the method accepts)
 GROUPINGS = ("block", "layer")
 
 
@@ -68,6 +67,9 @@ class QuantizationFamily(Family):
             if separate:
                 self.add(Param(f"quant.act.{group}", "categorical", choices=act_bits, condition=on,
                                help=f"activation bits of {group}"))
+
+    def neutral(self) -> dict:
+        return {"quant.enabled": False} if self.enabled else {}
 
     def decode(self, values: dict, num_steps: int) -> dict[str, dict]:
         if not self.enabled or not self.get(values, "quant.enabled"):

@@ -5,8 +5,9 @@
     values = space.suggest(trial)          # Optuna, define-by-run; conditional params only when active
     config = space.to_config(values)       # -> validated tuner.config.AccelConfig
 
-Families (one module each): `tome`/`catome` -> token_merging, `deepcache`/`frdiff` -> feature_cache,
-`timesteps`, `quant` -> quantization, `sampler`. A family table may be `true` or `{}` for its defaults.
+Each `[space.<method>]` table names a registered method (`true` or `{}` for its default ranges). Methods
+are searched from their own knob declarations (`derived.MethodFamily`; methods of one registry family are
+alternatives); `timesteps` and `quant` have encodings of their own (timesteps, quantization modules).
 The same `params` serve DEAP: `genome_from_values`/`values_from_genome` map between a trial's values
 and a full genome (one gene per parameter, active or not).
 """
@@ -19,13 +20,16 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution
 
-from search_spaces import feature_cache, quantization, sampler, timesteps, token_merging
-from search_spaces.params import Family, Param
+from tuner.search_spaces import quantization, timesteps, token_merging  # noqa: F401  (token_merging: CA-ToMe extension)
+from tuner.search_spaces.derived import MethodFamily, families_of
+from tuner.search_spaces.params import Family, Param
+from tuner.config import method_specs
 from tuner.errors import TunerError
 
-# Decode order: timesteps first (it fixes the step count the others scale against).
-FAMILY_MODULES = (timesteps, sampler, quantization, token_merging, feature_cache)
-TABLE_KEYS = {key: module for module in FAMILY_MODULES for key in module.KEYS}
+# Methods whose encoding is not a set of knob ranges. Decode order: timesteps first (it fixes the step
+# count the others scale against).
+OWN_FAMILIES = {"timesteps": timesteps, "quant": quantization}
+RENAMED_TABLES = {"sampler": "solver"}  # round-1 study files: [space.sampler] was the diffusion solver
 
 
 @dataclass
@@ -106,6 +110,25 @@ class SearchSpace:
                 genome.append(p.random_gene(rng or random.Random(p.name)))
         return genome
 
+    # --- warm start ---------------------------------------------------------------------------------
+    def warm_start(self, limit: int | None = None) -> list[dict]:
+        """Configurations a study measures first (enqueued in Optuna before any sampler proposes): the
+        neutral config (the baseline itself, a reference on the front), every method at its own defaults
+        (the papers' settings) and a steps-only ladder, each on top of the neutral config. Values a
+        parameter cannot take here (fixed or narrowed by the study's [space]) are left to the sampler."""
+        base: dict = {}
+        for f in self.families:
+            base.update(f.neutral())
+        points, seen = [], set()
+        for extra in [{}] + [s for f in self.families for s in f.seeds()]:
+            values = {k: v for k, v in {**base, **extra}.items() if k in self.by_name and self.by_name[k].contains(v)}
+            values = self.prune(values)
+            key = tuple(sorted((k, repr(v)) for k, v in values.items()))
+            if key not in seen:
+                seen.add(key)
+                points.append(values)
+        return points[:limit]
+
     # --- values -> config --------------------------------------------------------------------------
     def num_steps(self, values: dict) -> int:
         return self._timesteps.num_steps(values) if self._timesteps is not None else int(self.context.steps)
@@ -129,22 +152,39 @@ class SearchSpace:
         return AccelConfig.from_dict({"schema_version": SCHEMA_VERSION, "methods": methods})
 
 
+def migrate_tables(families: dict) -> dict:
+    out = dict(families)
+    for old, new in RENAMED_TABLES.items():
+        if old in out:
+            if new in out:
+                raise TunerError(f"[space]: both '{old}' (the old name) and '{new}' are given; keep '{new}'")
+            table = out.pop(old)
+            if isinstance(table, dict) and "names" in table:  # [space.sampler] names = [...] -> name
+                table = dict(table)
+                table["name"] = table.pop("names")
+            out[new] = table
+    return out
+
+
 def build_space(families: dict, context: SpaceContext) -> SearchSpace:
-    """`families` is a study's [space] table: {family key: table}. Unknown keys and out-of-range bounds
+    """`families` is a study's [space] table: {method name: table}. Unknown keys and out-of-range bounds
     raise TunerError (one line)."""
     if not isinstance(families, dict):
-        raise TunerError("[space] must be a table of method families")
+        raise TunerError("[space] must be a table of methods")
     if not isinstance(context, SpaceContext):
         raise TunerError("build_space needs a SpaceContext")
     if isinstance(context.steps, bool) or not isinstance(context.steps, int) or context.steps < 1:
         raise TunerError(f"steps={context.steps!r} must be an integer >= 1")
-    unknown = sorted(set(families) - set(TABLE_KEYS))
+    families = migrate_tables(families)
+    known = method_specs()
+    unknown = sorted(set(families) - set(known))
     if unknown:
-        raise TunerError(f"[space]: unknown method famil{'y' if len(unknown) == 1 else 'ies'} "
-                         f"{', '.join(map(repr, unknown))} (known: {', '.join(TABLE_KEYS)})")
+        raise TunerError(f"[space]: unknown method{'' if len(unknown) == 1 else 's'} "
+                         f"{', '.join(map(repr, unknown))} (known: {', '.join(known)})")
     built = []
-    for module in FAMILY_MODULES:
-        tables = {k: families[k] for k in module.KEYS if k in families}
-        if tables:
-            built.append(module.build(tables, context))
+    for name, module in OWN_FAMILIES.items():
+        if name in families:
+            built.append(module.build({name: families[name]}, context))
+    derived = families_of({k: v for k, v in families.items() if k not in OWN_FAMILIES})
+    built += [MethodFamily(family, tables, context) for family, tables in derived.items()]
     return SearchSpace(built, context)

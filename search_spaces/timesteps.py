@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from search_spaces.params import Condition, Family, Param, TableReader
+from tuner.search_spaces.params import Condition, Family, Param, TableReader
 from tuner.errors import TunerError
 
 SCHEDULES = ("uniform", "tmpq")
@@ -57,6 +57,16 @@ class TimestepsFamily(Family):
                 bigger = tuple(g for g in groups if g > i)
                 self.add(Param(f"timesteps.offset{i}", "float", low=0.0, high=1.0,
                                condition=Condition("timesteps.groups", bigger), help=f"position in group {i}"))
+
+    def neutral(self) -> dict:
+        return {"timesteps.schedule": "uniform", "timesteps.count": self.steps} if self.enabled else {}
+
+    def seeds(self) -> list[dict]:
+        """A steps-only ladder: every searched count, uniform spacing."""
+        if not self.enabled:
+            return []
+        counts = next((p.choices for p in self.params if p.name == "timesteps.count"), ())
+        return [{"timesteps.schedule": "uniform", "timesteps.count": c} for c in counts if c != self.steps]
 
     def num_steps(self, values: dict) -> int:
         if not self.enabled:

@@ -1,11 +1,9 @@
-"""Token merging: ToMe (fixed ratio r) or CA-ToMe (threshold t + cached pairs), or neither.
+"""CA-ToMe's checkpoint genes: where the merge pairs are recomputed, guided by the study's Jaccard profile.
 
-Parameters
-- `token_merging` ∈ {none, tome, catome}: which method (none only when a table says `optional`, the
-  default). The two are alternatives: both patch the same attention blocks.
-- `tome.ratio` (r), `tome.max_downsample` (levels: 1 = D1/U1 only, 2 = also the next level).
-- `catome.threshold` (t), `catome.max_downsample`.
-- Checkpoint sets, when the study measured a Jaccard profile (`SpaceContext.jaccard_profile`): two genes,
+The rest of token merging (ToMe's ratio, CA-ToMe's threshold, the levels) is searched from the methods'
+own knob declarations (search_spaces.derived); this module adds what no range describes.
+
+- With a Jaccard profile (`SpaceContext.jaccard_profile`, measured by `CaToMeConfig.prepare`): two genes,
   `catome.checkpoint_delta` (δ: a checkpoint wherever the Jaccard distance accumulated since the last one
   exceeds δ; log scale between half the smallest and the sum of the profile's distances) and
   `catome.checkpoint_max` (at most this many; δ is raised until the set fits). Decoded by
@@ -15,17 +13,15 @@ Parameters
   below JD(s), so s and every step spiking at least as high become checkpoints. Steps where the pair
   sets change most are therefore the ones mutations add most often.
 
-Table keys: `[space.tome]` enabled, optional, ratio, max_downsample; `[space.catome]` enabled, optional,
-threshold, max_downsample, checkpoints ("profile" | "every_step"), max_checkpoints.
+Table keys (beside the knobs): `[space.catome]` checkpoints ("profile" | "every_step"), max_checkpoints.
 """
 
 from __future__ import annotations
 
-from search_spaces.params import Condition, Family, Param, TableReader, number_param
+from tuner.search_spaces.derived import EXTENSIONS, Extension
+from tuner.search_spaces.params import Condition, Family, Param, TableReader, number_param
 from tuner.errors import TunerError
 
-CHOICE = "token_merging"
-LEVELS = (1, 2, 4, 8)
 JUST_BELOW = 1.0 - 1e-6  # δ slightly under a spike's height: that spike alone triggers a checkpoint
 
 
@@ -40,44 +36,12 @@ def profile_distances(profile) -> list[float]:
     return out
 
 
-class TokenMergingFamily(Family):
-    def __init__(self, tables: dict, context):
-        super().__init__()
+class CheckpointGenes(Extension):
+    def __init__(self):
         self.profile = None
         self.profile_steps = 0
-        methods, optional = [], False
-        readers = {}
-        for key in ("tome", "catome"):
-            if key in tables:
-                r = TableReader(key, tables[key])
-                if r.flag("enabled", True):
-                    methods.append(key)
-                    optional |= r.flag("optional", True)
-                    readers[key] = r
-                else:
-                    r.rest.clear()  # a disabled table's other keys are not checked
-        choices = (["none"] if optional else []) + methods
-        self.add(Param(CHOICE, "categorical", choices=tuple(choices), help="token merging method"))
-        if "tome" in readers:
-            self._tome(readers["tome"])
-        if "catome" in readers:
-            self._catome(readers["catome"], context)
 
-    def _tome(self, r: TableReader) -> None:
-        on = Condition(CHOICE, ("tome",))
-        self.add(number_param("tome.ratio", r.number_range("ratio", [0.1, 0.7], 0.0, 0.95, integer=False),
-                              integer=False, condition=on, help="share of tokens merged away"))
-        self.add(Param("tome.max_downsample", "categorical", condition=on,
-                       choices=r.choices("max_downsample", [1, 2], LEVELS), help="deepest level merged"))
-        r.finish()
-
-    def _catome(self, r: TableReader, context) -> None:
-        on = Condition(CHOICE, ("catome",))
-        self.add(number_param("catome.threshold",
-                              r.number_range("threshold", [0.5, 1.0], 0.0, 1.5, integer=False),
-                              integer=False, condition=on, help="cosine similarity needed to merge"))
-        self.add(Param("catome.max_downsample", "categorical", condition=on,
-                       choices=r.choices("max_downsample", [1], LEVELS), help="deepest level merged"))
+    def declare(self, family: Family, r: TableReader, context, on: Condition) -> None:
         has_profile = context.jaccard_profile is not None and len(context.jaccard_profile) > 0
         if has_profile and "checkpoints" not in r.rest and not any(d > 0 for d in profile_distances(context.jaccard_profile)):
             has_profile = False  # nothing ever changes between steps: no spike to place a checkpoint at
@@ -88,12 +52,11 @@ class TokenMergingFamily(Family):
             if not has_profile:
                 raise TunerError("space.catome.checkpoints = 'profile' needs the study's Jaccard profile "
                                  "(run the study's profile step first)")
-            self._checkpoint_genes(r, context, on)
+            self._checkpoint_genes(family, r, context, on)
         else:
             r.rest.pop("max_checkpoints", None)
-        r.finish()
 
-    def _checkpoint_genes(self, r: TableReader, context, on: Condition) -> None:
+    def _checkpoint_genes(self, family: Family, r: TableReader, context, on: Condition) -> None:
         self.profile = context.jaccard_profile
         dist = profile_distances(self.profile)
         self.profile_steps = len(dist)
@@ -103,36 +66,21 @@ class TokenMergingFamily(Family):
         lo, hi = 0.5 * min(positive), sum(positive)
         spikes = [(d * JUST_BELOW, d) for d in dist[1:] if d > 0]
         weights = (tuple(max(lo, v) for v, _ in spikes), tuple(w for _, w in spikes))
-        self.add(Param("catome.checkpoint_delta", "float", low=lo, high=hi, log=True, condition=on,
+        family.add(Param("catome.checkpoint_delta", "float", low=lo, high=hi, log=True, condition=on,
                        mutation_weights=weights, help="accumulated Jaccard distance between checkpoints"))
         bounds = r.number_range("max_checkpoints", [2, min(16, self.profile_steps)], 1, self.profile_steps,
                                 integer=True)
-        self.add(number_param("catome.checkpoint_max", bounds, integer=True, condition=on,
+        family.add(number_param("catome.checkpoint_max", bounds, integer=True, condition=on,
                               help="most checkpoints allowed"))
 
-    def checkpoints(self, values: dict, num_steps: int) -> list[int] | None:
+    def decode(self, family: Family, values: dict, num_steps: int) -> dict:
         if self.profile is None:
-            return None
+            return {"checkpoints": None}
         from tuner.jaccard import checkpoints_from_profile, scale_checkpoints
 
-        steps = checkpoints_from_profile(self.profile, float(self.get(values, "catome.checkpoint_delta")),
-                                         int(self.get(values, "catome.checkpoint_max")))
-        return scale_checkpoints(steps, self.profile_steps, num_steps)
-
-    def decode(self, values: dict, num_steps: int) -> dict[str, dict]:
-        method = self.get(values, CHOICE)
-        if method == "tome":
-            return {"tome": {"ratio": float(self.get(values, "tome.ratio")),
-                             "max_downsample": int(self.get(values, "tome.max_downsample"))}}
-        if method == "catome":
-            return {"catome": {"threshold": float(self.get(values, "catome.threshold")),
-                               "max_downsample": int(self.get(values, "catome.max_downsample")),
-                               "checkpoints": self.checkpoints(values, num_steps)}}
-        return {}
+        steps = checkpoints_from_profile(self.profile, float(family.get(values, "catome.checkpoint_delta")),
+                                         int(family.get(values, "catome.checkpoint_max")))
+        return {"checkpoints": scale_checkpoints(steps, self.profile_steps, num_steps)}
 
 
-KEYS = ("tome", "catome")
-
-
-def build(tables: dict, context) -> TokenMergingFamily:
-    return TokenMergingFamily(tables, context)
+EXTENSIONS["catome"] = CheckpointGenes

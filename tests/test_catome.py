@@ -109,7 +109,7 @@ def test_cached_steps_reuse_the_checkpoint_pairs(tiny_pipe):
                                     {"ratio": 0.5}])
 def test_bad_config_is_one_line_error(params):
     with pytest.raises(TunerError) as e:
-        AccelConfig.from_dict({"schema_version": 1, "methods": {"catome": params}})
+        AccelConfig.from_dict({"schema_version": 2, "methods": {"catome": params}})
     assert "\n" not in str(e.value)
 
 

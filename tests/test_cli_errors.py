@@ -50,7 +50,7 @@ def test_corrupt_config_json(capsys, tmp_path):
 
 def test_unknown_method_in_config(capsys, tmp_path):
     bad = tmp_path / "c.json"
-    bad.write_text('{"schema_version": 1, "methods": {"teleport": {}}}')
+    bad.write_text('{"schema_version": 2, "methods": {"teleport": {}}}')
     code, err = _run(capsys, ["evaluate", str(bad)])
     assert code == 2 and "unknown method 'teleport'" in err
 

@@ -14,8 +14,11 @@ def test_empty_config_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("data, match", [
-    ({"schema_version": 2, "methods": {}}, "schema_version"),
+    ({"schema_version": 3, "methods": {}}, "schema_version"),
+    ({"schema_version": True, "methods": {}}, "schema_version"),
     ({"methods": {}}, "schema_version"),
+    ({"schema_version": 2}, "'methods' is missing"),
+    ({"schema_version": 2, "methods": {}, "objectives": {"fid": "low"}}, "objectives.fid"),
     ({"schema_version": 1, "methods": {"warp_drive": {}}}, "unknown method 'warp_drive'"),
     ({"schema_version": 1, "methods": [], }, "'methods' must be an object"),
     ({"schema_version": 1, "methods": {}, "colour": 1}, "unknown key"),
@@ -40,10 +43,32 @@ def test_missing_file(tmp_path):
 
 
 def test_apply_empty_config_is_identity(tiny_pipe):
-    from tuner.apply import apply
+    from tuner.apply_config import apply
 
     base = tiny_pipe([1, 2], [0, 1], num_inference_steps=3)
     with apply(tiny_pipe, {"schema_version": 1, "methods": {}}):
         same = tiny_pipe([1, 2], [0, 1], num_inference_steps=3)
     import torch
     assert torch.equal(base, same)
+
+
+def test_shorthand_is_the_methods_table():
+    short = AccelConfig.from_dict({"tome": {"ratio": 0.5}})
+    full = AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": {"ratio": 0.5}}})
+    assert short.to_dict() == full.to_dict()
+    with pytest.raises(TunerError, match="unknown key"):
+        AccelConfig.from_dict({"tome": {"ratio": 0.5}, "colour": 1})
+
+
+def test_version_1_configs_keep_their_meaning():
+    old = {"schema_version": 1, "methods": {"sampler": {"name": "ddpm", "coefficients": "liyan"},
+                                            "timesteps": {"timesteps": [900, 500, 100]}}}
+    cfg = AccelConfig.from_dict(old)
+    assert cfg.to_dict()["schema_version"] == 2
+    assert cfg.to_dict()["methods"]["solver"] == {"name": "ddpm", "coefficients": "liyan"}
+    assert "sampler" not in cfg.methods
+
+
+def test_timesteps_are_a_set_stored_descending():
+    cfg = AccelConfig.from_dict({"timesteps": {"timesteps": [0, 500, 250]}})
+    assert cfg.methods["timesteps"].timesteps == [500, 250, 0]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tuner.apply import apply as apply_config
+from tuner.apply_config import apply as apply_config
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.methods.cache_schedule import nonuniform_keyframes, uniform_keyframes
@@ -44,7 +44,7 @@ def test_branch_out_of_range_names_the_max(tiny_pipe):
 
 def test_neutral_identical_reversible_and_reset_per_call(tiny_pipe):
     base = run(tiny_pipe)
-    with apply_config(tiny_pipe, AccelConfig.from_dict({"schema_version": 1, "methods": {"deepcache": {"interval": 1}}})):
+    with apply_config(tiny_pipe, AccelConfig.from_dict({"schema_version": 2, "methods": {"deepcache": {"interval": 1}}})):
         assert torch.equal(run(tiny_pipe), base)
     handle = apply(tiny_pipe, DeepCacheConfig(interval=3, branch=0))
     first, second = run(tiny_pipe), run(tiny_pipe)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, EulerDiscreteScheduler, UNet2DModel
 
-from tuner.apply import apply
+from tuner.apply_config import apply
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.sampling import ddpm_coefficients
@@ -20,7 +20,7 @@ def pipe():
 
 
 def _config(methods):
-    return AccelConfig.from_dict({"schema_version": 1, "methods": methods})
+    return AccelConfig.from_dict({"schema_version": 2, "methods": methods})
 
 
 def _run(pipe, steps=5):
@@ -64,18 +64,18 @@ def test_sampler_swaps_the_scheduler_and_composes_with_timesteps(pipe):
     probe = DDIMScheduler.from_config(original.config)
     probe.set_timesteps(3)
     own = [int(t) for t in probe.timesteps]  # DDIM's own list for 3 steps
-    with apply(pipe, _config({"sampler": {"name": "ddim"}, "timesteps": {"timesteps": own}})):
+    with apply(pipe, _config({"solver": {"name": "ddim"}, "timesteps": {"timesteps": own}})):
         assert isinstance(pipe.scheduler, DDIMScheduler)
         assert _run(pipe, steps=50)[1] == own
     assert pipe.scheduler is original
     pipe.scheduler = EulerDiscreteScheduler.from_config(original.config)
     euler = pipe.scheduler
-    with apply(pipe, _config({"sampler": {"name": "ddpm", "coefficients": "liyan"}, "timesteps": {"timesteps": ts}})):
+    with apply(pipe, _config({"solver": {"name": "ddpm", "coefficients": "liyan"}, "timesteps": {"timesteps": ts}})):
         assert isinstance(pipe.scheduler, DDPMScheduler) and pipe.scheduler.config.variance_type == "fixed_small"
         assert _run(pipe)[1] == ts
     assert pipe.scheduler is euler
     with pytest.raises(TunerError, match="baseline coefficients"):
-        apply(pipe, _config({"sampler": {"name": "ddpm", "coefficients": "baseline"}}))
+        apply(pipe, _config({"solver": {"name": "ddpm", "coefficients": "baseline"}}))
     assert pipe.scheduler is euler
 
 
@@ -84,7 +84,7 @@ def test_liyan_is_ddpm_fixed_small_exactly(pipe):
     a strided list, with the same noise Z."""
     pipe.scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=True, thresholding=False)  # a clipping original
     ts = [999, 700, 420, 150, 10]
-    with apply(pipe, _config({"sampler": {"name": "ddpm", "coefficients": "liyan"}, "timesteps": {"timesteps": ts}})):
+    with apply(pipe, _config({"solver": {"name": "ddpm", "coefficients": "liyan"}, "timesteps": {"timesteps": ts}})):
         sched = pipe.scheduler
         sched.set_timesteps(50)
         assert [int(t) for t in sched.timesteps] == ts

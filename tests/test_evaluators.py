@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators.cost import bitops, count_macs
-from evaluators.fidelity import ReferenceFeatures, fid_kid
-from evaluators.latency import interleaved_medians, time_once
-from evaluators.pairwise import PSNR_IDENTICAL, pairwise
+from tuner.evaluators.cost import bitops, count_macs
+from tuner.evaluators.fidelity import ReferenceFeatures, fid_kid
+from tuner.evaluators.latency import interleaved_medians, time_once
+from tuner.evaluators.pairwise import PSNR_IDENTICAL, pairwise
 from tuner.proxy.data import load_digits_split
 
 

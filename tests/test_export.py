@@ -44,7 +44,7 @@ def study_file(tmp_path):
     study.set_user_attr("baseline", BASELINE)
     study.set_user_attr("model_id", "tuner/proxy-digits-16px")
     for n, (lat, fid, methods) in CONFIGS.items():
-        methods = AccelConfig.from_dict({"schema_version": 1, "methods": methods}).to_dict()["methods"]
+        methods = AccelConfig.from_dict({"schema_version": 2, "methods": methods}).to_dict()["methods"]
         study.add_trial(create_trial(values=[lat, fid], constraints={"fid_increase_pct": 100 * (fid / 10 - 1) - 20},
                                      user_attrs={"config": methods, "kid": 0.01, "psnr": 30.0, "ssim": 0.9,
                                                  "class_accuracy": 1.0, "speedup": 0.1 / lat}))
@@ -98,7 +98,7 @@ def test_export_errors_write_nothing(study_file, tmp_path, capsys, argv, match):
 
 
 def test_exported_config_applies_and_removes_bit_identically(study_file, tmp_path, tiny_pipe):
-    from tuner.apply import apply
+    from tuner.apply_config import apply
     from tuner.config import AccelConfig
 
     out = tmp_path / "c.json"
@@ -123,8 +123,8 @@ def test_cli_apply_writes_an_image_grid(study_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, match", [("{nope", "not valid JSON"),
-                                             ('{"schema_version": 1, "methods": {"teleport": {}}}', "unknown method"),
-                                             ('{"schema_version": 1, "methods": {"tome": {"ratio": 2}}}', "ratio")])
+                                             ('{"schema_version": 2, "methods": {"teleport": {}}}', "unknown method"),
+                                             ('{"schema_version": 2, "methods": {"tome": {"ratio": 2}}}', "ratio")])
 def test_cli_apply_bad_json_exit_2_nothing_written(tmp_path, capsys, content, match):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
@@ -172,7 +172,7 @@ def test_evaluate_defaults_to_the_exported_proxy_set(study_file, tmp_path):
                                           (["--seed", "-1"], "seed=-1")])
 def test_evaluate_bad_flags_exit_2_before_any_work(tmp_path, capsys, argv, match):
     cfg = tmp_path / "c.json"
-    cfg.write_text('{"schema_version": 1, "methods": {"tome": {"ratio": 0.3}}}')
+    cfg.write_text('{"schema_version": 2, "methods": {"tome": {"ratio": 0.3}}}')
     assert main(["evaluate", str(cfg), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err
@@ -186,7 +186,7 @@ def test_evaluate_rejects_a_config_the_model_cannot_take_before_the_baseline(tmp
 
     monkeypatch.setattr(EvalContext, "generate", no_generation)
     cfg = tmp_path / "c.json"
-    cfg.write_text('{"schema_version": 1, "methods": {"deepcache": {"interval": 3, "branch": 9}}}')
+    cfg.write_text('{"schema_version": 2, "methods": {"deepcache": {"interval": 3, "branch": 9}}}')
     assert main(["evaluate", str(cfg), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "branch" in err and "\n" not in err
@@ -194,7 +194,7 @@ def test_evaluate_rejects_a_config_the_model_cannot_take_before_the_baseline(tmp
 
 def test_cli_apply_unknown_image_format_exit_2_before_generating(tmp_path, capsys):
     cfg = tmp_path / "c.json"
-    cfg.write_text('{"schema_version": 1, "methods": {"tome": {"ratio": 0.3}}}')
+    cfg.write_text('{"schema_version": 2, "methods": {"tome": {"ratio": 0.3}}}')
     assert main(["apply", str(cfg), "--out", str(tmp_path / "grid.foo")]) == 2
     err = capsys.readouterr().err.strip()
     assert "grid.foo" in err and "\n" not in err
@@ -203,7 +203,7 @@ def test_cli_apply_unknown_image_format_exit_2_before_generating(tmp_path, capsy
 
 def test_evaluate_rejects_a_malformed_recorded_proxy_set(tmp_path, capsys):
     cfg = tmp_path / "c.json"
-    cfg.write_text('{"schema_version": 1, "methods": {}, "environment": {"proxy_set": [8, 6]}}')
+    cfg.write_text('{"schema_version": 2, "methods": {}, "environment": {"proxy_set": [8, 6]}}')
     assert main(["evaluate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert "environment.proxy_set must be an object" in err and "\n" not in err
@@ -212,7 +212,7 @@ def test_evaluate_rejects_a_malformed_recorded_proxy_set(tmp_path, capsys):
 def test_evaluate_measures_in_the_recorded_feature_space(tmp_path, capsys):
     """A config measured with Inception FID is not quietly re-measured with the proxy extractor."""
     cfg = tmp_path / "c.json"
-    cfg.write_text('{"schema_version": 1, "methods": {}, "environment": {"feature_extractor": "inception"}}')
+    cfg.write_text('{"schema_version": 2, "methods": {}, "environment": {"feature_extractor": "inception"}}')
     assert main(["evaluate", str(cfg), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "Inception" in err and "\n" not in err

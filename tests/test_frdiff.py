@@ -130,13 +130,13 @@ def test_sd15_unet_two_steps(sd15_unet):
 
 
 def test_composes_with_deepcache(tiny_pipe):
-    from tuner.apply import apply as apply_config
+    from tuner.apply_config import apply as apply_config
 
     base = run(tiny_pipe)
-    neutral = {"schema_version": 1, "methods": {"deepcache": {"interval": 1}, "frdiff": {"interval": 1}}}
+    neutral = {"schema_version": 2, "methods": {"deepcache": {"interval": 1}, "frdiff": {"interval": 1}}}
     with apply_config(tiny_pipe, neutral):
         assert torch.equal(run(tiny_pipe), base)
-    both = {"schema_version": 1, "methods": {"deepcache": {"interval": 3, "branch": 1}, "frdiff": {"interval": 2}}}
+    both = {"schema_version": 2, "methods": {"deepcache": {"interval": 3, "branch": 1}, "frdiff": {"interval": 2}}}
     with apply_config(tiny_pipe, both):
         first, second = run(tiny_pipe), run(tiny_pipe)
     assert torch.equal(first, second) and torch.isfinite(first).all() and not torch.equal(first, base)

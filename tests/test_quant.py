@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from evaluators.cost import bitops, count_macs
-from tuner.apply import apply
+from tuner.evaluators.cost import bitops, count_macs
+from tuner.apply_config import apply
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.methods import quant
@@ -17,7 +17,7 @@ CLASSES, SEEDS, STEPS = [3, 7], [11, 12], 2
 
 
 def _config(**q):
-    return AccelConfig.from_dict({"schema_version": 1, "methods": {"quant": q}})
+    return AccelConfig.from_dict({"schema_version": 2, "methods": {"quant": q}})
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_per_layer_overrides(calibrated):
         assert "conv_in" not in h.info["simulated_layers"] and "conv_out" in h.info["simulated_layers"]
 
 
-@pytest.mark.parametrize("bad", [{"weight_bits": 3}, {"act_bits": 12}, {"weight_bits": 8.0},
+@pytest.mark.parametrize("bad", [{"weight_bits": 3}, {"act_bits": 12}, {"weight_bits": 8.5}, {"weight_bits": True},
                                  {"per_layer": {"conv_in": {"w": 2}}}, {"per_layer": {"conv_in": {"x": 8}}},
                                  {"per_layer": []}])
 def test_bad_bits_are_errors(bad):
@@ -164,9 +164,9 @@ def test_sd15_unet_calibrate_once_and_quantize(sd15_unet):
 def test_composes_with_pipeline_and_per_step_methods(calibrated):
     """timesteps + sampler + quant + ToMe + DeepCache on one model, removed in one go."""
     ref = _run(calibrated)
-    methods = {"timesteps": {"timesteps": [900, 500, 100]}, "sampler": {"name": "ddpm", "coefficients": "liyan"},
+    methods = {"timesteps": {"timesteps": [900, 500, 100]}, "solver": {"name": "ddpm", "coefficients": "liyan"},
                "quant": {"weight_bits": 6, "act_bits": 8}, "tome": {"ratio": 0.5}, "deepcache": {"interval": 2}}
-    with apply(calibrated, AccelConfig.from_dict({"schema_version": 1, "methods": methods})) as h:
+    with apply(calibrated, AccelConfig.from_dict({"schema_version": 2, "methods": methods})) as h:
         a = _run(calibrated)
         b = _run(calibrated)
         assert h.info["simulated_layers"]
@@ -175,7 +175,7 @@ def test_composes_with_pipeline_and_per_step_methods(calibrated):
 
 
 def test_mse_ranges_clip_harder_at_low_bits_and_are_cached(calibrated):
-    calib = calibrated.unet._tuner_quant_calibration
+    calib = quant.CALIBRATIONS[calibrated.unet]
     name = "down_blocks.0.resnets.0.conv1"
     w = dict(calibrated.unet.named_modules())[name].weight
     r4, r8 = calib.act_range(name, 4), calib.act_range(name, 8)
@@ -190,7 +190,7 @@ def test_mse_ranges_clip_harder_at_low_bits_and_are_cached(calibrated):
 
 def test_max_clipping_shares_one_range_across_bit_widths(tiny_pipe):
     quant.calibrate(tiny_pipe, classes=[5], seeds=[100], steps=STEPS, method="max")
-    calib = tiny_pipe.unet._tuner_quant_calibration
+    calib = quant.CALIBRATIONS[tiny_pipe.unet]
     assert calib.act_range("conv_out", 4) is calib.act_range("conv_out", 8) is calib.act_absmax["conv_out"]
     with apply(tiny_pipe, _config(weight_bits=6, act_bits=6)) as h:
         assert torch.isfinite(_run(tiny_pipe)).all() and h.info["simulated_layers"]
@@ -201,11 +201,11 @@ def test_max_clipping_shares_one_range_across_bit_widths(tiny_pipe):
 def test_first_apply_calibrates_on_the_baseline_trajectory_not_the_candidate(tiny_pipe, monkeypatch):
     monkeypatch.setattr(quant, "DEFAULT_CALIBRATION_IMAGES", 1)
     monkeypatch.setattr(quant, "DEFAULT_CALIBRATION_STEPS", 2)
-    cfg = AccelConfig.from_dict({"schema_version": 1, "methods": {
-        "timesteps": {"timesteps": [900, 600, 300]}, "sampler": {"name": "ddpm", "coefficients": "liyan"},
+    cfg = AccelConfig.from_dict({"schema_version": 2, "methods": {
+        "timesteps": {"timesteps": [900, 600, 300]}, "solver": {"name": "ddpm", "coefficients": "liyan"},
         "quant": {"weight_bits": 8, "act_bits": 8}}})
     with apply(tiny_pipe, cfg):
-        calib = tiny_pipe.unet._tuner_quant_calibration
+        calib = quant.CALIBRATIONS[tiny_pipe.unet]
         assert tiny_pipe.timesteps_override == [900, 600, 300] and tiny_pipe.sampler.name == "ddpm"
     # conv_in sees the whole CFG batch (2 x 1 x 16 x 16 values) once per step: 2 default DDIM steps, not 3
     assert calib.act_samples["conv_in"].numel() == 2 * 512

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from search_spaces.defaults import default_families
-from search_spaces.space import SpaceContext, build_space
+from tuner.search_spaces.defaults import default_families
+from tuner.search_spaces.space import SpaceContext, build_space
 from tuner.errors import TunerError
 from tuner.samplers import SAMPLER_NAMES, build_sampler
 from tuner.samplers.deap_ga import ENGINE_KEY, GENOME_KEY, PARENTS_KEY
@@ -58,8 +58,8 @@ def synthetic(space, *, constraint: bool = False, prune_every: int = 0, fail_eve
         if "frdiff" in m:
             speed *= 1 + 0.2 * m["frdiff"].interval
             error += 0.1 * abs(m["frdiff"].bias - 0.4)
-        if m.get("sampler") and m["sampler"].name == "ddpm":
-            error += 0.05 if m["sampler"].coefficients == "liyan" else 0.2
+        if m.get("solver") and m["solver"].name == "ddpm":
+            error += 0.05 if m["solver"].coefficients == "liyan" else 0.2
         error += 0.5 * (1 - n) ** 2
         if prune_every and trial.number % prune_every == prune_every - 1:
             raise optuna.TrialPruned()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
@@ -11,10 +12,10 @@ import pandas as pd
 import pytest
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from search_spaces.defaults import default_families
-from search_spaces.params import seeded_globals
-from search_spaces.space import SpaceContext, build_space
-from search_spaces.token_merging import JUST_BELOW, profile_distances
+from tuner.search_spaces.defaults import default_families
+from tuner.search_spaces.params import seeded_globals
+from tuner.search_spaces.space import SpaceContext, build_space
+from tuner.search_spaces.token_merging import JUST_BELOW, profile_distances
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 
@@ -48,7 +49,7 @@ FULL_TABLE = {
     "frdiff": {"interval": [2, 4], "mixing": [True, False]},
     "timesteps": {"counts": [10, 25, 50], "groups": [5, 10]},
     "quant": {"bits": [4, 6, 8, 32], "separate_act": True, "act_bits": [8, 32]},
-    "sampler": {},
+    "solver": {},
 }
 
 
@@ -104,7 +105,7 @@ def test_conditional_params_absent_when_method_off(space):
         assert (fc == "frdiff") == any(n.startswith("frdiff.") for n in names)
         nonuniform = values.get("deepcache.schedule") == "nonuniform"
         assert nonuniform == ("deepcache.center" in names) == ("deepcache.power" in names)
-        assert (values["sampler.name"] == "ddpm") == ("sampler.coefficients" in names)
+        assert (values["solver.name"] == "ddpm") == ("solver.coefficients" in names)
         assert values["quant.enabled"] == any(n.startswith("quant.bits.") for n in names)
         if values["timesteps.schedule"] == "tmpq":
             g = values["timesteps.groups"]
@@ -137,11 +138,11 @@ def test_200_random_draws_give_valid_configs(space):
         if "quant" in cfg.methods:
             per_layer = cfg.methods["quant"].per_layer
             assert set(per_layer) <= set(LAYERS)
-    assert {"tome", "catome", "deepcache", "frdiff", "timesteps", "quant", "sampler"} <= set(methods)
+    assert {"tome", "catome", "deepcache", "frdiff", "timesteps", "quant", "solver"} <= set(methods)
 
 
 def test_neutral_choices_give_the_baseline_config(space):
-    values = {"timesteps.schedule": "uniform", "timesteps.count": STEPS, "sampler.name": "ddim",
+    values = {"timesteps.schedule": "uniform", "timesteps.count": STEPS, "solver.name": "ddim",
               "quant.enabled": False, "token_merging": "none", "feature_cache": "none"}
     assert sorted(space.to_config(values).methods) == []  # the baseline: an empty config (any pipeline takes it)
 
@@ -191,7 +192,7 @@ def test_checkpoint_mutation_follows_the_profile(space, context):
 
 
 def test_checkpoints_scale_to_the_trial_step_count(space, context):
-    values = {"timesteps.schedule": "uniform", "timesteps.count": 10, "sampler.name": "ddim",
+    values = {"timesteps.schedule": "uniform", "timesteps.count": 10, "solver.name": "ddim",
               "quant.enabled": False, "token_merging": "catome", "catome.threshold": 0.7,
               "catome.max_downsample": 1, "catome.checkpoint_delta": 0.2, "catome.checkpoint_max": 20,
               "feature_cache": "none"}
@@ -227,7 +228,7 @@ def test_without_a_usable_profile_catome_recomputes_every_step(profile):
 
 
 @pytest.mark.parametrize("table, ctx_kw, message", [
-    ({"bogus": {}}, {}, "unknown method family 'bogus'"),
+    ({"bogus": {}}, {}, "unknown method 'bogus'"),
     ({"tome": {"ratio": [0.1, 1.2]}}, {}, "space.tome.ratio: [0.1, 1.2] is out of range"),
     ({"tome": {"ratio": [0.6, 0.1]}}, {}, "needs low <= high"),
     ({"tome": {"ratoi": [0.1, 0.2]}}, {}, "space.tome: unknown key(s) ratoi"),
@@ -241,8 +242,10 @@ def test_without_a_usable_profile_catome_recomputes_every_step(profile):
     ({"quant": {"bits": [3, 8]}}, {"quant_layers": ["conv_in"]}, "space.quant.bits: 3 is not one of"),
     ({"quant": {}}, {}, "needs the U-Net's layer names"),
     ({"catome": {"checkpoints": "profile"}}, {}, "needs the study's Jaccard profile"),
-    ({"sampler": {"names": ["plms"]}}, {}, "space.sampler.names: 'plms' is not one of"),
-    ({"sampler": {"enabled": "yes"}}, {}, "space.sampler.enabled must be true or false"),
+    ({"solver": {"name": ["plms"]}}, {}, "space.solver.name: 'plms' is not one of"),
+    ({"sampler": {"names": ["plms"]}}, {}, "space.solver.name: 'plms' is not one of"),  # the round-1 name
+    ({"sampler": {}, "solver": {}}, {}, "both 'sampler'"),
+    ({"solver": {"enabled": "yes"}}, {}, "space.solver.enabled must be true or false"),
 ])
 def test_bad_space_table_is_a_one_line_error(table, ctx_kw, message):
     with pytest.raises(TunerError) as e:
@@ -267,7 +270,20 @@ def test_default_space_is_small_and_quant_only_with_bitops():
     ctx = SpaceContext(steps=STEPS, jaccard_profile=synthetic_profile(), quant_layers=list(LAYERS))
     plain = build_space(default_families(), ctx)
     names = {p.name for p in plain.params}
-    assert {"token_merging", "feature_cache", "timesteps.count", "sampler.name"} <= names
+    assert {"token_merging", "feature_cache", "timesteps.count", "solver.name"} <= names
     assert not any(n.startswith("quant.") for n in names) and len(plain.params) <= 16
     with_bitops = build_space(default_families(["latency", "fid", "bitops"]), ctx)
     assert any(p.name.startswith("quant.bits.") for p in with_bitops.params)
+
+
+def test_warm_start_is_the_baseline_then_each_method_at_its_defaults_then_fewer_steps():
+    space = build_space(default_families(), SpaceContext(steps=20, max_branch=2))
+    configs = [space.to_config(values).to_dict()["methods"] for values in space.warm_start()]
+    assert configs[0] == {}  # the neutral config: the baseline itself
+    assert {len(c["timesteps"]["timesteps"]) for c in configs if list(c) == ["timesteps"]} == {12, 8, 4}
+    assert any(c.get("tome", {}).get("ratio") == 0.5 for c in configs)
+    assert any(c.get("deepcache", {}).get("interval") == 3 for c in configs)
+    assert len(configs) == len({json.dumps(c, sort_keys=True) for c in configs})
+    assert len(space.warm_start(limit=3)) == 3
+    narrowed = build_space({"tome": {"ratio": [0.6, 0.7]}}, SpaceContext(steps=20))
+    assert [v.get("tome.ratio") for v in narrowed.warm_start()] == [None, 0.6]  # the default, clamped into range

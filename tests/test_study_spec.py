@@ -68,7 +68,7 @@ def test_with_n_trials_override(tmp_path):
     ("colour = 1\n" + GOOD, "unknown key"),
     (GOOD + "[evaluator]\nlatency_imgs = 3\n", r"unknown key.*\[evaluator\]"),
     (GOOD.replace('"tpe"', '"annealing"'), "unknown sampler 'annealing'"),
-    (GOOD + "[space.warp]\n", "unknown method famil"),
+    (GOOD + "[space.warp]\n", "unknown method"),
     (GOOD.replace("n_trials = 4", "n_trials = 0"), "n_trials=0 is out of range"),
     (GOOD.replace("n_images = 8", "n_images = 1"), "n_images=1 is out of range"),
     (GOOD.replace("max_fid_increase = 20", "max_fid_increase = -5"), "max_fid_increase=-5 is out of range"),
@@ -95,12 +95,12 @@ def test_bad_study_files(tmp_path, text, match):
 
 
 def test_empty_space_is_the_default_joint_space(tmp_path):
-    from search_spaces.defaults import default_families
+    from tuner.search_spaces.defaults import default_families
 
     text = GOOD.replace("[space.tome]\nratio = [0.2, 0.6]\n[space.deepcache]\n", "")
     assert load_spec(_write(tmp_path, text)).space == default_families(["latency", "fid"])
     spec = load_spec(_write(tmp_path, 'objectives = ["latency", "fid", "bitops"]\n' + text))
-    assert "quant" in spec.space and spec.needs_calibration
+    assert "quant" in spec.space and "quant" in spec.methods
 
 
 def test_missing_file(tmp_path):

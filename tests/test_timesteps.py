@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuner.apply import apply
+from tuner.apply_config import apply
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.methods.timesteps import (TimestepsConfig, counts_to_timesteps, group_sizes, grouping_to_timesteps,
@@ -15,7 +15,7 @@ CLASSES, SEEDS = [3, 7], [11, 12]
 
 
 def _config(ts):
-    return AccelConfig.from_dict({"schema_version": 1, "methods": {"timesteps": {"timesteps": ts}}})
+    return AccelConfig.from_dict({"schema_version": 2, "methods": {"timesteps": {"timesteps": ts}}})
 
 
 @pytest.mark.parametrize("n", [1, 10, 25, 50, 1000])
@@ -56,7 +56,11 @@ def test_counts_per_group():
         counts_to_timesteps([0, 0, 0, 0], edges)
 
 
-@pytest.mark.parametrize("bad", [[], [10, 10, 5], [5, 10], [1000, 500], [500, -1], [500.0, 100], "999"])
+def test_timesteps_are_a_set_run_from_high_to_low():
+    assert TimestepsConfig.from_dict({"timesteps": [5, 10, 500.0]}).timesteps == [500, 10, 5]
+
+
+@pytest.mark.parametrize("bad", [[], [10, 10, 5], [1000, 500], [500, -1], [500.5, 100], [True], "999"])
 def test_bad_timesteps_are_errors(bad):
     with pytest.raises(TunerError, match="timesteps"):
         _config(bad)

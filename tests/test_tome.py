@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tuner.apply import apply as apply_config
+from tuner.apply_config import apply as apply_config
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.methods import tome
@@ -108,7 +108,7 @@ def test_level_without_transformer_blocks_is_an_error():
 
 def test_tome_and_catome_together_is_an_error(tiny_pipe):
     base = run(tiny_pipe)
-    cfg = AccelConfig.from_dict({"schema_version": 1, "methods": {"tome": {"ratio": 0.5}, "catome": {"threshold": 0.5}}})
+    cfg = AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": {"ratio": 0.5}, "catome": {"threshold": 0.5}}})
     with pytest.raises(TunerError, match="cannot be combined"):
         apply_config(tiny_pipe, cfg)
     assert torch.equal(run(tiny_pipe), base)  # the half-applied tome was rolled back
@@ -118,7 +118,7 @@ def test_tome_and_catome_together_is_an_error(tiny_pipe):
                                     {"use_rand": "yes"}, {"ratios": 0.5}])
 def test_bad_config_is_one_line_error(params):
     with pytest.raises(TunerError) as e:
-        AccelConfig.from_dict({"schema_version": 1, "methods": {"tome": params}})
+        AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": params}})
     assert "\n" not in str(e.value)
 
 

@@ -8,3 +8,8 @@ class TunerError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class TrialFailed(Exception):
+    """One candidate could not be scored (NaN/Inf images, out of memory, a config the methods reject):
+    its trial fails with this reason stored, and the study goes on."""

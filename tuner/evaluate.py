@@ -12,19 +12,15 @@ from functools import cached_property
 
 import torch
 
-from evaluators.cost import bitops, count_macs
-from evaluators.fidelity import InceptionFeatures, ReferenceFeatures, class_accuracy, fid_kid, frechet_distance_of_features
-from evaluators.latency import interleaved_medians, time_once
-from evaluators.pairwise import pairwise
-from tuner.apply import apply
+from tuner.evaluators.cost import bitops, count_macs
+from tuner.evaluators.fidelity import InceptionFeatures, ReferenceFeatures, class_accuracy, fid_kid, frechet_distance_of_features
+from tuner.evaluators.latency import interleaved_medians, time_once
+from tuner.evaluators.pairwise import pairwise
+from tuner.apply_config import apply
 from tuner.config import AccelConfig
-from tuner.errors import TunerError
+from tuner.errors import TrialFailed, TunerError
 from tuner.proxy.classifier import ClassifierFeatures, load_classifier
 from tuner.proxy.data import DATASET_ID, IMAGE_SIZE, NUM_CLASSES, load_digits_split
-
-
-class TrialFailure(Exception):
-    """A candidate that cannot be scored (NaN/Inf images, out of memory). Fails its trial alone."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +100,7 @@ class EvalContext:
     def quality(self, images: torch.Tensor, proxy_set: ProxySet | None = None) -> dict:
         ps = proxy_set or self.proxy_set
         if not torch.isfinite(images).all():
-            raise TrialFailure("generated images contain NaN or Inf")
+            raise TrialFailed("generated images contain NaN or Inf")
         out = fid_kid(images, self.extractor, self.reference.features())
         out["class_accuracy"] = class_accuracy(images, torch.tensor(ps.classes), self.classifier)
         out.update(pairwise(images, self.baseline_subset(len(images))))
@@ -163,7 +159,7 @@ class EvalContext:
             info = dict(handle.info)
             images, cost = self.generate_and_count(ps, info.get("layer_bits"))
         except torch.cuda.OutOfMemoryError:
-            raise TrialFailure("out of memory") from None
+            raise TrialFailed("out of memory") from None
         finally:
             handle.remove()
         result = {**self.quality(images, ps), **cost, "n_images": ps.n_images}
@@ -175,5 +171,5 @@ class EvalContext:
             result["speedup"] = lat["baseline"] / lat["candidate"]
         for k, v in result.items():
             if isinstance(v, float) and not math.isfinite(v):
-                raise TrialFailure(f"metric {k} is {v}")
+                raise TrialFailed(f"metric {k} is {v}")
         return result

@@ -195,3 +195,22 @@ def save_profile(df: pd.DataFrame, out_dir: str | Path, checkpoints: Sequence[in
     df.to_csv(csv, index=False)
     png = plot_profile(df, out / f"{stem}.png", checkpoints, title)
     return {"csv": csv, "png": png}
+
+
+def placeholder_profile(steps: int) -> pd.DataFrame:
+    """A flat profile with the real one's shape, so a space that wants a profile can be checked before
+    the study has measured it."""
+    rows = [{"block": "placeholder", "level": "D1", "step": s, "n_pairs": 1.0,
+             "jaccard_distance": float("nan") if s == 0 else 0.1, "threshold": 0.7} for s in range(steps)]
+    return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
+
+
+def profile_to_json(df: pd.DataFrame) -> dict:
+    return df.to_dict(orient="split", index=False)
+
+
+def profile_from_json(data) -> pd.DataFrame:
+    try:
+        return pd.DataFrame(data["data"], columns=data["columns"])
+    except (KeyError, TypeError, ValueError):
+        raise TunerError("the study's stored Jaccard profile is unreadable") from None

@@ -29,7 +29,7 @@ class ProxyPipeline:
         self.model_id = "custom"
         self.timesteps_override: list[int] | None = None  # set by the `timesteps` method
         self.sampler = Sampler(scheduler.alphas_cumprod.double(), clip_sample=bool(scheduler.config.clip_sample))
-        self.step_context = get_step_context(unet)
+        self.step_context = get_step_context(unet, pin=True)
         self.resolution = int(unet.config.sample_size)  # pixels; any multiple of the U-Net's downsampling
 
     def set_resolution(self, resolution: int) -> None:

@@ -10,6 +10,7 @@ We never look the step up with `timesteps.index(t)`: a timestep list may repeat 
 
 from __future__ import annotations
 
+import weakref
 from typing import Protocol, Sequence
 
 import torch
@@ -25,7 +26,8 @@ class StepContext:
         self.timesteps: list[int] | None = None  # the call's timestep list, when the pipeline told us
         self.last_t: float | None = None
         self._stateful: list[Stateful] = []
-        self._begun_explicitly = False
+        self.pinned = False  # a pipeline that owns the context keeps it attached
+        self.detach = None  # removes the context from its U-Net
 
     # --- lifecycle -------------------------------------------------------------------------------
     def register(self, hook: Stateful) -> None:
@@ -35,13 +37,14 @@ class StepContext:
     def unregister(self, hook: Stateful) -> None:
         if hook in self._stateful:
             self._stateful.remove(hook)
+        if not self._stateful and not self.pinned and self.detach is not None:
+            self.detach()  # the last method is gone: the U-Net is left exactly as before
 
     def begin(self, timesteps: Sequence[int] | None = None) -> None:
         """Start a pipeline call: reset every hook's state."""
         self.step = -1
         self.last_t = None
         self.timesteps = [int(t) for t in timesteps] if timesteps is not None else None
-        self._begun_explicitly = timesteps is not None
         for hook in self._stateful:
             hook.reset_state()
 
@@ -60,14 +63,6 @@ class StepContext:
     def num_steps(self) -> int | None:
         return len(self.timesteps) if self.timesteps is not None else None
 
-    @property
-    def progress(self) -> float:
-        """Fraction of the call done at the current step, in [0, 1)."""
-        n = self.num_steps
-        if not n:
-            return 0.0
-        return max(self.step, 0) / n
-
 
 def _scalar_timestep(args, kwargs) -> float:
     t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
@@ -78,9 +73,10 @@ def _scalar_timestep(args, kwargs) -> float:
     return float(t)
 
 
-def get_step_context(unet: torch.nn.Module) -> StepContext:
-    """The U-Net's step context, attached on first use (one per U-Net)."""
-    ctx = getattr(unet, "_tuner_step_context", None)
+def get_step_context(unet: torch.nn.Module, pin: bool = False) -> StepContext:
+    """The U-Net's step context, attached on first use (one per U-Net). It detaches itself when the last
+    method using it is removed, unless a pipeline pinned it."""
+    ctx = _CONTEXTS.get(unet)
     if ctx is None:
         ctx = StepContext()
 
@@ -88,6 +84,15 @@ def get_step_context(unet: torch.nn.Module) -> StepContext:
             ctx.observe(_scalar_timestep(args, kwargs))
 
         handle = unet.register_forward_pre_hook(_pre_hook, with_kwargs=True)
-        unet._tuner_step_context = ctx
-        unet._tuner_step_context_handle = handle
+        _CONTEXTS[unet] = ctx
+
+        def detach():
+            handle.remove()
+            _CONTEXTS.pop(unet, None)
+
+        ctx.detach = detach
+    ctx.pinned |= pin
     return ctx
+
+
+_CONTEXTS: "weakref.WeakKeyDictionary[torch.nn.Module, StepContext]" = weakref.WeakKeyDictionary()

@@ -25,7 +25,7 @@ def run_baseline(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    from tuner.apply import apply
+    from tuner.apply_config import apply
     from tuner.config import AccelConfig
 
     config = AccelConfig.load(args.config)  # validated before any model is loaded

@@ -183,7 +183,7 @@ def run_apply(args) -> int:
     steps = args.steps or int((config.environment or {}).get("num_inference_steps", 50))
     if not 1 <= steps <= 1000:
         raise TunerError(f"--steps={steps} is out of range (1..1000)")
-    from tuner.apply import apply
+    from tuner.apply_config import apply
     from tuner.proxy.model import MODEL_ID, load_proxy_pipeline
 
     if config.model_id not in (None, MODEL_ID):

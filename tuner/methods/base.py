@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -40,62 +40,119 @@ class Handle:
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """One registered method, derived from its config class."""
+
     name: str
     config_cls: type
-    apply: Callable[[Any, Any], Handle]
     order: int  # lower applies first: pipeline-level, then layer replacement, then block patches
+    family: str  # methods of one family are alternatives in the search (they patch the same thing)
+    default_space: bool | str  # in the default search space: True, False, or the objective it needs
+
+    def apply(self, target, cfg) -> "Handle":
+        """The method module's one `apply(target, cfg)` function (diffusers' `apply_*` style)."""
+        import sys
+
+        cfg.validate()
+        return sys.modules[self.config_cls.__module__].apply(target, cfg)
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, config_cls: type, order: int):
-    def deco(apply_fn):
-        METHODS[name] = MethodSpec(name, config_cls, apply_fn, order)
-        return apply_fn
+def register_method(name: str, *, order: int, family: str | None = None, default_space: bool | str = False):
+    """Class decorator for a MethodConfig dataclass: the registry entry every other layer derives from."""
+
+    def deco(cls):
+        if not dataclasses.is_dataclass(cls) or not issubclass(cls, MethodConfig):
+            raise TypeError(f"@register_method('{name}') needs a MethodConfig dataclass")
+        cls.method_name = name
+        METHODS[name] = MethodSpec(name, cls, order, family or name, default_space)
+        return cls
 
     return deco
 
 
 class MethodConfig:
-    """Base for method config dataclasses: strict construction from dicts and range checks."""
+    """Base for method config dataclasses. Fields are declared with `knob(...)` (tuner.methods.knobs);
+    construction from a dict checks every field against its knob, then `check()` for rules that span
+    fields. Subclasses implement `apply(target) -> Handle` and may implement `prepare(study)`."""
 
     method_name = "method"
 
-    def validate(self) -> None:  # overridden
-        pass
+    # --- what a method may override ----------------------------------------------------------------
+    def check(self) -> None:
+        """Rules between fields (each field's own type and range are checked from its knob)."""
+
+    @classmethod
+    def schema_rules(cls) -> list[dict]:
+        """JSON Schema fragments (allOf) expressing `check()`, so the schema rejects what it rejects."""
+        return []
+
+    def is_neutral(self) -> bool:
+        """True where the search should emit no entry for this config (it is the baseline's own choice)."""
+        return False
+
+    @classmethod
+    def prepare(cls, study) -> dict:
+        """Per-study work before the search space is built (a Jaccard profile, a calibration): returns
+        SpaceContext facts. `study` is tuner.study.context.PrepareContext."""
+        return {}
+
+    @classmethod
+    def placeholder_facts(cls, steps: int) -> dict:
+        """Stand-ins for `prepare`'s facts with the real ones' shape, so a study file can be checked
+        before any model runs."""
+        return {}
+
+    # --- derived -----------------------------------------------------------------------------------
+    @classmethod
+    def knobs(cls) -> dict:
+        from tuner.methods.knobs import knobs_of
+
+        return knobs_of(cls)
 
     @classmethod
     def from_dict(cls, data: Any):
         if not isinstance(data, dict):
             raise TunerError(f"method '{cls.method_name}': expected an object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        knobs = cls.knobs()
+        unknown = sorted(set(data) - set(knobs))
         if unknown:
-            raise TunerError(f"method '{cls.method_name}': unknown key(s) {', '.join(unknown)}")
-        try:
-            cfg = cls(**data)
-        except (TypeError, ValueError) as e:
-            raise TunerError(f"method '{cls.method_name}': {e}") from None
+            raise TunerError(f"method '{cls.method_name}': unknown key(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(knobs)})")
+        cfg = cls(**data)
         cfg.validate()
         return cfg
 
+    def validate(self) -> None:
+        """Check (and normalize) every field, then the rules between them."""
+        from tuner.methods.knobs import check_value
+
+        for key, (k, _) in self.knobs().items():
+            try:
+                setattr(self, key, check_value(k, key, getattr(self, key)))
+            except ValueError as e:
+                self._fail(str(e))
+        self.check()
+
+    @classmethod
+    def json_schema(cls) -> dict:
+        from tuner.methods.knobs import schema_of
+
+        schema = {"type": "object", "additionalProperties": False,
+                  "properties": {key: schema_of(k, d) for key, (k, d) in cls.knobs().items()}}
+        if cls.__doc__:
+            schema["description"] = cls.__doc__.strip().splitlines()[0]
+        rules = cls.schema_rules()
+        if rules:
+            schema["allOf"] = rules
+        return schema
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {key: getattr(self, key) for key in self.knobs()}
 
     def _fail(self, msg: str):
         raise TunerError(f"method '{self.method_name}': {msg}")
-
-    def _check_range(self, key: str, lo=None, hi=None, *, lo_open=False, integer=False):
-        v = getattr(self, key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-            self._fail(f"{key} must be {'an integer' if integer else 'a number'}, got {v!r}")
-        if v != v:  # NaN
-            self._fail(f"{key} must be a number, got NaN")
-        if lo is not None and (v < lo or (lo_open and v == lo)):
-            self._fail(f"{key}={v} is out of range ({'>' if lo_open else '>='} {lo})")
-        if hi is not None and v > hi:
-            self._fail(f"{key}={v} is out of range (<= {hi})")
 
 
 def resolve_unet(target) -> torch.nn.Module:

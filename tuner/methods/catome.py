@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
+from tuner.methods.knobs import as_integer, knob
 from tuner.methods.merge import MergePlan, match_threshold
 from tuner.methods.token_merge_patch import LEVELS, TransformerBlockRef, patch_unet, unpatch_unet
 from tuner.step_context import StepContext, get_step_context
@@ -27,33 +28,53 @@ PAPER_CHECKPOINTS = {
 }
 
 
+def _step_list(v) -> list[int]:
+    steps = [as_integer(s) for s in v] if isinstance(v, list) else [None]
+    if any(s is None or s < 0 for s in steps):
+        raise ValueError(f"checkpoints must be a list of step indices >= 0 or null, got {v!r}")
+    if len(set(steps)) != len(steps):
+        raise ValueError("checkpoints must not repeat a step")
+    return sorted(steps)
+
+
+STEP_LIST_SCHEMA = {"type": "array", "items": {"type": "integer", "minimum": 0}, "uniqueItems": True}
+
+
+@register_method("catome", order=31, family="token_merging", default_space=True)
 @dataclass
 class CaToMeConfig(MethodConfig):
-    method_name = "catome"
+    """CA-ToMe: merge the src tokens whose similarity to their cell's dst reaches a threshold, with
+    merge pairs recomputed only at checkpoint steps."""
 
-    threshold: float = 0.7  # cosine similarity a src needs to merge; > 1 = neutral
-    checkpoints: list[int] | None = None  # steps where similarity is recomputed; None = every step
-    sx: int = 2
-    sy: int = 2
-    max_downsample: int = 1  # D1/U1, as in the paper
-    merge_crossattn: bool = False
-    merge_mlp: bool = False
+    threshold: float = knob(0.7, low=0.0, high=1.5, search=(0.5, 1.0),
+                            help="cosine similarity a src needs to merge; > 1 = neutral")
+    checkpoints: list | None = knob(None, kind="custom", nullable=True, schema=STEP_LIST_SCHEMA, parse=_step_list,
+                                    help="steps where similarity is recomputed; null = every step")
+    sx: int = knob(2, low=1, high=16, help="cell width")
+    sy: int = knob(2, low=1, high=16, help="cell height")
+    max_downsample: int = knob(1, choices=LEVELS, search=(1,), help="deepest level patched (1 = D1/U1, as in the paper)")
+    merge_crossattn: bool = knob(False, help="merge before cross-attention")
+    merge_mlp: bool = knob(False, help="merge before the feed-forward")
 
-    def validate(self) -> None:
-        self._check_range("threshold", 0.0, 1.5)
-        if self.checkpoints is not None:
-            if not isinstance(self.checkpoints, (list, tuple)) or not all(
-                    isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.checkpoints):
-                self._fail(f"checkpoints must be a list of step indices >= 0 or null, got {self.checkpoints!r}")
-            if len(set(self.checkpoints)) != len(self.checkpoints):
-                self._fail("checkpoints must not repeat a step")
-        self._check_range("sx", 1, 16, integer=True)
-        self._check_range("sy", 1, 16, integer=True)
-        if self.max_downsample not in LEVELS or isinstance(self.max_downsample, bool):
-            self._fail(f"max_downsample must be one of {LEVELS}, got {self.max_downsample!r}")
-        for key in ("merge_crossattn", "merge_mlp"):
-            if not isinstance(getattr(self, key), bool):
-                self._fail(f"{key} must be true or false, got {getattr(self, key)!r}")
+    @classmethod
+    def prepare(cls, study) -> dict:
+        """The Jaccard profile the search places checkpoints with: measured once per study on the
+        baseline (settings from the study's [profile] table), stored with the study, reused on resume."""
+        from tuner.jaccard import profile_from_json, profile_merges, profile_to_json
+
+        def measure() -> dict:
+            p, ps = study.spec.profile, study.proxy_set(study.spec.profile.n_images)
+            study.log("Jaccard profile: measuring token-merge pairs on the baseline")
+            return profile_to_json(profile_merges(study.pipe, ps.classes, ps.seeds, ps.steps, p.threshold,
+                                                  p.max_downsample, progress=study.progress))
+
+        return {"jaccard_profile": profile_from_json(study.remember("jaccard_profile", measure))}
+
+    @classmethod
+    def placeholder_facts(cls, steps: int) -> dict:
+        from tuner.jaccard import placeholder_profile
+
+        return {"jaccard_profile": placeholder_profile(steps)}
 
 
 @dataclass
@@ -101,7 +122,6 @@ class CaToMeState:
         return cached
 
 
-@register_method("catome", CaToMeConfig, order=31)
 def apply(target, cfg: CaToMeConfig) -> Handle:
     cfg.validate()
     unet = resolve_unet(target)

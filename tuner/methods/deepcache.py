@@ -43,6 +43,7 @@ from diffusers.hooks import ModelHook
 
 from tuner.errors import TunerError
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
+from tuner.methods.knobs import knob
 from tuner.methods.cache_schedule import is_uniform_keyframe, nonuniform_keyframes
 from tuner.methods.keyframe_cache import KeyframeCache, install_hooks, steps_source
 
@@ -52,26 +53,21 @@ CUTS = ("layer", "block")
 LAYERS_PER_ID = 3  # DeepCache's cache_branch_id packs (block, layer) as 3·block + layer
 
 
+@register_method("deepcache", order=40, family="feature_cache", default_space=True)
 @dataclass
 class DeepCacheConfig(MethodConfig):
-    method_name = "deepcache"
+    """DeepCache: on non-keyframe steps only the shallow branch runs; deeper features are reused."""
 
-    interval: int = 3  # N: one keyframe every N steps (1 = neutral: every step runs in full)
-    branch: int = 0  # 0 = shallowest skip branch (see module docstring)
-    schedule: str = "uniform"  # uniform | nonuniform
-    center: int = 15  # step index around which non-uniform keyframes are densest (DeepCache's SD default)
-    power: float = 1.4  # >= 1; larger = more concentrated around center (DeepCache's SD default)
-    cut: str = "layer"  # layer = DeepCache's cache_branch_id; block = whole blocks (schema_version 1 meaning)
-
-    def validate(self) -> None:
-        self._check_range("interval", 1, integer=True)
-        self._check_range("branch", 0, integer=True)
-        if self.schedule not in SCHEDULES:
-            self._fail(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        self._check_range("center", 0, integer=True)
-        self._check_range("power", 1)
-        if self.cut not in CUTS:
-            self._fail(f"cut must be one of {', '.join(CUTS)}, got {self.cut!r}")
+    interval: int = knob(3, low=1, search=(2, 5), help="N: one keyframe every N steps; 1 = neutral")
+    branch: int = knob(0, low=0, search=(0, "max_branch"), help="skip branch, 0 = shallowest (see the module)")
+    schedule: str = knob("uniform", choices=SCHEDULES, search=("uniform",), help="keyframe placement")
+    center: int = knob(15, low=0, search=(0.1, 0.5), search_scale="steps", when=("schedule", ("nonuniform",)),
+                       help="step around which non-uniform keyframes are densest (DeepCache's SD default)")
+    power: float = knob(1.4, low=1.0, search=(1.0, 2.0), when=("schedule", ("nonuniform",)),
+                        help="concentration of non-uniform keyframes around center; >= 1")
+    cut: str = knob("layer", choices=CUTS, search=("layer",),
+                    help="layer = DeepCache's own cache_branch_id (default); block = whole-block branches, "
+                         "what schema_version 1 configs meant (the block cut equals a layer id: not searched)")
 
     @property
     def needs_num_steps(self) -> bool:
@@ -166,7 +162,6 @@ def _is_keyframe(cfg: DeepCacheConfig, step: int, num_steps: int | None) -> bool
     return step in nonuniform_keyframes(num_steps, cfg.interval, cfg.center, cfg.power)
 
 
-@register_method("deepcache", DeepCacheConfig, order=40)
 def apply(target, cfg: DeepCacheConfig) -> Handle:
     cfg.validate()
     unet = resolve_unet(target)

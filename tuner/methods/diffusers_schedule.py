@@ -80,12 +80,12 @@ def apply_sampler(pipe, name: str, coefficients: str) -> Handle:
         scheduler = DDPMScheduler.from_config(previous.config, variance_type="fixed_small", clip_sample=False,
                                               thresholding=False)
     else:
-        raise TunerError("method 'sampler': DDPM with the baseline coefficients (eta = sigma^2 = 1 - alpha_t) has no "
+        raise TunerError("method 'solver': DDPM with the baseline coefficients (eta = sigma^2 = 1 - alpha_t) has no "
                          "diffusers scheduler; use coefficients 'liyan' (DDPMScheduler, fixed_small) or a tuner pipeline")
     pipe.scheduler = scheduler
 
     def restore():
         pipe.scheduler = previous
 
-    return Handle("sampler", undo=[restore], info={"sampler": name if name == "ddim" else f"ddpm-{coefficients}",
+    return Handle("solver", undo=[restore], info={"solver": name if name == "ddim" else f"ddpm-{coefficients}",
                                                    "scheduler": type(scheduler).__name__})

@@ -40,25 +40,22 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from tuner.errors import TunerError
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
+from tuner.methods.knobs import knob
 from tuner.methods.cache_schedule import frdiff_lambda, is_uniform_keyframe
 from tuner.methods.keyframe_cache import KeyframeCache, install_hooks, like_output, output_sample, steps_source
 
 HOOK_NAME = "tuner.frdiff"
 
 
+@register_method("frdiff", order=41, family="feature_cache", default_space=True)
 @dataclass
 class FRDiffConfig(MethodConfig):
-    method_name = "frdiff"
+    """FRDiff: keyframe feature reuse (ResNet conv1, transformer residual) plus score mixing."""
 
-    interval: int = 2  # M: one keyframe every M steps (1 = neutral); the reference script's default
-    bias: float = 0.5  # b of the score-mixing schedule; larger = more steps reuse the keyframe score
-    mixing: bool = True  # score mixing on; False = feature reuse only
-
-    def validate(self) -> None:
-        self._check_range("interval", 1, integer=True)
-        self._check_range("bias", 0, 1)
-        if not isinstance(self.mixing, bool):
-            self._fail(f"mixing must be true or false, got {self.mixing!r}")
+    interval: int = knob(2, low=1, search=(2, 4), help="M: one keyframe every M steps; 1 = neutral")
+    bias: float = knob(0.5, low=0.0, high=1.0, search=(0.2, 0.8),
+                       help="b of the score-mixing schedule; larger = more steps reuse the keyframe score")
+    mixing: bool = knob(True, search=(True,), help="score mixing on; false = feature reuse only")
 
 
 class _ScoreMixing(ModelHook):
@@ -142,7 +139,6 @@ class _ReuseTransformerResidual(ModelHook):
                            kwargs.get("return_dict", True))
 
 
-@register_method("frdiff", FRDiffConfig, order=41)
 def apply(target, cfg: FRDiffConfig) -> Handle:
     cfg.validate()
     unet = resolve_unet(target)

@@ -118,14 +118,21 @@ def install_hooks(pairs: list[tuple[torch.nn.Module, ModelHook]], name: str, met
         if existing is not None and existing.get_hook(name) is not None:
             raise TunerError(f"method '{method}' is already applied to this U-Net; remove it first")
     done: list[torch.nn.Module] = []
+    created: set[int] = set()  # modules whose registry (and instance-level forward) we made
 
     def undo():
         for module in reversed(done):
-            module._diffusers_hook.remove_hook(name, recurse=False)
+            registry = module._diffusers_hook
+            registry.remove_hook(name, recurse=False)
+            if not registry.hooks and id(module) in created:  # leave the module exactly as it was
+                del module._diffusers_hook
+                module.__dict__.pop("forward", None)
         done.clear()
 
     try:
         for module, hook in pairs:
+            if getattr(module, "_diffusers_hook", None) is None and "forward" not in module.__dict__:
+                created.add(id(module))
             HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
             done.append(module)
     except BaseException:

@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -34,14 +35,16 @@ from torch import nn
 
 from tuner.errors import TunerError
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
+from tuner.methods.knobs import knob
 from tuner.methods.quant_math import (BITS, FULL, Int8LinearWeights, fake_quant_activation, fake_quant_weight,
                                       int8_available, int8_linear, mse_clip, mse_clip_per_channel, weight_absmax)
 
-CALIBRATION_ATTR = "_tuner_quant_calibration"
-ACTIVE_ATTR = "_tuner_quant_active"
+# Per-U-Net facts kept beside the model, not on it, so remove() leaves no attribute behind
+CALIBRATIONS: "weakref.WeakKeyDictionary[nn.Module, QuantCalibration]" = weakref.WeakKeyDictionary()
+ACTIVE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # U-Nets quantized right now
 DEFAULT_CALIBRATION_IMAGES = 10  # one image per digit class, seeds apart from every proxy set
 DEFAULT_CALIBRATION_SEED = 900_000
-DEFAULT_CALIBRATION_STEPS = None  # None: the pipeline's default step count
+DEFAULT_CALIBRATION_STEPS = None  # None: the pipeline's default step count (tests shorten it)
 SAMPLES_PER_CALL = 1024  # input values kept per layer and U-Net call for the MSE range search
 CLIP_METHODS = ("mse", "max")
 KERNEL_LIBRARIES = ("tuner", "torchao")
@@ -55,37 +58,53 @@ def quantizable_layers(unet: nn.Module) -> list[str]:
 
 
 # --- config --------------------------------------------------------------------------------------
+def _per_layer(v) -> dict:
+    if not isinstance(v, dict):
+        raise ValueError("per_layer must be an object {layer name: {\"w\": bits, \"a\": bits}}")
+    for name, spec in v.items():
+        if not isinstance(spec, dict):
+            raise ValueError(f"per_layer['{name}'] must be an object with keys w and/or a")
+        unknown = sorted(set(spec) - {"w", "a"})
+        if unknown:
+            raise ValueError(f"per_layer['{name}']: unknown key(s) {', '.join(unknown)} (use w, a)")
+        for key, b in spec.items():
+            if isinstance(b, bool) or b not in BITS:
+                raise ValueError(f"per_layer['{name}'].{key}={b!r} is not a supported bit-width "
+                                 f"({', '.join(map(str, BITS))})")
+    return {name: {key: int(b) for key, b in spec.items()} for name, spec in v.items()}
+
+
+PER_LAYER_SCHEMA = {"type": "object", "additionalProperties": {
+    "type": "object", "additionalProperties": False,
+    "properties": {"w": {"enum": list(BITS)}, "a": {"enum": list(BITS)}}}}
+
+
+@register_method("quant", order=20, default_space="bitops")  # fake quantization only pays in BitOPs
 @dataclass
 class QuantConfig(MethodConfig):
-    method_name = "quant"
+    """Per-layer weight/activation quantization: fake-quantized (BitOPs), real int8 kernels where they fit."""
 
-    weight_bits: int = FULL
-    act_bits: int = FULL
-    per_layer: dict = field(default_factory=dict)  # {layer name: {"w": bits, "a": bits}}
-    real_kernels: bool = True
-    kernels: str = "tuner"  # tuner = our int8 W8A8 Linear path; torchao = torchao's int8 configs (see docstring)
+    weight_bits: int = knob(FULL, choices=BITS, help="default weight bits of every Conv2d/Linear layer")
+    act_bits: int = knob(FULL, choices=BITS, help="default activation bits")
+    per_layer: dict = knob({}, kind="custom", schema=PER_LAYER_SCHEMA, parse=_per_layer,
+                           help="{layer name: {w: bits, a: bits}} overriding the defaults")
+    real_kernels: bool = knob(True, help="run W8A8 Linear layers on real int8 kernels where available")
+    kernels: str = knob("tuner", choices=KERNEL_LIBRARIES, search=("tuner",),
+                        help="tuner = our int8 W8A8 Linear path; torchao = torchao's int8 configs (see the module)")
 
-    def _check_bits(self, what: str, b) -> None:
-        if isinstance(b, bool) or not isinstance(b, int) or b not in BITS:
-            self._fail(f"{what}={b!r} is not a supported bit-width ({', '.join(map(str, BITS))})")
+    @classmethod
+    def prepare(cls, study) -> dict:
+        """Calibrate once on the model's default trajectory (as evaluate/apply do on first use), so an
+        exported config quantizes exactly as in its trial."""
+        study.log("quantization: calibrating activation ranges")
+        calibrate(study.pipe)
+        return {"quant_layers": quantizable_layers(study.pipe.unet)}
 
-    def validate(self) -> None:
-        self._check_bits("weight_bits", self.weight_bits)
-        self._check_bits("act_bits", self.act_bits)
-        if not isinstance(self.real_kernels, bool):
-            self._fail(f"real_kernels must be true or false, got {self.real_kernels!r}")
-        if self.kernels not in KERNEL_LIBRARIES:
-            self._fail(f"kernels must be one of {', '.join(KERNEL_LIBRARIES)}, got {self.kernels!r}")
-        if not isinstance(self.per_layer, dict):
-            self._fail("per_layer must be an object {layer name: {\"w\": bits, \"a\": bits}}")
-        for name, spec in self.per_layer.items():
-            if not isinstance(spec, dict):
-                self._fail(f"per_layer['{name}'] must be an object with keys w and/or a")
-            unknown = sorted(set(spec) - {"w", "a"})
-            if unknown:
-                self._fail(f"per_layer['{name}']: unknown key(s) {', '.join(unknown)} (use w, a)")
-            for key, b in spec.items():
-                self._check_bits(f"per_layer['{name}'].{key}", b)
+    @classmethod
+    def placeholder_facts(cls, steps: int) -> dict:
+        from tuner.proxy.model import build_unet
+
+        return {"quant_layers": quantizable_layers(build_unet())}
 
     def layer_bits(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
         """(w, a) for every layer in `names`; a per_layer name that is not one of them is an error."""
@@ -159,7 +178,7 @@ def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: st
     global calibration_runs
     if method not in CLIP_METHODS:
         raise TunerError(f"method 'quant': unknown clipping method '{method}' ({', '.join(CLIP_METHODS)})")
-    if getattr(unet, ACTIVE_ATTR, False):
+    if unet in ACTIVE:
         raise TunerError("method 'quant': cannot calibrate a U-Net that is currently quantized")
     layers = dict((n, m) for n, m in unet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     recorders = {n: _RangeRecorder(seed=i) for i, n in enumerate(layers)}
@@ -178,7 +197,7 @@ def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: st
         source=source,
         method=method,
     )
-    setattr(unet, CALIBRATION_ATTR, calib)
+    CALIBRATIONS[unet] = calib
     calibration_runs += 1
     return calib
 
@@ -212,7 +231,7 @@ def _default_sampler(pipe):
 def get_calibration(target, unet: nn.Module, need_activations: bool) -> QuantCalibration:
     from tuner.pipeline import ProxyPipeline
 
-    calib = getattr(unet, CALIBRATION_ATTR, None)
+    calib = CALIBRATIONS.get(unet)
     if calib is not None and (calib.act_absmax or not need_activations):
         return calib
     if isinstance(target, ProxyPipeline):
@@ -294,7 +313,6 @@ def _swap_weight(m: nn.Module, new: torch.Tensor) -> Callable[[], None]:
     return undo
 
 
-@register_method("quant", QuantConfig, order=20)
 def apply(target, cfg: QuantConfig) -> Handle:
     unet = resolve_unet(target)
     cfg.validate()
@@ -304,7 +322,7 @@ def apply(target, cfg: QuantConfig) -> Handle:
     quantized = [n for n in names if bits[n] != (FULL, FULL)]
     if not quantized:
         return Handle("quant", info=info)  # 32/32 everywhere: the model is not touched
-    if getattr(unet, ACTIVE_ATTR, False):
+    if unet in ACTIVE:
         raise TunerError("method 'quant' is already applied to this U-Net")
     calib = get_calibration(target, unet, need_activations=any(bits[n][1] < FULL for n in quantized))
     modules = dict(unet.named_modules())
@@ -334,6 +352,6 @@ def apply(target, cfg: QuantConfig) -> Handle:
     except BaseException:
         handle.remove()
         raise
-    setattr(unet, ACTIVE_ATTR, True)
-    handle.on_remove(lambda: setattr(unet, ACTIVE_ATTR, False))
+    ACTIVE.add(unet)
+    handle.on_remove(lambda: ACTIVE.discard(unet))
     return handle

@@ -23,6 +23,7 @@ from typing import Sequence
 from tuner.errors import TunerError
 from tuner.methods.diffusers_schedule import apply_timesteps, is_diffusers_pipeline
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_pipeline
+from tuner.methods.knobs import as_integer, knob
 
 NUM_TRAIN_TIMESTEPS = 1000
 TMPQ_RANGE_FRACTION = 0.8  # TMPQ-DM spreads its quadratic points over the first 80% of √T
@@ -99,19 +100,33 @@ def check_timesteps(timesteps: Sequence[int], num_train: int, what: str = "metho
 
 
 # --- the method ------------------------------------------------------------------------------------
+def _timestep_set(v) -> list[int]:
+    """Unique training timesteps in any order; they run from high to low, so they are stored descending."""
+    if not isinstance(v, list) or not v:
+        raise ValueError(f"timesteps must be a non-empty list of integers, got {v!r}")
+    out = []
+    for t in v:
+        if as_integer(t) is None:
+            raise ValueError(f"timesteps must be integers, got {t!r}")
+        if not 0 <= t <= NUM_TRAIN_TIMESTEPS - 1:
+            raise ValueError(f"timestep {t} is out of range (0..{NUM_TRAIN_TIMESTEPS - 1})")
+        out.append(as_integer(t))
+    if len(set(out)) != len(out):
+        raise ValueError("timesteps must not repeat a value")
+    return sorted(out, reverse=True)
+
+
+@register_method("timesteps", order=11, default_space=True)  # after solver: it wraps the scheduler in use
 @dataclass
 class TimestepsConfig(MethodConfig):
-    method_name = "timesteps"
+    """Which denoising timesteps run (uniform spacing or a TMPQ-DM grouping); the list's length is the step count."""
 
-    timesteps: list[int] = field(default_factory=lambda: uniform_timesteps(50))
-
-    def validate(self) -> None:
-        if not isinstance(self.timesteps, (list, tuple)):
-            self._fail(f"timesteps must be a list of integers, got {type(self.timesteps).__name__}")
-        self.timesteps = check_timesteps(self.timesteps, NUM_TRAIN_TIMESTEPS)
+    timesteps: list = knob(uniform_timesteps(50), kind="custom", parse=_timestep_set,
+                           schema={"type": "array", "minItems": 1, "uniqueItems": True,
+                                   "items": {"type": "integer", "minimum": 0, "maximum": NUM_TRAIN_TIMESTEPS - 1}},
+                           help="training timesteps to run, each below the model's num_train_timesteps")
 
 
-@register_method("timesteps", TimestepsConfig, order=11)  # after sampler: it wraps the scheduler in use
 def apply(target, cfg: TimestepsConfig) -> Handle:
     """Makes every later pipeline call run on `cfg.timesteps` (whatever num_inference_steps says)."""
     if is_diffusers_pipeline(target):

@@ -14,35 +14,27 @@ from dataclasses import dataclass
 import torch
 
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
+from tuner.methods.knobs import INT64_MAX, knob
 from tuner.methods.merge import MergePlan, match_ratio
 from tuner.methods.token_merge_patch import LEVELS, patch_unet, unpatch_unet
 from tuner.step_context import get_step_context
 
 
+@register_method("tome", order=30, family="token_merging", default_space=True)
 @dataclass
 class ToMeConfig(MethodConfig):
-    method_name = "tome"
+    """ToMe: merge a fixed share of each block's tokens before self-attention (tomesd semantics)."""
 
-    ratio: float = 0.5  # share of the tokens of a block merged away; 0 = neutral
-    sx: int = 2
-    sy: int = 2
-    max_downsample: int = 1  # deepest level patched: 1 = highest resolution only (SD's D1/U1)
-    use_rand: bool = True  # random dst per cell (tomesd default) instead of top-left
-    merge_attn: bool = True
-    merge_crossattn: bool = False
-    merge_mlp: bool = False
-    seed: int = 0
-
-    def validate(self) -> None:
-        self._check_range("ratio", 0.0, 0.95)
-        self._check_range("sx", 1, 16, integer=True)
-        self._check_range("sy", 1, 16, integer=True)
-        if self.max_downsample not in LEVELS or isinstance(self.max_downsample, bool):
-            self._fail(f"max_downsample must be one of {LEVELS}, got {self.max_downsample!r}")
-        for key in ("use_rand", "merge_attn", "merge_crossattn", "merge_mlp"):
-            if not isinstance(getattr(self, key), bool):
-                self._fail(f"{key} must be true or false, got {getattr(self, key)!r}")
-        self._check_range("seed", 0, 2**63 - 1, integer=True)
+    ratio: float = knob(0.5, low=0.0, high=0.95, search=(0.1, 0.7), help="share of tokens merged away; 0 = neutral")
+    sx: int = knob(2, low=1, high=16, help="cell width (one dst per sx x sy cell)")
+    sy: int = knob(2, low=1, high=16, help="cell height")
+    max_downsample: int = knob(1, choices=LEVELS, search=(1,),
+                               help="deepest level patched: 1 = highest resolution only (SD's D1/U1)")
+    use_rand: bool = knob(True, help="random dst per cell (tomesd default) instead of top-left")
+    merge_attn: bool = knob(True, help="merge before self-attention")
+    merge_crossattn: bool = knob(False, help="merge before cross-attention")
+    merge_mlp: bool = knob(False, help="merge before the feed-forward")
+    seed: int = knob(0, low=0, high=INT64_MAX, help="seed of the random dst choice, reset every call")
 
 
 class ToMeState:
@@ -61,7 +53,6 @@ class ToMeState:
         return match_ratio(x, h, w, c.sx, c.sy, c.ratio, self.generator if c.use_rand else None)
 
 
-@register_method("tome", ToMeConfig, order=30)
 def apply(target, cfg: ToMeConfig) -> Handle:
     cfg.validate()
     unet = resolve_unet(target)

@@ -42,7 +42,7 @@ from optuna.samplers import BaseGASampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from search_spaces.params import seeded_globals
+from tuner.search_spaces.params import seeded_globals
 from tuner.errors import TunerError
 
 GENOME_KEY = "tuner:genome"

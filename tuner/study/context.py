@@ -5,9 +5,9 @@
   `baseline`, so every process and every resume normalizes latency and places the hypervolume reference
   point against the same numbers,
 - the baseline's FID on the cheap-reject subset,
-- the Jaccard profile (CA-ToMe checkpoints): measured once, stored as the study user attribute
-  `jaccard_profile`, reused on resume and by other processes,
-- quantization ranges, calibrated once on the baseline trajectory (deterministic, attached to the U-Net),
+- what each searched method's `prepare` hook measures once (CA-ToMe: the Jaccard profile, stored as the
+  study user attribute `jaccard_profile` and reused on resume and by other processes; quantization: the
+  calibration on the baseline trajectory),
 - the SpaceContext and the search space.
 """
 
@@ -15,17 +15,44 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-import pandas as pd
-
+from tuner.config import method_specs
 from tuner.errors import TunerError
 from tuner.study.spec import StudySpec
 
 BASELINE_ATTR = "baseline"
-PROFILE_ATTR = "jaccard_profile"
 MODEL_ATTR = "model_id"
 ENVIRONMENT_ATTR = "environment"  # device and versions the study measured on (what export reports)
+
+
+@dataclass
+class PrepareContext:
+    """What a method's `prepare` hook may use: the study's settings, the model, and a per-study store."""
+
+    spec: StudySpec
+    pipe: Any
+    study: Any  # optuna.Study, or None (nothing is stored)
+    log: Callable[[str], None]
+    progress: bool
+
+    def remember(self, attr: str, compute: Callable[[], Any]) -> Any:
+        """A JSON-able value measured once per study: stored as a study user attribute, reused on
+        resume and by cooperating processes."""
+        stored = self.study.user_attrs.get(attr) if self.study is not None else None
+        if stored:
+            return stored
+        value = compute()
+        if self.study is not None:
+            self.study.set_user_attr(attr, value)
+        return value
+
+    def proxy_set(self, n_images: int):
+        """The study's proxy set (seed, steps) with `n_images` images (at least 2)."""
+        from tuner.evaluate import ProxySet
+
+        ps = self.spec.proxy_set
+        return ProxySet(max(2, n_images), ps.steps, ps.seed)
 
 
 @dataclass
@@ -47,7 +74,7 @@ class StudyContext:
     def build(cls, spec: StudySpec, study=None, progress: bool = False, pipe=None, log=lambda msg: None) -> "StudyContext":
         """`study` (an optuna.Study) holds the stored baseline and profile; without one everything is
         measured here. `pipe` overrides the model (tests)."""
-        from search_spaces.space import SpaceContext, build_space
+        from tuner.search_spaces.space import SpaceContext, build_space
         from tuner.evaluate import EvalContext, ProxySet
         from tuner.proxy.model import load_proxy_pipeline
 
@@ -74,31 +101,17 @@ class StudyContext:
             subset = ectx.proxy_set.subset(k)
             subset_fid = float(ectx.quality(ectx.baseline_subset(k), subset)["fid"])
 
-        profile = None
-        if spec.needs_profile:
+        facts: dict = {}
+        prep = PrepareContext(spec, pipe, study, log, progress)
+        specs = method_specs()
+        for name in spec.methods:  # per-study work a method declares (a Jaccard profile, a calibration)
             t = time.perf_counter()
-            profile = _stored_profile(stored)
-            if profile is None:
-                log("Jaccard profile: measuring token-merge pairs on the baseline")
-                profile = measure_profile(spec, pipe, progress)
-                if study is not None:
-                    study.set_user_attr(PROFILE_ATTR, profile.to_dict(orient="split", index=False))
-            timings["profile"] = time.perf_counter() - t
-
-        quant_layers: list[str] = []
-        if spec.needs_calibration:
-            from tuner.methods.quant import calibrate, quantizable_layers
-
-            t = time.perf_counter()
-            log("quantization: calibrating activation ranges")
-            # The model's default calibration (fixed set, default trajectory), the same one `tuner evaluate`
-            # and `tuner.apply` make on first use, so an exported config quantizes exactly as in its trial.
-            calibrate(pipe)
-            quant_layers = quantizable_layers(pipe.unet)
-            timings["calibration"] = time.perf_counter() - t
+            facts.update(specs[name].config_cls.prepare(prep))
+            if time.perf_counter() - t > 0.01:
+                timings[f"prepare_{name}"] = time.perf_counter() - t
 
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
-                                 jaccard_profile=profile, quant_layers=quant_layers, max_branch=_max_branch(pipe))
+                                 max_branch=_max_branch(pipe), **facts)
         space = build_space(spec.space, space_ctx)
         context = cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
                       time.perf_counter() - t0, timings)
@@ -117,25 +130,6 @@ class StudyContext:
             from tuner.study.export import machine_environment
 
             study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(self.pipe.device))
-
-
-def measure_profile(spec: StudySpec, pipe, progress: bool = False) -> pd.DataFrame:
-    from tuner.evaluate import ProxySet
-    from tuner.jaccard import profile_merges
-
-    p = spec.profile
-    ps = ProxySet(max(2, p.n_images), spec.proxy_set.steps, spec.proxy_set.seed)
-    return profile_merges(pipe, ps.classes, ps.seeds, ps.steps, p.threshold, p.max_downsample, progress=progress)
-
-
-def _stored_profile(attrs: dict) -> pd.DataFrame | None:
-    data = attrs.get(PROFILE_ATTR)
-    if not data:
-        return None
-    try:
-        return pd.DataFrame(data["data"], columns=data["columns"])
-    except (KeyError, TypeError, ValueError):
-        raise TunerError("the study's stored Jaccard profile is unreadable") from None
 
 
 def _max_branch(pipe) -> int:

@@ -1,4 +1,4 @@
-"""Export one trial of a study as a config JSON (schema tuner/schemas/accel_config.v1.json): the methods
+"""Export one trial of a study as a config JSON (schema tuner/schemas/accel_config.v2.json): the methods
 it applied, the model id, its measured objectives and the environment it was measured in.
 `tuner evaluate out.json` re-measures it; `tuner.apply(pipe, AccelConfig.load(out.json))` applies it."""
 
@@ -12,13 +12,13 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from tuner.config import AccelConfig
+from tuner.config import SCHEMA_VERSION, AccelConfig
 from tuner.errors import TunerError
 from tuner.study.context import ENVIRONMENT_ATTR, MODEL_ATTR
 from tuner.study.pareto import baseline_of, completed
 from tuner.study.spec import METRIC_NAMES, StudySpec
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "accel_config.v1.json"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / f"accel_config.v{SCHEMA_VERSION}.json"
 MEASURED_KEYS = ("kid", "psnr", "ssim", "class_accuracy", "speedup", "macs", "bitops", "fid_ratio",
                  "seconds_per_image_raw", "baseline_seconds_per_image")
 
@@ -87,6 +87,7 @@ def trial_config(study: optuna.Study, spec: StudySpec, trial: optuna.trial.Froze
     objectives["fid"] = float(trial.values[spec.objectives.index("fid")])
     base = baseline_of(study)
     objectives["baseline_fid"] = float(base["fid"])
+    # a trial stored by round 1 holds a schema-1 methods table; migrating a schema-2 one changes nothing
     return AccelConfig.from_dict({"schema_version": 1, "model_id": study.user_attrs.get(MODEL_ATTR),
                                   "methods": methods, "objectives": objectives,
                                   "environment": environment(study, spec, trial)})

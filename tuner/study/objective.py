@@ -26,15 +26,10 @@ import time
 
 import optuna
 
-from tuner.errors import TunerError
+from tuner.errors import TrialFailed, TunerError
 from tuner.study.context import StudyContext
 
 FID_CONSTRAINT = "fid_increase_pct"
-
-
-class TrialFailed(Exception):
-    """The candidate could not be scored (NaN/Inf images, out of memory, a config the methods reject);
-    the trial fails with this reason and the study goes on."""
 
 
 def _jsonable(v):
@@ -67,13 +62,9 @@ class TrialObjective:
         return None if x is None else 100.0 * (fid_ratio - 1.0) - x
 
     def _evaluate(self, config, **kwargs) -> dict:
-        from tuner.evaluate import TrialFailure
-
         t = time.perf_counter()
         try:
             return self.ctx.eval.evaluate(config, **kwargs)
-        except TrialFailure as e:
-            raise TrialFailed(str(e)) from None
         except TunerError as e:  # a combination the methods refuse (e.g. a layer they cannot patch)
             raise TrialFailed(f"config rejected: {e}") from None
         except (RuntimeError, MemoryError) as e:

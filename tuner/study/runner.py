@@ -25,10 +25,10 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from tuner.errors import TunerError
+from tuner.errors import TrialFailed, TunerError
 from tuner.study import pareto
 from tuner.study.context import BASELINE_ATTR
-from tuner.study.objective import TrialFailed, TrialObjective
+from tuner.study.objective import TrialObjective
 from tuner.study.spec import StudySpec
 from tuner.study.storage import Budget, open_storage
 
@@ -133,6 +133,10 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
 
     seed = spec.seed + RUN_SEED_STRIDE * budget.run_index
     study.sampler = build_sampler(spec.sampler.name, context.space, seed, spec.sampler.options or None)
+    if spec.sampler.warm_start and not study.get_trials(deepcopy=False):
+        # known configurations first (at most half the budget): the baseline, each paper's defaults, fewer steps
+        for params in context.space.warm_start(limit=max(1, spec.n_trials // 2)):
+            study.enqueue_trial(params, skip_if_exists=True)
     objective = TrialObjective(context, spec)
 
     bar = tqdm(total=spec.n_trials, initial=budget.spent(), desc=f"study {spec.name}", unit="trial",

@@ -82,6 +82,7 @@ class ProfileSpec:
 class SamplerSpec:
     name: str = "tpe"
     options: dict = field(default_factory=dict)
+    warm_start: bool = True  # measure the neutral config, each method's defaults and a steps ladder first
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,11 @@ class StudySpec:
         return [METRIC_NAMES[o] for o in self.objectives]
 
     @property
-    def needs_profile(self) -> bool:
-        return "catome" in self.space and self.space["catome"] is not False
+    def methods(self) -> list[str]:
+        """The registered methods the search space names (enabled or not: their prepare hooks run)."""
+        from tuner.search_spaces.space import migrate_tables
 
-    @property
-    def needs_calibration(self) -> bool:
-        return "quant" in self.space and self.space["quant"] is not False
+        return [name for name, table in migrate_tables(self.space).items() if table is not False]
 
     def with_n_trials(self, n: int | None) -> "StudySpec":
         if n is None:
@@ -287,8 +287,11 @@ def _parse_sampler(data: Any) -> SamplerSpec:
     options = t.get("options", {})
     if not isinstance(options, dict):
         raise TunerError("sampler.options must be a table")
+    warm_start = t.get("warm_start", True)
+    if not isinstance(warm_start, bool):
+        raise TunerError(f"sampler.warm_start must be true or false, got {warm_start!r}")
     t.finish()
-    return SamplerSpec(name, dict(options))
+    return SamplerSpec(name, dict(options), warm_start)
 
 
 def parse_spec(data: dict, path: Path) -> StudySpec:
@@ -319,7 +322,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if not isinstance(space, dict):
         raise TunerError("[space] must be a table of method families")
     if not space:  # the default joint space (search_spaces/defaults.py), quantization only with BitOPs
-        from search_spaces.defaults import default_families
+        from tuner.search_spaces.defaults import default_families
 
         space = default_families(objectives)
     t.finish()
@@ -329,29 +332,19 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     return spec
 
 
-def placeholder_profile(steps: int):
-    """A flat Jaccard profile with the real one's shape, so a space that wants a profile can be checked
-    before the study has measured it."""
-    import pandas as pd
-
-    from tuner.jaccard import PROFILE_COLUMNS
-
-    rows = [{"block": "placeholder", "level": "D1", "step": s, "n_pairs": 1.0,
-             "jaccard_distance": float("nan") if s == 0 else 0.1, "threshold": 0.7} for s in range(steps)]
-    return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
-
-
 def validate_space_and_sampler(spec: StudySpec) -> None:
     """Build the space and the sampler once with placeholder facts (no model run): catches unknown
     families, bad bounds and bad sampler options at load time."""
-    from search_spaces.space import SpaceContext, build_space
-    from tuner.methods.quant import quantizable_layers
-    from tuner.proxy.model import build_unet
+    from tuner.search_spaces.space import SpaceContext, build_space
+    from tuner.config import method_specs
     from tuner.samplers import build_sampler
 
-    context = SpaceContext(spec.proxy_set.steps,
-                           jaccard_profile=placeholder_profile(spec.proxy_set.steps) if spec.needs_profile else None,
-                           quant_layers=quantizable_layers(build_unet()) if spec.needs_calibration else [])
+    specs = method_specs()
+    facts: dict = {}
+    for name in spec.methods:
+        if name in specs:  # an unknown name is reported by build_space
+            facts.update(specs[name].config_cls.placeholder_facts(spec.proxy_set.steps))
+    context = SpaceContext(spec.proxy_set.steps, **facts)
     space = _guard("[space]", lambda: build_space(spec.space, context))
     _guard("[sampler]", lambda: build_sampler(spec.sampler.name, space, spec.seed, spec.sampler.options or None))
 

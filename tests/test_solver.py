@@ -1,11 +1,11 @@
-"""The `sampler` method and the reverse-step rules it selects."""
+"""The `solver` method and the reverse-step rules it selects."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tuner.apply import apply
+from tuner.apply_config import apply
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.proxy.model import build_scheduler
@@ -15,7 +15,7 @@ CLASSES, SEEDS = [3, 7], [11, 12]
 
 
 def _config(**sampler):
-    return AccelConfig.from_dict({"schema_version": 1, "methods": {"sampler": sampler}})
+    return AccelConfig.from_dict({"schema_version": 2, "methods": {"solver": sampler}})
 
 
 @pytest.mark.parametrize("steps", [10, 50])
@@ -51,7 +51,7 @@ def test_ddpm_designs_differ_are_reproducible_and_removable(tiny_pipe):
     for design in ("baseline", "liyan"):
         with apply(tiny_pipe, _config(name="ddpm", coefficients=design)) as h:
             assert tiny_pipe.sampler.name == "ddpm" and tiny_pipe.sampler.coefficients == design
-            assert h.info["sampler"] == f"ddpm-{design}"
+            assert h.info["solver"] == f"ddpm-{design}"
             outs[design] = tiny_pipe(CLASSES, SEEDS, num_inference_steps=4)
             assert torch.equal(tiny_pipe(CLASSES, SEEDS, num_inference_steps=4), outs[design])  # CRN
     assert not torch.equal(outs["baseline"], outs["liyan"])
@@ -69,5 +69,5 @@ def test_ddpm_noise_is_per_image(tiny_pipe):
 @pytest.mark.parametrize("bad", [{"name": "euler"}, {"name": "ddpm", "coefficients": "optimal"},
                                  {"name": "ddim", "coefficients": "liyan"}, {"eta": 1.0}])
 def test_bad_sampler_config_is_an_error(bad):
-    with pytest.raises(TunerError, match="sampler"):
+    with pytest.raises(TunerError, match="solver"):
         _config(**bad)
