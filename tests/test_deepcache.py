@@ -268,3 +268,9 @@ def test_block_cut_is_a_layer_cut_id(tiny_pipe, block_branch):
     with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=3 * block_branch + 1)):
         layer = run(tiny_pipe)
     assert torch.equal(block, layer)
+
+
+def test_schema1_configs_keep_the_block_cut():
+    v1 = AccelConfig.from_dict({"schema_version": 1, "methods": {"deepcache": {"interval": 3, "branch": 1}}})
+    v2 = AccelConfig.from_dict({"schema_version": 2, "methods": {"deepcache": {"interval": 3, "branch": 1}}})
+    assert v1.methods["deepcache"].cut == "block" and v2.methods["deepcache"].cut == "layer"

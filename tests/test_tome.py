@@ -153,7 +153,7 @@ def test_same_images_as_tomesd(tiny_pipe):
     finally:
         h.remove()
         tomesd.remove_patch(unet)
-    with apply_config(tiny_pipe, AccelConfig.from_dict({"schema_version": 1, "methods": {"tome": {"ratio": 0.5}}})):
+    with apply_config(tiny_pipe, AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": {"ratio": 0.5}}})):
         ours = run(tiny_pipe)
     assert (peer - base).abs().max() > 1e-3  # merging does something here
     assert (ours - peer).abs().max() <= 1e-4
