@@ -35,7 +35,11 @@ def test_bad_config_is_a_one_line_error(bad):
 
 def test_branch_out_of_range_names_the_max(tiny_pipe):
     with pytest.raises(TunerError, match=r"0\.\.2"):
-        apply(tiny_pipe, DeepCacheConfig(branch=3))
+        apply(tiny_pipe, DeepCacheConfig(branch=3, cut="block"))
+    with pytest.raises(TunerError, match=r"0\.\.7"):  # 3 blocks of one resnet: 3·2 + 1
+        apply(tiny_pipe, DeepCacheConfig(branch=8))
+    with pytest.raises(TunerError, match="cut must be one of"):
+        DeepCacheConfig.from_dict({"cut": "module"})
 
 
 def test_neutral_identical_reversible_and_reset_per_call(tiny_pipe):
@@ -58,7 +62,7 @@ def test_applying_twice_is_an_error(tiny_pipe):
 
 
 @pytest.mark.parametrize("branch", [0, 1, 2])
-def test_deep_blocks_run_only_on_keyframes(tiny_pipe, branch):
+def test_block_cut_deep_blocks_run_only_on_keyframes(tiny_pipe, branch):
     unet = tiny_pipe.unet
     n = len(unet.down_blocks)
     watched = {f"down{i}": unet.down_blocks[i] for i in range(n)}
@@ -66,7 +70,7 @@ def test_deep_blocks_run_only_on_keyframes(tiny_pipe, branch):
     watched["mid"] = unet.mid_block
     watched[f"downsample{branch}"] = (unet.down_blocks[branch].downsamplers or [None])[0]
     watched = {k: v for k, v in watched.items() if v is not None}
-    with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=branch)):
+    with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=branch, cut="block")):
         counters = {k: count_calls(m) for k, m in watched.items()}
         run(tiny_pipe)
         for _, h in counters.values():
@@ -82,7 +86,7 @@ def test_deep_blocks_run_only_on_keyframes(tiny_pipe, branch):
 
 
 @pytest.mark.parametrize("branch", [0, 1, 2])
-def test_cached_step_is_the_full_unet_with_the_keyframe_deep_feature(tiny_pipe, branch):
+def test_block_cut_cached_step_is_the_full_unet_with_the_keyframe_deep_feature(tiny_pipe, branch):
     """Checks the skip-connection bookkeeping: a cached forward must equal the unpatched U-Net whose
     feeding module (the one whose output the shallow branch consumes) returns its keyframe output.
     Split CFG (two forwards per step, different conditioning) must keep one cache per branch."""
@@ -104,7 +108,7 @@ def test_cached_step_is_the_full_unet_with_the_keyframe_deep_feature(tiny_pipe, 
         expected.append(unet(x1, t1, encoder_hidden_states=c).sample)
         h.remove()
 
-    with apply(unet, DeepCacheConfig(interval=2, branch=branch)):
+    with apply(unet, DeepCacheConfig(interval=2, branch=branch, cut="block")):
         get_step_context(unet).begin([900, 700])
         for c in conds:
             unet(x0, t0, encoder_hidden_states=c)
@@ -139,7 +143,9 @@ def test_nonuniform_keyframes_drive_the_pipeline(tiny_pipe):
 
 def test_sd15_unet_two_steps(sd15_unet):
     with pytest.raises(TunerError, match=r"0\.\.3"):
-        apply(sd15_unet, DeepCacheConfig(branch=4))
+        apply(sd15_unet, DeepCacheConfig(branch=4, cut="block"))
+    with pytest.raises(TunerError, match=r"0\.\.11"):  # DeepCache's SD-1.5 ids: 4 blocks x 3 layers
+        apply(sd15_unet, DeepCacheConfig(branch=12))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 8, 8, generator=g)
     text = torch.randn(2, 77, 768, generator=g)
@@ -154,3 +160,117 @@ def test_sd15_unet_two_steps(sd15_unet):
         h.remove()
     assert len(mid_runs) == 1
     assert cached.shape == full.shape == x.shape and torch.isfinite(cached).all()
+
+
+# --- layer cut: DeepCache's own cache_branch_id ------------------------------------------------------
+def test_layer_cut_branch0_runs_only_the_outermost_layers_on_cached_steps(tiny_pipe):
+    """Branch 0 = block 0, layer 0: on cached steps only conv_in, the last up layer (resnet + attention)
+    and conv_out run; everything else is the keyframe's."""
+    unet = tiny_pipe.unet
+    last_up = unet.up_blocks[-1]
+    running = {"conv_in": unet.conv_in, "last_resnet": last_up.resnets[-1], "last_attn": last_up.attentions[-1],
+               "conv_out": unet.conv_out}
+    skipped = {"first_down_resnet": unet.down_blocks[0].resnets[0], "down0_downsample": unet.down_blocks[0].downsamplers[0],
+               "mid": unet.mid_block, "up_first_resnet_of_last": last_up.resnets[0],
+               "up_attn_first_of_last": last_up.attentions[0], "up1": unet.up_blocks[1]}
+    calls = {k: 0 for k in {**running, **skipped}}
+    hooks = []
+    for k, m in {**running, **skipped}.items():
+        leaf = next((c for c in m.modules() if isinstance(c, (torch.nn.Conv2d, torch.nn.Linear))), m)
+        hooks.append(leaf.register_forward_hook(lambda *a, k=k: calls.__setitem__(k, calls[k] + 1)))
+    with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=0)):
+        run(tiny_pipe)
+    for h in hooks:
+        h.remove()
+    for k in running:
+        assert calls[k] == STEPS, k
+    for k in skipped:
+        assert calls[k] == 3, k  # keyframes 0, 3, 6 of 9
+
+
+@pytest.mark.parametrize("branch", range(8))
+def test_layer_cut_reproduces_the_deepcache_package_on_the_proxy(tiny_pipe, branch):
+    """DeepCacheSDHelper only needs `pipe.unet` and `pipe.scheduler.timesteps`, so it runs on our pipeline
+    as is: same seeds, same images (it wraps module forwards; we hook the cut modules)."""
+    helper_cls = pytest.importorskip("DeepCache").DeepCacheSDHelper
+    base = run(tiny_pipe)
+    helper = helper_cls(pipe=tiny_pipe)
+    helper.set_params(cache_interval=3, cache_branch_id=branch)
+    helper.enable()
+    peer = run(tiny_pipe)
+    helper.disable()
+    with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=branch)):
+        ours = run(tiny_pipe)
+    assert not torch.equal(peer, base)
+    assert (ours - peer).abs().max().item() <= 1e-4
+    assert torch.equal(run(tiny_pipe), base)
+
+
+@pytest.fixture
+def sd_pipe(tmp_path):
+    pytest.importorskip("transformers")
+    from tiny_sd import tiny_sd_pipeline
+
+    return tiny_sd_pipeline(tmp_path)
+
+
+@pytest.mark.parametrize("interval,branch", [(1, 0), (2, 0), (3, 0), (3, 2), (5, 4), (3, 5)])
+def test_layer_cut_reproduces_the_deepcache_package_on_a_diffusers_pipeline(sd_pipe, interval, branch):
+    from tiny_sd import generate
+
+    helper_cls = pytest.importorskip("DeepCache").DeepCacheSDHelper
+    base = generate(sd_pipe)
+    helper = helper_cls(pipe=sd_pipe)
+    helper.set_params(cache_interval=interval, cache_branch_id=branch)
+    helper.enable()
+    peer = generate(sd_pipe)
+    helper.disable()
+    with apply(sd_pipe, DeepCacheConfig(interval=interval, branch=branch)):
+        ours, again = generate(sd_pipe), generate(sd_pipe)
+    assert (ours - peer).abs().max().item() <= 1e-4
+    assert torch.equal(ours, again)  # a second call in a row starts from a clean cache
+    if interval == 1:
+        assert torch.equal(ours, base)
+    assert torch.equal(generate(sd_pipe), base)
+
+
+def test_nonuniform_on_a_diffusers_pipeline_reads_each_calls_step_count(sd_pipe):
+    """No tuner pipeline announces the timesteps here: the count comes from the scheduler, per call."""
+    from tiny_sd import generate
+
+    ctx = get_step_context(sd_pipe.unet)
+    conv = sd_pipe.unet.mid_block.resnets[0].conv1
+    cfg = DeepCacheConfig(interval=3, schedule="nonuniform", center=2, power=2.0)
+    with apply(sd_pipe, cfg):
+        for steps in (9, 12, 9):
+            seen = []
+            h = conv.register_forward_hook(lambda *a: seen.append(ctx.step))
+            generate(sd_pipe, steps=steps)
+            h.remove()
+            assert tuple(seen) == nonuniform_keyframes(steps, 3, 2, 2.0)
+
+
+def test_step_count_unknowable_is_refused_at_apply(tiny_pipe):
+    from types import SimpleNamespace
+
+    other = SimpleNamespace(unet=tiny_pipe.unet)  # has a U-Net, tells no step count
+    with pytest.raises(TunerError, match="number of steps"):
+        apply(other, DeepCacheConfig(schedule="nonuniform"))
+    apply(other, DeepCacheConfig()).remove()  # uniform needs no count
+
+
+@pytest.mark.parametrize("block_branch", [0, 1, 2])
+def test_block_cut_is_a_layer_cut_id(tiny_pipe, block_branch):
+    """Block branch b skips what layer id 3b + L skips (L = resnets per down block, 1 here): the block cut
+    adds no point to the space, it only keeps schema-1 configs meaning what they meant."""
+    with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=block_branch, cut="block")):
+        block = run(tiny_pipe)
+    with apply(tiny_pipe, DeepCacheConfig(interval=3, branch=3 * block_branch + 1)):
+        layer = run(tiny_pipe)
+    assert torch.equal(block, layer)
+
+
+def test_schema1_configs_keep_the_block_cut():
+    v1 = AccelConfig.from_dict({"schema_version": 1, "methods": {"deepcache": {"interval": 3, "branch": 1}}})
+    v2 = AccelConfig.from_dict({"schema_version": 2, "methods": {"deepcache": {"interval": 3, "branch": 1}}})
+    assert v1.methods["deepcache"].cut == "block" and v2.methods["deepcache"].cut == "layer"

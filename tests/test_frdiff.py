@@ -141,3 +141,30 @@ def test_composes_with_deepcache(tiny_pipe):
         first, second = run(tiny_pipe), run(tiny_pipe)
     assert torch.equal(first, second) and torch.isfinite(first).all() and not torch.equal(first, base)
     assert torch.equal(run(tiny_pipe), base)
+
+
+def test_mixing_on_a_diffusers_pipeline_twice_in_a_row(tmp_path):
+    """The step count comes from the pipeline's scheduler at each call: the U-Net is skipped exactly
+    where λ(i, T) = 0 for that call's T, and a second call (no manual begin) repeats the first."""
+    pytest.importorskip("transformers")
+    from tiny_sd import generate, tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline(tmp_path)
+    base = generate(pipe)
+    with apply(pipe, FRDiffConfig(interval=3, bias=0.5)):
+        for steps in (9, 12):
+            expected = [i for i in range(steps) if i % 3 == 0 or frdiff_lambda(i, steps, 0.5) > 0]
+            box, handles = counting({"conv_in": pipe.unet.conv_in})
+            first, second = generate(pipe, steps=steps), generate(pipe, steps=steps)
+            handles[0].remove()
+            assert box["conv_in"] == 2 * len(expected) < 2 * steps
+            assert torch.equal(first, second)
+    assert torch.equal(generate(pipe), base)
+
+
+def test_mixing_refused_at_apply_when_no_step_count_can_be_known(tiny_pipe):
+    from types import SimpleNamespace
+
+    with pytest.raises(TunerError, match="number of steps"):
+        apply(SimpleNamespace(unet=tiny_pipe.unet), FRDiffConfig(interval=2))
+    apply(SimpleNamespace(unet=tiny_pipe.unet), FRDiffConfig(interval=2, mixing=False)).remove()

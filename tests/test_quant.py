@@ -210,3 +210,26 @@ def test_first_apply_calibrates_on_the_baseline_trajectory_not_the_candidate(tin
     # conv_in sees the whole CFG batch (2 x 1 x 16 x 16 values) once per step: 2 default DDIM steps, not 3
     assert calib.act_samples["conv_in"].numel() == 2 * 512
     assert tiny_pipe.timesteps_override is None and tiny_pipe.sampler.name == "ddim"
+
+
+def test_torchao_kernels_cover_int8_linear_layers_and_remove_restores(calibrated):
+    """kernels='torchao': W8A8 and W8/A32 Linear layers run torchao's int8 tensors, everything else is
+    simulated; the error is of the size of our own int8's and remove() restores the images bit for bit."""
+    pytest.importorskip("torchao")
+    pipe = calibrated
+    base = _run(pipe)
+    modules = dict(pipe.unet.named_modules())
+    linear = [n for n in quant.quantizable_layers(pipe.unet) if isinstance(modules[n], nn.Linear)]
+    for act in (8, 32):
+        with apply(pipe, _config(weight_bits=8, act_bits=act, kernels="torchao")) as h:
+            assert sorted(h.info["real_kernel_layers"]) == sorted(linear)
+            assert set(h.info["simulated_layers"]) == set(quant.quantizable_layers(pipe.unet)) - set(linear)
+            assert type(modules[linear[0]].weight).__module__.startswith("torchao")
+            out = _run(pipe)
+        with apply(pipe, _config(weight_bits=8, act_bits=act)):  # our kernels / simulation, same bits
+            ours = _run(pipe)
+        gap = (ours - base).abs().mean()
+        assert 0 < (out - base).abs().mean() < 2 * gap  # an int8 error of the same size as ours
+        assert torch.equal(_run(pipe), base)
+    with pytest.raises(TunerError, match="kernels must be one of"):
+        _config(kernels="cutlass")

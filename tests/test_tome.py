@@ -133,3 +133,27 @@ def test_sd15_unet_one_forward(sd15_unet):
     assert h.info["tome_blocks"] == 5  # D1: 2 transformers, U1: 3
     assert out.shape == base.shape and torch.isfinite(out).all() and not torch.equal(out, base)
     assert torch.equal(again, base)
+
+
+def test_same_images_as_tomesd(tiny_pipe):
+    """tomesd patches the blocks' forward; we hook. Same dst draws (its generator seeded like ours, at every
+    call), same merges: the images agree up to float summation order."""
+    tomesd = pytest.importorskip("tomesd")
+    unet = tiny_pipe.unet
+    base = run(tiny_pipe)
+    tomesd.apply_patch(unet, ratio=0.5)
+
+    def reseed(module, args):
+        if tiny_pipe.step_context.step == 0:
+            unet._tome_info["args"]["generator"] = torch.Generator().manual_seed(0)
+
+    h = unet.register_forward_pre_hook(reseed)
+    try:
+        peer = run(tiny_pipe)
+    finally:
+        h.remove()
+        tomesd.remove_patch(unet)
+    with apply_config(tiny_pipe, AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": {"ratio": 0.5}}})):
+        ours = run(tiny_pipe)
+    assert (peer - base).abs().max() > 1e-3  # merging does something here
+    assert (ours - peer).abs().max() <= 1e-4

@@ -22,8 +22,9 @@ Our implementation, by hooking (diffusers `HookRegistry`), with all state in one
 - each Transformer2DModel's forward is wrapped to store `output − input` on full forwards and return
   `input + stored` otherwise. At interval 1 every forward is full and every hook passes outputs through
   untouched, so the result is bit-identical to the unpatched model.
-The step and T come from the step context; mixing needs T (a diffusers pipeline that does not announce
-its timesteps can use mixing=false).
+The step comes from the step context, T from it or (diffusers pipelines) from the pipeline's scheduler at
+the first U-Net forward of each call (`keyframe_cache.steps_source`); a target that can tell neither is
+refused at apply time when mixing is on.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from tuner.errors import TunerError
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
 from tuner.methods.knobs import knob
 from tuner.methods.cache_schedule import frdiff_lambda, is_uniform_keyframe
-from tuner.methods.keyframe_cache import KeyframeCache, install_hooks, like_output, output_sample
+from tuner.methods.keyframe_cache import KeyframeCache, install_hooks, like_output, output_sample, steps_source
 
 HOOK_NAME = "tuner.frdiff"
 
@@ -84,7 +85,7 @@ class _ScoreMixing(ModelHook):
         if not self.cfg.mixing:
             return 1.0
         if self.cache.num_steps is None:
-            raise TunerError("frdiff: score mixing needs the number of steps; run it through a tuner pipeline "
+            raise TunerError("frdiff: score mixing needs the number of steps; run it through a pipeline "
                              "(or call get_step_context(unet).begin(timesteps) first), or set mixing=false")
         return frdiff_lambda(self.cache.step, self.cache.num_steps, self.cfg.bias)
 
@@ -142,7 +143,8 @@ def apply(target, cfg: FRDiffConfig) -> Handle:
     cfg.validate()
     unet = resolve_unet(target)
     interval = cfg.interval
-    cache = KeyframeCache(unet, lambda step, num_steps: is_uniform_keyframe(step, interval))
+    source = steps_source(target, "frdiff", "score mixing", cfg.mixing and interval > 1)
+    cache = KeyframeCache(unet, lambda step, num_steps: is_uniform_keyframe(step, interval), source)
     pairs: list = [(unet, _ScoreMixing(cache, cfg))]
     resnets = transformers = 0
     for name, m in unet.named_modules():

@@ -8,6 +8,12 @@ branch's features. A forward whose input shape differs from the one its slot sav
 size) runs in full. Everything is cleared by `reset_state()`, which the step context calls at the start
 of every pipeline call.
 
+The number of steps of a call (non-uniform keyframes, FRDiff's mixing weight) comes from the step context
+when the pipeline announced its timesteps (tuner pipelines do). A diffusers pipeline does not; it sets its
+scheduler's timesteps before the first U-Net forward of each call, so `steps_source` gives a reader of
+`pipe.scheduler.timesteps` (read through the pipeline, so a swapped scheduler is still seen) and the cache
+calls it once per call, at that first forward. Targets that can say neither are refused at apply time.
+
 Block hooks use diffusers' `HookRegistry` (forward replacement with a clean removal), one name per method.
 """
 
@@ -23,10 +29,12 @@ from tuner.step_context import get_step_context
 
 
 class KeyframeCache:
-    def __init__(self, unet: torch.nn.Module, is_keyframe: Callable[[int, int | None], bool]):
+    def __init__(self, unet: torch.nn.Module, is_keyframe: Callable[[int, int | None], bool],
+                 steps_source: Callable[[], int | None] | None = None):
         self.unet = unet
         self.ctx = get_step_context(unet)  # attached first, so its pre-hook runs before ours
         self._is_keyframe = is_keyframe
+        self._steps_source = steps_source
         self.reset_state()
 
     def reset_state(self) -> None:
@@ -35,6 +43,7 @@ class KeyframeCache:
         self._last_step: int | None = None
         self.slot = 0  # index of the current forward within its step
         self.full = True  # this forward runs in full (keyframe, or nothing usable saved for it)
+        self._call_steps: int | None = None  # the call's step count from `steps_source`, read once per call
 
     @property
     def step(self) -> int:
@@ -42,14 +51,17 @@ class KeyframeCache:
 
     @property
     def num_steps(self) -> int | None:
-        return self.ctx.num_steps
+        n = self.ctx.num_steps
+        return n if n is not None else self._call_steps
 
     def begin_forward(self, sample: torch.Tensor) -> None:
         step = self.ctx.step
+        if self._last_step is None and self._steps_source is not None and self.ctx.num_steps is None:
+            self._call_steps = self._steps_source()  # first forward of this call
         self.slot = self.slot + 1 if step == self._last_step else 0
         self._last_step = step
         shape = tuple(sample.shape)
-        self.full = self._is_keyframe(step, self.ctx.num_steps) or self._slot_shapes.get(self.slot) != shape
+        self.full = self._is_keyframe(step, self.num_steps) or self._slot_shapes.get(self.slot) != shape
         if self.full:
             self._slot_shapes[self.slot] = shape
 
@@ -74,6 +86,29 @@ class KeyframeCache:
             self.reset_state()  # drop the saved tensors
 
         return undo
+
+
+def steps_source(target, method: str, what: str, needed: bool) -> Callable[[], int | None] | None:
+    """How a keyframe method learns each call's number of steps on `target` (see the module docstring).
+    None when the target announces it itself (tuner pipeline) or when it is a bare U-Net (the caller
+    drives the steps and announces them with `get_step_context(unet).begin(timesteps)`)."""
+    from diffusers import UNet2DConditionModel
+
+    from tuner.methods.diffusers_schedule import is_diffusers_pipeline
+    from tuner.pipeline import ProxyPipeline
+
+    if isinstance(target, (ProxyPipeline, UNet2DConditionModel)):
+        return None
+    if is_diffusers_pipeline(target):
+        def read() -> int | None:
+            timesteps = getattr(target.scheduler, "timesteps", None)
+            return len(timesteps) if timesteps is not None else None
+
+        return read
+    if needed:
+        raise TunerError(f"method '{method}': {what} needs the number of steps, which a "
+                         f"{type(target).__name__} does not tell; use a tuner or diffusers pipeline")
+    return None
 
 
 def install_hooks(pairs: list[tuple[torch.nn.Module, ModelHook]], name: str, method: str) -> Callable[[], None]:

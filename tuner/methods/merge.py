@@ -20,6 +20,7 @@ values that no token reads back, and per-token layers (cross-attention, MLP) nee
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -61,30 +62,64 @@ def unmerge(y: torch.Tensor, plan: MergePlan) -> torch.Tensor:
 
 
 # --- choosing dst tokens -------------------------------------------------------------------------------
+# Planning runs before every merged block of every step, on small tensors at the proxy's 256 tokens, so
+# its cost is mostly the number of tensor ops: the cell grid and the top-left split are cached, dst
+# indices come from arithmetic on the cell corners, and the fixed-ratio plan has its own short builder.
+@lru_cache(maxsize=64)
+def _cell_corners(h: int, w: int, sx: int, sy: int) -> torch.Tensor:
+    """[hc*wc] token index of the top-left corner of every complete sy×sx cell, ascending (CPU)."""
+    rows = torch.arange(h // sy).unsqueeze(1) * (sy * w)
+    return (rows + torch.arange(w // sx).unsqueeze(0) * sx).flatten()
+
+
+def dst_tokens(h: int, w: int, sx: int, sy: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[hc*wc] ascending token index of the dst of every complete cell: its top-left corner, or a random
+    position drawn from `generator` (one draw of shape (hc, wc) per call, tomesd's order). CPU tensor."""
+    corners = _cell_corners(h, w, sx, sy)
+    if generator is None:
+        return corners
+    offset = torch.randint(sy * sx, (h // sy, w // sx), generator=generator, device=generator.device)
+    offset = offset.cpu().flatten()
+    return corners + torch.div(offset, sx, rounding_mode="floor") * w + offset % sx
+
+
 def dst_token_mask(h: int, w: int, sx: int, sy: int, generator: torch.Generator | None = None,
                    device: torch.device | str = "cpu") -> torch.Tensor:
-    """[h*w] bool, True for dst tokens: one per complete sy×sx cell, at its top-left corner, or at a random
-    position drawn from `generator` (always a CPU generator, so the draw is the same on every device).
-    Tokens outside complete cells (h or w not divisible by the stride) are src, as in tomesd."""
-    hc, wc = h // sy, w // sx
+    """[h*w] bool, True for dst tokens (see `dst_tokens`). Tokens outside complete cells (h or w not
+    divisible by the stride) are src, as in tomesd."""
+    return torch.zeros(h * w, dtype=torch.bool).scatter_(0, dst_tokens(h, w, sx, sy, generator), True).to(device)
+
+
+@lru_cache(maxsize=64)
+def _top_left_split(h: int, w: int, sx: int, sy: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _src_of(dst_tokens(h, w, sx, sy), h * w, device)
+
+
+def _src_of(dst: torch.Tensor, num_tokens: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    is_src = torch.ones(num_tokens, dtype=torch.bool).scatter_(0, dst, False)
+    return is_src.nonzero().flatten().to(device), dst.to(device)
+
+
+def _split(num_tokens: int, h: int, w: int, sx: int, sy: int, generator, device):
+    """(src token indices, dst token indices), both ascending, on `device`."""
+    if h * w != num_tokens:
+        raise ValueError(f"{num_tokens} tokens do not form a {h}x{w} grid")
     if generator is None:
-        offset = torch.zeros(hc, wc, dtype=torch.long)
-    else:
-        offset = torch.randint(sy * sx, (hc, wc), generator=generator, device=generator.device).cpu()
-    rows = torch.arange(hc).unsqueeze(1) * sy + offset // sx
-    cols = torch.arange(wc).unsqueeze(0) * sx + offset % sx
-    mask = torch.zeros(h, w, dtype=torch.bool)
-    mask[rows.flatten(), cols.flatten()] = True
-    return mask.flatten().to(device)
+        return _top_left_split(h, w, sx, sy, str(device))
+    return _src_of(dst_tokens(h, w, sx, sy, generator), num_tokens, device)
+
+
+def _best_dst_raw(metric: torch.Tensor, src_tok: torch.Tensor, dst_tok: torch.Tensor):
+    with torch.no_grad():
+        m = metric / metric.norm(dim=-1, keepdim=True)
+        scores = m.index_select(1, src_tok) @ m.index_select(1, dst_tok).transpose(-1, -2)
+        return scores.max(dim=-1)
 
 
 def best_dst(metric: torch.Tensor, src_tok: torch.Tensor, dst_tok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine similarity of every src to its most similar dst: (similarity [B, Ns], dst index [B, Ns] into
     `dst_tok`). Similarity is clamped to <= 1 so a threshold above 1 can never merge."""
-    with torch.no_grad():
-        m = metric / metric.norm(dim=-1, keepdim=True)
-        scores = m[:, src_tok] @ m[:, dst_tok].transpose(-1, -2)
-        sim, idx = scores.max(dim=-1)
+    sim, idx = _best_dst_raw(metric, src_tok, dst_tok)
     return sim.clamp(max=1.0), idx
 
 
@@ -92,31 +127,42 @@ def plan_from_selection(selected: torch.Tensor, best_idx: torch.Tensor, src_tok:
                         dst_tok: torch.Tensor, num_tokens: int) -> MergePlan | None:
     """Build the index tensors once for a [B, Ns] bool selection of src to merge into their best dst.
     Returns None when no image merges anything (the caller then leaves the tensors untouched)."""
-    if not bool(selected.any()):
-        return None
     B, dev = selected.shape[0], selected.device
-    keep = torch.ones(B, num_tokens, dtype=torch.bool, device=dev)
-    keep[:, src_tok] = ~selected
-    partner = torch.full((B, num_tokens), -1, dtype=torch.long, device=dev)
-    partner[:, src_tok] = torch.where(selected, dst_tok[best_idx], -1)
-    slot = keep.long().cumsum(1) - 1  # slot of every kept token, original order
+    kept_src = (~selected).sum(1)
+    kept = kept_src + len(dst_tok)
+    lo, hi = torch.aminmax(kept)
+    lo, hi = int(lo), int(hi)
+    if lo == num_tokens:
+        return None
+    keep = torch.ones(B, num_tokens, dtype=torch.bool, device=dev).index_copy_(1, src_tok, ~selected)
+    partner = torch.full((B, num_tokens), -1, dtype=torch.long, device=dev).index_copy_(
+        1, src_tok, torch.where(selected, dst_tok.take(best_idx), -1))
+    slot = keep.cumsum(1) - 1  # slot of every kept token, original order
     assign = torch.where(keep, slot, slot.gather(1, partner.clamp(min=0)))
-    kept = keep.sum(1)
-    num_slots = int(kept.max())
-    counts = torch.zeros(B, num_slots, device=dev).scatter_add_(1, assign, torch.ones(B, num_tokens, device=dev))
+    counts = torch.zeros(B, hi, device=dev).scatter_add_(1, assign, torch.ones(B, num_tokens, device=dev))
     key_mask = None
-    if int(kept.min()) < num_slots:
-        padded = torch.arange(num_slots, device=dev).unsqueeze(0) >= kept.unsqueeze(1)
-        key_mask = torch.zeros(B, 1, num_slots, device=dev).masked_fill_(padded.unsqueeze(1), torch.finfo(torch.float32).min)
-    return MergePlan(assign, counts.clamp_(min=1).unsqueeze(-1), num_slots, key_mask, partner,
-                     num_tokens - kept)
+    if lo < hi:
+        padded = torch.arange(hi, device=dev).unsqueeze(0) >= kept.unsqueeze(1)
+        key_mask = torch.zeros(B, 1, hi, device=dev).masked_fill_(padded.unsqueeze(1), torch.finfo(torch.float32).min)
+    return MergePlan(assign, counts.clamp_(min=1).unsqueeze(-1), hi, key_mask, partner, num_tokens - kept)
 
 
-def _split(num_tokens: int, h: int, w: int, sx: int, sy: int, generator, device):
-    if h * w != num_tokens:
-        raise ValueError(f"{num_tokens} tokens do not form a {h}x{w} grid")
-    dst = dst_token_mask(h, w, sx, sy, generator, device)
-    return (~dst).nonzero().flatten(), dst.nonzero().flatten()
+def _plan_fixed_count(chosen: torch.Tensor, best_idx: torch.Tensor, src_tok: torch.Tensor, dst_tok: torch.Tensor,
+                      num_tokens: int) -> MergePlan:
+    """The same plan for `chosen` [B, r] (src positions to merge, r the same for every image): no padding,
+    M = N - r slots, fewer ops than the general builder."""
+    B, r = chosen.shape
+    dev = chosen.device
+    merged_tok = src_tok.take(chosen)  # [B, r] token ids
+    partner_tok = dst_tok.take(best_idx.gather(1, chosen))  # [B, r] their dst
+    keep = torch.ones(B, num_tokens, dtype=torch.bool, device=dev).scatter_(1, merged_tok, False)
+    slot = keep.cumsum(1) - 1
+    partner_slot = slot.gather(1, partner_tok)
+    assign = slot.scatter_(1, merged_tok, partner_slot)
+    counts = torch.ones(B, num_tokens - r, device=dev).scatter_add_(1, partner_slot, torch.ones(B, r, device=dev))
+    partner = torch.full((B, num_tokens), -1, dtype=torch.long, device=dev).scatter_(1, merged_tok, partner_tok)
+    return MergePlan(assign, counts.unsqueeze(-1), num_tokens - r, None, partner,
+                     torch.full((B,), r, dtype=torch.long, device=dev))
 
 
 def match_ratio(metric: torch.Tensor, h: int, w: int, sx: int = 2, sy: int = 2, ratio: float = 0.5,
@@ -130,10 +176,8 @@ def match_ratio(metric: torch.Tensor, h: int, w: int, sx: int = 2, sy: int = 2, 
     r = min(r, len(src_tok))
     if r <= 0:
         return None
-    sim, idx = best_dst(metric, src_tok, dst_tok)
-    chosen = sim.topk(r, dim=-1).indices
-    selected = torch.zeros_like(sim, dtype=torch.bool).scatter_(1, chosen, True)
-    return plan_from_selection(selected, idx, src_tok, dst_tok, N)
+    sim, idx = _best_dst_raw(metric, src_tok, dst_tok)  # unclamped, like tomesd's ranking
+    return _plan_fixed_count(sim.topk(r, dim=-1).indices, idx, src_tok, dst_tok, N)
 
 
 def match_threshold(metric: torch.Tensor, h: int, w: int, sx: int = 2, sy: int = 2,

@@ -17,6 +17,11 @@
   (`torch._int_mm`); all other quantized layers are simulated in float. The handle's info lists which
   is which (`real_kernel_layers`, `simulated_layers`); simulated layers cost full float time, so their
   wall-clock is never a speedup. `layer_bits` feeds BitOPs (MACs × b_w × b_a).
+- `kernels = "torchao"` routes the Linear layers torchao has a kernel for to it instead: W8A8 to
+  `Int8DynamicActivationInt8WeightConfig` (per-token dynamic activation scales, not our calibrated range)
+  and W8/A32 to `Int8WeightOnlyConfig`; the rest stays simulated. On this CPU neither lowers latency
+  (BENCHMARKS.md, "Real low-bit kernels"), so the default stays "tuner"; on CUDA torchao also has int4
+  weight-only and float8 kernels, not wired here.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ DEFAULT_CALIBRATION_SEED = 900_000
 DEFAULT_CALIBRATION_STEPS = None  # None: the pipeline's default step count (tests shorten it)
 SAMPLES_PER_CALL = 1024  # input values kept per layer and U-Net call for the MSE range search
 CLIP_METHODS = ("mse", "max")
+KERNEL_LIBRARIES = ("tuner", "torchao")
 
 calibration_runs = 0  # how many calibrations ran in this process (tests check it stays at one)
 
@@ -83,6 +89,8 @@ class QuantConfig(MethodConfig):
     per_layer: dict = knob({}, kind="custom", schema=PER_LAYER_SCHEMA, parse=_per_layer,
                            help="{layer name: {w: bits, a: bits}} overriding the defaults")
     real_kernels: bool = knob(True, help="run W8A8 Linear layers on real int8 kernels where available")
+    kernels: str = knob("tuner", choices=KERNEL_LIBRARIES, search=("tuner",),
+                        help="tuner = our int8 W8A8 Linear path; torchao = torchao's int8 configs (see the module)")
 
     @classmethod
     def prepare(cls, study) -> dict:
@@ -281,6 +289,29 @@ def _install_int8_linear(m: nn.Linear, clip_w: torch.Tensor, clip_a: torch.Tenso
     return undo
 
 
+def _torchao_config(m: nn.Module, wb: int, ab: int):
+    """torchao's config for this layer and bit pair, or None where it has no kernel we use."""
+    if not isinstance(m, nn.Linear) or wb != 8 or ab not in (8, FULL):
+        return None
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+    except ImportError:
+        raise TunerError("method 'quant': kernels='torchao' needs the torchao package (pip install torchao)") from None
+    return Int8DynamicActivationInt8WeightConfig() if ab == 8 else Int8WeightOnlyConfig()
+
+
+def _install_torchao(m: nn.Linear, config) -> Callable[[], None]:
+    from torchao.quantization import quantize_
+
+    original = m.weight
+    quantize_(m, config)  # swaps m.weight for a quantized tensor subclass; the module stays an nn.Linear
+
+    def undo():
+        m.weight = original
+
+    return undo
+
+
 def _swap_weight(m: nn.Module, new: torch.Tensor) -> Callable[[], None]:
     original = m.weight
     m.weight = nn.Parameter(new, requires_grad=False)
@@ -312,7 +343,12 @@ def apply(target, cfg: QuantConfig) -> Handle:
             if ab < FULL and name not in calib.act_absmax:
                 raise TunerError(f"method 'quant': layer '{name}' has no calibrated activation range "
                                  f"(it did not run during calibration)")
-            if cfg.real_kernels and (wb, ab) == (8, 8) and _int8_kernel_fits(m, device):
+            ao = _torchao_config(m, wb, ab) if cfg.real_kernels and cfg.kernels == "torchao" else None
+            if ao is not None:
+                handle.on_remove(_install_torchao(m, ao))
+                info["real_kernel_layers"].append(name)
+                continue
+            if cfg.real_kernels and cfg.kernels == "tuner" and (wb, ab) == (8, 8) and _int8_kernel_fits(m, device):
                 handle.on_remove(_install_int8_linear(m, calib.weight_range(name, m.weight, 8), calib.act_range(name, 8)))
                 info["real_kernel_layers"].append(name)
                 continue
