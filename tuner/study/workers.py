@@ -65,6 +65,8 @@ def run_workers(spec, k: int, n_trials: int | None = None, progress: bool = Fals
     cmd = worker_command() + ["study", "run", str(spec.path), "--json", "--no-progress"]
     if n_trials is not None:
         cmd += ["--n-trials", str(n_trials)]
+    if spec.model.threads is not None:  # a --threads override reaches every worker
+        cmd += ["--threads", str(spec.model.threads)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
