@@ -99,7 +99,7 @@ def run_validation(spec: StudySpec, n_images: int | None = None, seed: int | Non
     from tuner.study.validations import write_validations
 
     proxy_set = held_out_proxy_set(spec, n_images, seed)
-    study, storage = open_study(spec, create=False)
+    study, storage = open_study(spec, create=False, read_only=False)  # it writes the validations table
     result = validate_front(study, spec, proxy_set, pipe=pipe, progress=progress, log=log)
     write_validations(storage.engine, spec.name, result["members"])
     return result
