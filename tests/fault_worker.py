@@ -23,7 +23,7 @@ class FakeContext:
     """What the runner needs of a StudyContext: a search space, a baseline, record()."""
 
     def __init__(self, spec):
-        from search_spaces.space import SpaceContext, build_space
+        from tuner.search_spaces.space import SpaceContext, build_space
 
         self.spec = spec
         self.space = build_space(spec.space, SpaceContext(spec.proxy_set.steps))
