@@ -100,16 +100,23 @@ def threads_seen(monkeypatch):
     return seen
 
 
-def _command(name, tmp_path):
-    from cli_study import make_study
+def _fresh_study(folder):
+    """The CLI study's TOML without its stored trials (a run refuses trials added outside tuner's budget)."""
+    from cli_study import STUDY_TOML
 
+    path = folder / "fresh.toml"
+    path.write_text(STUDY_TOML)
+    return path
+
+
+def _command(name, tmp_path):
     config = tmp_path / "c.json"
     config.write_text('{"schema_version": 2, "methods": {}}')
     return {"baseline": ["baseline", "--n-images", "2", "--steps", "1"],
             "evaluate": ["evaluate", str(config), "--n-images", "2", "--steps", "1"],
             "apply": ["apply", str(config), "--out", str(tmp_path / "g.png"), "--n-images", "1"],
             "profile": ["profile", "--n-images", "2", "--steps", "2", "--out", str(tmp_path / "prof")],
-            "study run": ["study", "run", str(make_study(tmp_path))]}[name]
+            "study run": ["study", "run", str(_fresh_study(tmp_path))]}[name]
 
 
 @pytest.mark.parametrize("command", ["baseline", "evaluate", "apply", "profile", "study run"])
@@ -121,9 +128,7 @@ def test_every_model_command_sets_threads_through_the_policy(tmp_path, threads_s
 
 
 def test_study_threads_come_from_the_toml_unless_the_flag_says(tmp_path, threads_seen):
-    from cli_study import make_study
-
-    path = make_study(tmp_path)
+    path = _fresh_study(tmp_path)
     path.write_text(path.read_text().replace("[proxy_set]", "[model]\nthreads = 2\n[proxy_set]"))
     with pytest.raises(_Stop):
         main(["study", "run", str(path)])
