@@ -72,7 +72,7 @@ def _objective(result: dict, cap: float):
 
     space = SimpleNamespace(suggest=lambda trial: {}, to_config=lambda values: SimpleNamespace(
         to_dict=lambda: {"methods": {"tome": {"ratio": 0.5}}}))
-    spec = SimpleNamespace(objectives=["latency", "fid"], constraints=SimpleNamespace(max_fid_increase=cap),
+    spec = SimpleNamespace(objectives=["latency", "fid"], constraints=SimpleNamespace(max_fid_increase=cap, max_memory_gb=None),
                            evaluator=SimpleNamespace(cheap_reject_images=0))
     ev = SimpleNamespace(evaluate=lambda config, **kw: dict(result))
     ctx = SimpleNamespace(space=space, spec=spec, eval=ev, subset_baseline_fid=None,

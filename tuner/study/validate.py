@@ -15,7 +15,7 @@ import time
 import optuna
 
 from tuner.config import AccelConfig
-from tuner.errors import TunerError
+from tuner.errors import TrialFailed, TunerError
 from tuner.study.pareto import baseline_of, completed, front_trials
 from tuner.study.spec import METRIC_NAMES, StudySpec
 from tuner.uncertainty import increase_pct
@@ -38,8 +38,7 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
                    log=lambda msg: None, only: set[int] | None = None) -> dict:
     """Re-measure the front of `study` on `proxy_set` (`only`: just these members, e.g. to split the work
     over processes); returns {baseline, members, ...} (rows as stored)."""
-    from tuner.evaluate import EvalContext, TrialFailure
-    from tuner.proxy.model import load_proxy_pipeline
+    from tuner.evaluate import EvalContext
 
     study_baseline = baseline_of(study)
     members = [t for t in front_trials(completed(study, feasible_only=True)) if only is None or t.number in only]
@@ -50,7 +49,7 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
 
         torch.set_num_threads(spec.model.threads)
     t0 = time.perf_counter()
-    pipe = pipe or load_proxy_pipeline(spec.model.device, spec.model.unet_weights)
+    pipe = pipe or spec.model.load()
     ev = spec.evaluator
     ctx = EvalContext(pipe, proxy_set, ev.feature_extractor, ev.inception_weights,
                       latency_images=min(ev.latency_images, proxy_set.n_images), latency_repeats=ev.latency_repeats,
@@ -69,7 +68,7 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
         try:
             config = AccelConfig.from_dict({"schema_version": 1, "methods": t.user_attrs.get("config") or {}})
             r = ctx.evaluate(config)
-        except (TrialFailure, TunerError) as e:
+        except (TrialFailed, TunerError) as e:
             rows.append({**row, "feasible": False, "objectives": {}, "error": str(e)})
             log(f"trial {t.number}: could not be re-measured ({e})")
             continue
