@@ -65,7 +65,7 @@ def test_study_pareto_export_evaluate_apply(user_models, tmp_path, capsys, layou
     members = json.loads(capsys.readouterr().out)
     assert members and all("fid" in m["objectives"] and "psnr" in m["objectives"] for m in members)
     if layout == "sdxl":
-        assert all(m["config"]["tome"]["max_downsample"] == 2 for m in members)
+        assert all(m["config"]["methods"]["tome"]["max_downsample"] == 2 for m in members)
 
     out = tmp_path / "best.json"
     assert main(["export", str(toml), "--best", "-o", str(out)]) == 0
