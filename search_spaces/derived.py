@@ -145,8 +145,8 @@ class MethodFamily(Family):
             if p.kind == "categorical":
                 out[p.name] = default if p.contains(default) else p.choices[0]
             else:
-                out[p.name] = type(p.low)(min(p.high, max(p.low, default))) if p.kind == "int" else float(
-                    min(p.high, max(p.low, default)))
+                clamped = min(p.high, max(p.low, default))
+                out[p.name] = int(clamped) if p.kind == "int" else float(clamped)
         return out
 
     def decode(self, values: dict, num_steps: int) -> dict[str, dict]:

@@ -44,10 +44,9 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
     members = [t for t in front_trials(completed(study, feasible_only=True)) if only is None or t.number in only]
     if not members:
         raise TunerError(f"study '{spec.name}' has no feasible completed trial to validate")
-    if spec.model.threads is not None:
-        import torch
+    from tuner.threads import set_threads
 
-        torch.set_num_threads(spec.model.threads)
+    set_threads(spec.model.threads, "model.threads")  # the one thread policy, as every model command
     t0 = time.perf_counter()
     pipe = pipe or spec.model.load()
     ev = spec.evaluator
