@@ -221,3 +221,21 @@ def test_study_of_the_previous_version_is_upgraded_and_resumed(tmp_path, monkeyp
     summary = make_study(toml, monkeypatch)
     assert summary["trials_run"] == 1 and summary["finished_in_study"] == 3
     assert_exact(url, 3)
+
+
+def test_processes_creating_a_fresh_database_at_once_all_open_it(storage_url):
+    """Six processes open one fresh database together: each loses or wins the schema race (SQLite and
+    PostgreSQL report it with different exception classes) and every one ends with the full schema."""
+    import subprocess
+
+    from tuner.study.storage import TUNER_TABLES, optuna_tables
+
+    code = ("import sys; from tuner.study.storage import open_storage; "
+            "open_storage(sys.argv[1]).engine.dispose(); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, storage_url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 and o.strip() == "ok" for p, (o, _) in zip(procs, outs)), [e[-800:] for _, e in outs]
+    probe = Probe(storage_url)
+    assert set(TUNER_TABLES) | optuna_tables() <= set(probe.tables())
+    probe.close()

@@ -24,7 +24,7 @@ import optuna
 from sqlalchemy import (Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, func, inspect, insert, literal_column, select, text)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from tuner.errors import TunerError
 
@@ -366,7 +366,9 @@ def _add_columns(engine, tables_before: set[str]) -> None:
 
 def _schema_race(e: BaseException) -> bool:
     for x in _chain(e):  # optuna wraps SQL errors of its own schema setup in StorageInternalError
-        if isinstance(x, IntegrityError) or (isinstance(x, OperationalError) and "already exists" in str(x)):
+        # SQLite says OperationalError, PostgreSQL ProgrammingError (DuplicateTable) for the same race.
+        if isinstance(x, IntegrityError) or (isinstance(x, (OperationalError, ProgrammingError))
+                                             and "already exists" in str(x)):
             return True
     return False
 
