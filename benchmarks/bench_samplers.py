@@ -11,6 +11,10 @@ against the same baseline. Hypervolume after n finished trials is the study's ow
 (`tuner.study.pareto.hypervolume`: feasible completed trials among the first n, normalized by the
 baseline, reference point (1, 1 + max_fid_increase/100)). Re-running resumes unfinished studies.
 
+A sampler name may end in `:cold` (no warm start: the sampler alone, as a user running plain Optuna
+would) or `:warm` (the study's warm start queued first, the default). The table gives mean ± sd and
+the median over seeds, and the median's ratio to every `:cold` baseline sampler named in `--versus`.
+
 Also reported: the tuner's overhead (wall time minus evaluation time) as a share of wall time.
 `--write` puts the table under `## Samplers` in BENCHMARKS.md (only that section is replaced).
 """
@@ -42,34 +46,42 @@ def hypervolume_after(study, spec, baseline: dict, n: int) -> float:
     return hypervolume(spec, baseline, front_trials(feasible))
 
 
-def run_one(spec, context, sampler: str, seed: int, n_trials: int, db: Path, options: dict) -> dict:
+def run_one(spec, context, sampler: str, seed: int, n_trials: int, db: Path, options: dict,
+            warm: bool = True, label: str | None = None) -> dict:
     import optuna
 
     from tuner.study.runner import run_study
     from tuner.study.spec import SamplerSpec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = f"bench-{spec.name}-{sampler}-s{seed}"
+    name = f"bench-{spec.name}-{label or sampler}-s{seed}"
     run_spec = dataclasses.replace(spec, name=name, storage=f"sqlite:///{db}", seed=seed, n_trials=n_trials,
-                                   sampler=SamplerSpec(sampler, dict(options)))
+                                   sampler=SamplerSpec(sampler, dict(options), warm_start=warm))
     run_context = dataclasses.replace(context, spec=run_spec)
     summary = run_study(run_spec, context=run_context, progress=False, log=lambda m: None)
     study = optuna.load_study(study_name=name, storage=run_spec.storage)
     return {"study": study, "spec": run_spec, "summary": summary}
 
 
-def format_table(rows: dict, at: list[int], seeds: list[int]) -> str:
-    head = "| sampler | " + " | ".join(f"HV@{n} (mean ± sd over {len(seeds)} seeds)" for n in at) + \
-           " | tuner overhead share |"
-    lines = [head, "|" + "---|" * (len(at) + 2)]
+def format_table(rows: dict, at: list[int], seeds: list[int], versus: list[str]) -> str:
+    last = max(at)
+    head = ("| sampler | " + " | ".join(f"HV@{n} (mean ± sd over {len(seeds)} seeds)" for n in at)
+            + f" | median HV@{last} | " + "".join(f"median / {v} | " for v in versus) + "tuner overhead share |")
+    lines = [head, "|" + "---|" * (len(at) + len(versus) + 3)]
     for sampler, r in rows.items():
         cells = []
         for n in at:
             vals = r["hv"][n]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{statistics.mean(vals):.4f} ± {sd:.4f}")
+        median = statistics.median(r["hv"][last])
+        cells.append(f"{median:.4f}")
+        for v in versus:
+            other = statistics.median(rows[v]["hv"][last]) if v in rows else float("nan")
+            cells.append(f"{median / other:.2f}x" if other > 0 else "n/a")
         lines.append(f"| {sampler} | " + " | ".join(cells) + f" | {statistics.mean(r['overhead']):.1%} |")
-    return "\n".join(lines)
+    per_seed = [f"{s}: " + "/".join(f"{v:.3f}" for v in r["hv"][last]) for s, r in rows.items()]
+    return "\n".join(lines) + f"\n\nPer seed ({', '.join(map(str, seeds))}), HV@{last}: " + "; ".join(per_seed) + "."
 
 
 def main() -> None:
@@ -80,6 +92,8 @@ def main() -> None:
     ap.add_argument("--at", default="20,40,60", help="hypervolume after these many finished trials")
     ap.add_argument("--population-size", type=int, default=10, help="for the generational samplers")
     ap.add_argument("--db", default=str(ROOT / "benchmarks" / "bench_samplers.db"))
+    ap.add_argument("--versus", default="", help="samplers (as named in --samplers) to give ratios against")
+    ap.add_argument("--section", default=SECTION, help="BENCHMARKS.md section to write")
     ap.add_argument("--write", action="store_true", help="write the table to BENCHMARKS.md")
     args = ap.parse_args()
 
@@ -95,24 +109,34 @@ def main() -> None:
     print(f"context built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
     rows = {}
-    for sampler in samplers:
+    plan = []
+    for label in samplers:
+        sampler, _, mode = label.partition(":")
+        if mode not in ("", "warm", "cold"):
+            sys.exit(f"bench_samplers: {label}: the suffix must be :warm or :cold")
+        warm = spec.sampler.warm_start if mode == "" else mode == "warm"
         generational = sampler in ("nsga2", "nsga3") or sampler.startswith("deap-") or sampler == "joint"
         options = {"population_size": args.population_size} if generational else {}
-        rows[sampler] = {"hv": {n: [] for n in at}, "overhead": []}
-        for seed in seeds:
+        plan.append((label, sampler, warm, options))
+        rows[label] = {"hv": {n: [] for n in at}, "overhead": []}
+    # Seeds outside, samplers inside: a slow spell of a shared CPU falls on every sampler alike.
+    for seed in seeds:
+        for label, sampler, warm, options in plan:
             t = time.perf_counter()
-            out = run_one(spec, context, sampler, seed, max(at), Path(args.db), options)
+            out = run_one(spec, context, sampler, seed, max(at), Path(args.db), options, warm=warm,
+                          label=label.replace(":", "-"))
             for n in at:
-                rows[sampler]["hv"][n].append(hypervolume_after(out["study"], out["spec"], context.baseline, n))
-            rows[sampler]["overhead"].append(out["summary"].get("overhead_share", 0.0))
-            print(f"{sampler} seed {seed}: " + ", ".join(f"HV@{n}={rows[sampler]['hv'][n][-1]:.4f}" for n in at)
-                  + f" ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+                rows[label]["hv"][n].append(hypervolume_after(out["study"], out["spec"], context.baseline, n))
+            rows[label]["overhead"].append(out["summary"].get("overhead_share", 0.0))
+            print(f"{label} seed {seed}: " + ", ".join(f"HV@{n}={rows[label]['hv'][n][-1]:.4f}" for n in at)
+                  + f" ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
 
     command = "flock /tmp/bench.lock python benchmarks/bench_samplers.py " + " ".join(sys.argv[1:])
-    table = format_table(rows, at, seeds)
+    versus = [v for v in args.versus.split(",") if v]
+    table = format_table(rows, at, seeds, versus)
     print(table)
     if args.write:
-        write_section(SECTION, f"{SECTION}\n\nCommand: `{command}`\n\n{table}\n")
+        write_section(args.section, f"{args.section}\n\nCommand: `{command}`\n\n{table}\n")
 
 
 if __name__ == "__main__":
