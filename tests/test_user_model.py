@@ -181,15 +181,9 @@ def test_shipped_gpu_studies_load(user_models, tmp_path, capsys, name, layout):
 
 def test_baseline_with_reference_folder_and_clip_score(user_models, tmp_path, capsys):
     """`reference_images`: FID against a folder instead of the baseline; `clip_model`: a CLIP score."""
-    import sys
-    from pathlib import Path
-
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_user_models import build_clip
-
-    clip = build_clip(tmp_path / "clip")
+    clip = user_models["clip"]
     ref = tmp_path / "ref"
     ref.mkdir()
     for i, color in enumerate(["red", "blue", "green"]):

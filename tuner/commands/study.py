@@ -157,15 +157,19 @@ def study_pareto(args) -> int:
     print(f"study {spec.name}: {len(data['members'])} front members, {data['n_feasible']} feasible of "
           f"{data['n_finished']} finished; hypervolume {data['hypervolume']:.4f} (baseline-normalized)")
     base = data["baseline"]
-    print(f"baseline: {base['seconds_per_image'] * 1000:.2f} ms/image, FID {base['fid']:.3f}")
-    print(f"{'trial':>5}  {'ms/image':>8}  {'speedup':>7}  {'FID':>8}  {'FID +%':>7}  {'KID':>8}  {'acc %':>5}  config")
+    with_clip = any("clip_score" in m["objectives"] for m in data["members"])  # a user model with clip_model
+    print(f"baseline: {base['seconds_per_image'] * 1000:.2f} ms/image, FID {base['fid']:.3f}"
+          + (f", CLIP {base['clip_score']:.2f} (maximized)" if "clip_score" in base else ""))
+    print(f"{'trial':>5}  {'ms/image':>8}  {'speedup':>7}  {'FID':>8}  {'FID +%':>7}  {'KID':>8}  "
+          + (f"{'CLIP':>6}  " if with_clip else f"{'acc %':>5}  ") + "config")
     for m in data["members"]:
         o = m["objectives"]
         methods = ", ".join(f"{k}({', '.join(f'{a}={_short(b)}' for a, b in v.items())})" for k, v in m["config"].items())
         fid_pct = 100.0 * (o["fid"] / base["fid"] - 1.0)
+        last = (f"{o.get('clip_score', float('nan')):6.2f}" if with_clip
+                else f"{100 * o.get('class_accuracy', float('nan')):5.1f}")
         print(f"{m['trial']:>5}  {o['seconds_per_image'] * 1000:8.2f}  {o.get('speedup', float('nan')):6.2f}x  "
-              f"{o['fid']:8.3f}  {fid_pct:+7.1f}  {o.get('kid', float('nan')):8.4f}  "
-              f"{100 * o.get('class_accuracy', float('nan')):5.1f}  {methods or 'baseline'}")
+              f"{o['fid']:8.3f}  {fid_pct:+7.1f}  {o.get('kid', float('nan')):8.4f}  {last}  {methods or 'baseline'}")
     if args.plot:
         print(f"plot: {args.plot}")
     return 0

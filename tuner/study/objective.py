@@ -1,6 +1,6 @@
 """One trial: suggest -> config -> cheap reject on a subset -> full evaluation -> record.
 
-Objectives (all minimized):
+Objectives (minimized, except the CLIP score):
 - latency: seconds per image, as the study's stored baseline latency divided by the speedup this trial
   measured with the candidate and the baseline timed interleaved. The ratio is robust to the machine's
   load changing between trials; the raw seconds are kept as user attributes.
@@ -8,6 +8,8 @@ Objectives (all minimized):
 - bitops (optional): BitOPs per image (MACs x weight bits x activation bits, summed per layer).
 - memory (optional, CUDA): peak GPU memory of the candidate's generation, GB (`memory_gb`); also a
   constraint with `[constraints] max_memory_gb`.
+- clip_score (optional, user models with `[evaluator] clip_model`): CLIP score of the images against their
+  prompts, maximized; `clip_score_change_pct` is its change from the baseline's, in percent.
 
 Constraint (with `[constraints] max_fid_increase = X`): `fid_increase_pct` = U - X, feasible when <= 0,
 set with Optuna 5's `trial.set_constraint`. U is the upper bound of the FID increase in percent of the
@@ -112,8 +114,11 @@ class TrialObjective:
             if result.get("memory_gb") is None:
                 raise TrialFailed("constraints.max_memory_gb: peak memory was not measured (CUDA only)")
             trial.set_constraint(MEMORY_CONSTRAINT, float(result["memory_gb"]) - max_memory)
+        if "clip_score" in result and isinstance(base.get("clip_score"), (int, float)) and base["clip_score"] > 0:
+            trial.set_user_attr("clip_score_change_pct", 100.0 * (float(result["clip_score"]) / base["clip_score"] - 1.0))
         objectives = {"latency": latency, "fid": fid, "bitops": float(result["bitops"]),
-                      "memory": float(result.get("memory_gb", float("nan")))}
+                      "memory": float(result.get("memory_gb", float("nan"))),
+                      "clip_score": float(result.get("clip_score", float("nan")))}
         return [objectives[o] for o in self.spec.objectives]
 
     def _cheap_reject(self, trial: optuna.Trial, config) -> None:

@@ -1,15 +1,19 @@
 """The study's front: completed, feasible trials that no other such trial dominates (moocore), its
 hypervolume against a fixed reference point derived from the stored baseline, and a plot.
 
-Hypervolume is computed on baseline-normalized objectives (latency / baseline latency, FID / baseline
-FID, BitOPs / baseline BitOPs) against the reference point (1, 1 + X/100, 1) — X the study's
-`max_fid_increase`, 100 when it has none — so nothing slower than the baseline or worse than the FID
-cap adds volume, and fronts of different studies on the same model compare directly.
+Hypervolume is computed on baseline-normalized objectives, all minimized, 1 = the baseline: latency /
+baseline latency, FID / baseline FID, BitOPs / baseline BitOPs, and for the CLIP score (maximized) 1 plus
+its relative loss, 2 - CLIP / baseline CLIP (linear like the others, finite at a score of 0). The
+reference point is (1, 1 + X/100, 1, ..., 1 + CLIP_REF_DECREASE/100) — X the study's `max_fid_increase`,
+100 when it has none — so nothing slower than the baseline, worse than the FID cap or losing more than
+10 % of the baseline's CLIP score adds volume, and fronts of different studies on the same model compare
+directly.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import optuna
@@ -17,10 +21,14 @@ from optuna.trial import TrialState
 
 from tuner.errors import TunerError
 from tuner.study.context import BASELINE_ATTR
-from tuner.study.spec import METRIC_NAMES, StudySpec
+from tuner.study.spec import MAXIMIZED, METRIC_NAMES, StudySpec
 
 DEFAULT_FID_REF_INCREASE = 100.0  # percent, when the study has no FID constraint
-BASELINE_KEYS = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops", "memory": "memory_gb"}
+# percent of the baseline's CLIP score a candidate may lose and still add volume: accelerations lower it a
+# little, so a reference at the baseline itself (0 %) would leave most fronts without any volume
+CLIP_REF_DECREASE = 10.0
+BASELINE_KEYS = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops", "memory": "memory_gb",
+                 "clip_score": "clip_score"}
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -32,13 +40,15 @@ def completed(study: optuna.Study, feasible_only: bool = True) -> list[optuna.tr
     return [t for t in trials if not feasible_only or is_feasible(t)]
 
 
-def front_trials(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+def front_trials(trials: list[optuna.trial.FrozenTrial], maximise: bool | Sequence[bool] = False
+                 ) -> list[optuna.trial.FrozenTrial]:
+    """The non-dominated trials, by latency; `maximise`: per objective (`StudySpec.maximized`), or one for all."""
     import moocore
 
     if not trials:
         return []
     points = np.array([t.values for t in trials], dtype=float)
-    keep = moocore.is_nondominated(points, maximise=False, keep_weakly=False)
+    keep = moocore.is_nondominated(points, maximise=maximise, keep_weakly=False)
     return sorted([t for t, k in zip(trials, keep) if k], key=lambda t: t.values[0])
 
 
@@ -53,10 +63,18 @@ def reference_point(spec: StudySpec, baseline: dict) -> tuple[np.ndarray, dict]:
     """(normalized reference point, the same in raw units keyed by objective)."""
     x = spec.constraints.max_fid_increase
     fid_ref = 1.0 + (DEFAULT_FID_REF_INCREASE if x is None else x) / 100.0
-    norm = {"latency": 1.0, "fid": fid_ref, "bitops": 1.0, "memory": 1.0}
+    norm = {"latency": 1.0, "fid": fid_ref, "bitops": 1.0, "memory": 1.0, "clip_score": 1.0 + CLIP_REF_DECREASE / 100.0}
     ref = np.array([norm[o] for o in spec.objectives])
-    raw = {o: norm[o] * float(baseline[BASELINE_KEYS[o]]) for o in spec.objectives}
+    raw = {o: (2.0 - norm[o] if o in MAXIMIZED else norm[o]) * float(baseline[BASELINE_KEYS[o]]) for o in spec.objectives}
     return ref, raw
+
+
+def normalized(spec: StudySpec, baseline: dict, values) -> np.ndarray:
+    """Objective values (one row per trial) as the module docstring's minimized ratios to the baseline."""
+    scale = np.array([float(baseline[BASELINE_KEYS[o]]) for o in spec.objectives])
+    with np.errstate(divide="ignore", invalid="ignore"):  # a baseline CLIP score of 0: nan/inf, never inside
+        ratio = np.asarray(values, dtype=float) / scale
+    return np.where(spec.maximized, 2.0 - ratio, ratio)
 
 
 def hypervolume(spec: StudySpec, baseline: dict, trials: list[optuna.trial.FrozenTrial]) -> float:
@@ -65,8 +83,7 @@ def hypervolume(spec: StudySpec, baseline: dict, trials: list[optuna.trial.Froze
     ref, _ = reference_point(spec, baseline)
     if not trials:
         return 0.0
-    scale = np.array([float(baseline[BASELINE_KEYS[o]]) for o in spec.objectives])
-    points = np.array([t.values for t in trials], dtype=float) / scale
+    points = normalized(spec, baseline, [t.values for t in trials])
     inside = (points < ref).all(axis=1)
     return float(moocore.hypervolume(points[inside], ref=ref)) if inside.any() else 0.0
 
@@ -76,7 +93,7 @@ OBJECTIVE_UNITS = {"latency": "s/image", "bitops": "BitOPs/image", "memory": "GB
 
 def objectives_line(spec: StudySpec, attrs: dict) -> str:
     """A completed trial's objectives with units, for logs: objective names as in the TOML,
-    e.g. `latency 0.0412 s/image (1.80x), fid 5.180 (+12.3 %)`."""
+    e.g. `latency 0.0412 s/image (1.80x), fid 5.180 (+12.3 %), clip_score 31.2 (-0.8 %, higher is better)`."""
     parts = []
     for name in spec.objectives:
         value = attrs.get(BASELINE_KEYS.get(name, name))
@@ -91,6 +108,9 @@ def objectives_line(spec: StudySpec, attrs: dict) -> str:
             text += f" ({speedup:.2f}x)"
         if name == "fid" and isinstance(ratio, (int, float)):
             text += f" ({100 * (ratio - 1):+.1f} %)"
+        change = attrs.get("clip_score_change_pct")
+        if name == "clip_score" and isinstance(change, (int, float)):
+            text += f" ({change:+.1f} %, higher is better)"
         parts.append(text)
     return ", ".join(parts)
 
@@ -107,7 +127,7 @@ def front(study: optuna.Study, spec: StudySpec) -> dict:
     """The current front as plain data (what `tuner study pareto --json` prints)."""
     baseline = baseline_of(study)
     feasible = completed(study)
-    members = front_trials(feasible)
+    members = front_trials(feasible, spec.maximized)
     _, ref_raw = reference_point(spec, baseline)
     return {"study": spec.name, "n_finished": len(study.get_trials(deepcopy=False, states=(
                 TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))),
@@ -140,7 +160,7 @@ def plot_front(study: optuna.Study, spec: StudySpec, path: str | Path) -> Path:
     baseline = baseline_of(study)
     done = completed(study, feasible_only=False)
     feasible = [t for t in done if is_feasible(t)]
-    members = front_trials(feasible)
+    members = front_trials(feasible, spec.maximized)
     ms = 1000.0  # plot milliseconds per image
     fig, ax = plt.subplots(figsize=(7, 5))
     infeasible = [t for t in done if not is_feasible(t)]
@@ -154,8 +174,10 @@ def plot_front(study: optuna.Study, spec: StudySpec, path: str | Path) -> Path:
         xs, ys = [t.values[0] * ms for t in members], [t.values[1] for t in members]
         ax.step(xs, ys, where="post", c="tab:red", lw=1.2)
         ax.scatter(xs, ys, c="tab:red", s=30, label="Pareto front", zorder=3)
-        for t, x, y in zip(members, xs, ys):
-            ax.annotate(f"#{t.number}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        clip_at = spec.objectives.index("clip_score") if "clip_score" in spec.objectives else None
+        for t, x, y in zip(members, xs, ys):  # a third objective is not on the axes: the CLIP score as a label
+            label = f"#{t.number}" + ("" if clip_at is None else f" CLIP {t.values[clip_at]:.1f}")
+            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     bl, bf = float(baseline["seconds_per_image"]) * ms, float(baseline["fid"])
     ax.scatter([bl], [bf], marker="*", s=160, c="k", label="baseline", zorder=4)
     if spec.constraints.max_fid_increase is not None:

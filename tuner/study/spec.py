@@ -8,7 +8,8 @@
                                      # grace_period = 60 (seconds; see tuner/study/heartbeat.py)
     n_trials = 40                    # finished trials (complete + pruned + failed) the study ends with
     seed = 0                         # sampler seed (the first process of a fresh study uses it as is)
-    objectives = ["latency", "fid"]  # minimized; "bitops" may be added as a third
+    objectives = ["latency", "fid"]  # then any of "bitops", "memory" (minimized), "clip_score" (maximized;
+                                     # a user model with [evaluator] clip_model)
     snapshot_every = 10              # Pareto snapshot every k finished trials (and at the end)
 
     [model]       id = "proxy"; device = "cpu"; unet_weights = "path.safetensors" (optional);
@@ -46,7 +47,8 @@ from typing import Any
 
 from tuner.errors import TunerError
 
-OBJECTIVES = ("latency", "fid", "bitops", "memory")
+OBJECTIVES = ("latency", "fid", "bitops", "memory", "clip_score")
+MAXIMIZED = ("clip_score",)  # higher is better; every other objective is minimized
 SAMPLERS = ("random", "tpe", "nsga2", "nsga3", "gp", "deap-nsga2", "deap-nsga3", "deap-spea2", "joint")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -142,7 +144,12 @@ class StudySpec:
 
     @property
     def directions(self) -> list[str]:
-        return ["minimize"] * len(self.objectives)
+        return ["maximize" if o in MAXIMIZED else "minimize" for o in self.objectives]
+
+    @property
+    def maximized(self) -> list[bool]:
+        """Per objective: is it maximized (moocore's `maximise`)."""
+        return [o in MAXIMIZED for o in self.objectives]
 
     @property
     def metric_names(self) -> list[str]:
@@ -164,7 +171,8 @@ class StudySpec:
         return dataclasses.replace(self, n_trials=n)
 
 
-METRIC_NAMES = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops_per_image", "memory": "memory_gb"}
+METRIC_NAMES = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops_per_image", "memory": "memory_gb",
+                "clip_score": "clip_score"}
 
 
 # --- parsing helpers -------------------------------------------------------------------------------
@@ -426,12 +434,17 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if bad:
         raise TunerError(f"unknown objective(s) {', '.join(map(repr, bad))} (known: {', '.join(OBJECTIVES)})")
     if objectives[:2] != ["latency", "fid"] or len(set(objectives)) != len(objectives):
-        raise TunerError('objectives must be ["latency", "fid"] followed by any of "bitops", "memory"')
+        raise TunerError('objectives must be ["latency", "fid"] followed by any of "bitops", "memory", "clip_score"')
     snapshot_every = _check_int("snapshot_every", t.get("snapshot_every", 10), 1, 100_000)
     storage, liveness = _parse_storage(t.get("storage"), name, base)
     model = _parse_model(t.get("model", {}), base)
     proxy_set = _parse_proxy_set(t.get("proxy_set", {}), model, base)
     evaluator = _parse_evaluator(t.get("evaluator", {}), proxy_set.n_images, base, model)
+    if "clip_score" in objectives:
+        if model.is_proxy:
+            raise TunerError("objective 'clip_score' needs prompts: the proxy model is conditioned on digit classes")
+        if evaluator.clip_model is None:
+            raise TunerError("objective 'clip_score' needs [evaluator] clip_model = a local CLIP model folder")
     constraints = _parse_constraints(t.get("constraints", {}))
     profile = _parse_profile(t.get("profile", {}))
     sampler = _parse_sampler(t.get("sampler", {}))

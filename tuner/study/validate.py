@@ -41,7 +41,7 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
     from tuner.evaluate import EvalContext
 
     study_baseline = baseline_of(study)
-    members = [t for t in front_trials(completed(study, feasible_only=True)) if only is None or t.number in only]
+    members = [t for t in front_trials(completed(study, feasible_only=True), spec.maximized) if only is None or t.number in only]
     if not members:
         raise TunerError(f"study '{spec.name}' has no feasible completed trial to validate")
     from tuner.threads import set_threads
