@@ -102,6 +102,27 @@ def test_memory_objective_needs_cuda(user_models, tmp_path, capsys):
     assert "CUDA" in capsys.readouterr().err and not list(tmp_path.glob("*.db"))
 
 
+@pytest.mark.parametrize("method", ["tome", "catome"])
+def test_token_merging_that_patches_nothing_on_sdxl(user_models, tmp_path, capsys, method):
+    """SDXL's top level has no attention: at the default max_downsample=1 ToMe / CA-ToMe would patch no
+    block (tomesd silently does nothing); `apply` refuses and names the level that works, writing nothing."""
+    import json
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({method: {}}))  # the method's defaults: max_downsample = 1
+    out = tmp_path / "grid.png"
+    assert main(["apply", str(cfg), "--model", str(user_models["sdxl"]), "--out", str(out), "--n-images", "1",
+                 "--steps", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tuner: error: method '{method}': max_downsample=1 reaches no transformer block")
+    assert "the smallest max_downsample that patches one is 2" in err and "\n" not in err
+    assert not out.exists()
+    cfg.write_text(json.dumps({method: {"max_downsample": 2}}))  # what the message says works
+    assert main(["apply", str(cfg), "--model", str(user_models["sdxl"]), "--out", str(out), "--n-images", "1",
+                 "--steps", "2", "--device", "cpu"]) == 0
+    assert out.stat().st_size > 0
+
+
 def test_hub_id_offline_is_one_line(monkeypatch):
     from tuner.models import resolve_source
 

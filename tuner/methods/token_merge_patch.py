@@ -64,6 +64,13 @@ def transformer_blocks(unet: torch.nn.Module, max_downsample: int) -> list[Trans
     return found
 
 
+def attention_levels(unet: torch.nn.Module) -> list[int]:
+    """Downsampling factors (ascending) of the U-Net's levels that hold transformer blocks: [1, 2, 4] on
+    SD-1.x, [2, 4] on SDXL (its top level has no attention)."""
+    deepest = 2 ** (len(unet.config.block_out_channels) - 1)
+    return sorted({ref.downsample for ref in transformer_blocks(unet, deepest)})
+
+
 def _hidden(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 
@@ -154,9 +161,12 @@ def patch_unet(unet: torch.nn.Module, method: str, max_downsample: int, make_pla
     if owner is not None:
         raise TunerError(f"method '{method}' cannot be combined with '{owner}' on one model (both merge tokens)")
     refs = transformer_blocks(unet, max_downsample)
-    if not refs:
-        raise TunerError(f"method '{method}': the U-Net has no transformer blocks at levels with downsampling "
-                         f"<= {max_downsample} (max_downsample={max_downsample})")
+    if not refs:  # refused rather than a handle that changes nothing (tomesd patches nothing silently)
+        reachable = [level for level in attention_levels(unet) if level in LEVELS]
+        fix = (f"the smallest max_downsample that patches one is {reachable[0]}" if reachable
+               else "this U-Net has no transformer blocks to merge tokens in")
+        raise TunerError(f"method '{method}': max_downsample={max_downsample} reaches no transformer block (no "
+                         f"level with downsampling <= {max_downsample} has attention), so it would change nothing; {fix}")
     mergers: list[BlockMerger] = []
     try:
         for ref in refs:

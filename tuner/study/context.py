@@ -144,10 +144,9 @@ def proxy_set_of(spec: StudySpec, n_images: int | None = None):
 def first_attention_level(unet) -> int:
     """Downsampling factor (1, 2, 4, ...) of the highest-resolution level with a transformer block: where
     token merging starts. 1 on SD-1.x/2.x and the proxy, 2 on SDXL."""
-    from tuner.methods.token_merge_patch import LEVELS, transformer_blocks
+    from tuner.methods.token_merge_patch import attention_levels
 
-    found = [ref.downsample for ref in transformer_blocks(unet, max(LEVELS))]
-    return min(found) if found else 1
+    return min(attention_levels(unet), default=1)
 
 
 def model_facts(pipe) -> dict:
