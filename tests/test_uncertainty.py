@@ -25,6 +25,24 @@ def test_batched_frechet_matches_the_proxy_classifiers_fid():
     assert float(Frechet(ref)(a[None])[0]) == pytest.approx(frechet_distance_of_features(a, ref, extractor), rel=1e-5)
 
 
+def test_frechet_of_sets_smaller_than_their_dimension_is_the_sample_space_fid():
+    """Fewer images than dimensions (Inception's 2048-d): scored in the samples' space, same value as the
+    one-pair FID and as the d x d form, without d x d matrices per set."""
+    from tuner.evaluators.fidelity import frechet_distance
+
+    ref, sets = _features(12, d=40, seed=1), torch.stack([_features(6, d=40, seed=s, shift=0.2) for s in (2, 3)])
+    frechet = Frechet(ref)
+    fast = frechet(sets)
+    assert [float(v) for v in fast] == pytest.approx([frechet_distance(x, ref) for x in sets], rel=1e-9)
+    mu = sets.mean(1)
+    c = sets - mu[:, None]
+    cov = c.transpose(1, 2) @ c / 5
+    inner = frechet.root @ cov @ frechet.root  # the d x d form on the same sets
+    slow = ((mu - frechet.mu) ** 2).sum(-1) + cov.diagonal(dim1=1, dim2=2).sum(-1) + frechet.trace \
+        - 2 * torch.linalg.eigvalsh(inner).clamp(min=0).sqrt().sum(-1)
+    assert [float(v) for v in fast] == pytest.approx([float(v) for v in slow], rel=1e-6)
+
+
 def test_identical_candidate_has_a_zero_width_difference():
     ref, base = _features(300, seed=1), _features(64, seed=2)
     ci = fid_interval(base.clone(), base, ref)

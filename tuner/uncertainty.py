@@ -34,25 +34,42 @@ MIN_IMAGES = 4
 
 class Frechet:
     """FID of many feature sets against one fixed reference, batched (same formula as torchmetrics:
-    unbiased covariances, trace of sqrt(S_a S_r) from the eigenvalues of R S_a R with R = sqrt(S_r))."""
+    unbiased covariances, trace of sqrt(S_a S_r) from the eigenvalues of R S_a R with R = sqrt(S_r)).
+
+    Sets of fewer images than feature dimensions (Inception: 2048-d, a few dozen images) are scored in the
+    samples' space instead, as `evaluators.fidelity.frechet_distance`: tr sqrt(S_a S_r) is the nuclear norm
+    of A_c R_c^T / sqrt((n-1)(m-1)) (A_c, R_c: centred features), exact. The d x d form would hold 200
+    half-sets x 2048 x 2048 doubles (6.7 GB per product) and run 200 eigendecompositions of that size."""
 
     def __init__(self, reference: torch.Tensor):
         ref = reference.double()
         self.mu = ref.mean(0)
+        self.ref_centered = (ref - self.mu) / math.sqrt(max(1, len(ref) - 1))
         cov = torch.cov(ref.t())
-        evals, evecs = torch.linalg.eigh(cov)
-        self.root = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.t()
         self.trace = torch.trace(cov)
+        self._cov = cov
+        self._root = None  # sqrt(S_r), only when a set has at least as many images as dimensions
+
+    @property
+    def root(self) -> torch.Tensor:
+        if self._root is None:
+            evals, evecs = torch.linalg.eigh(self._cov)
+            self._root = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.t()
+        return self._root
 
     def __call__(self, sets: torch.Tensor) -> torch.Tensor:
         """sets: [B, n, d] -> FID of each of the B sets, [B]."""
         sets = sets.double()
+        n, d = sets.shape[1], sets.shape[2]
         mu = sets.mean(1)
         centered = sets - mu[:, None]
-        cov = centered.transpose(1, 2) @ centered / (sets.shape[1] - 1)
+        mean_term = ((mu - self.mu) ** 2).sum(-1)
+        if n < d:  # samples' space: [B, n, m] instead of [B, d, d]
+            cross = torch.linalg.svdvals(centered @ self.ref_centered.t() / math.sqrt(n - 1)).sum(-1)
+            return mean_term + centered.square().sum((1, 2)) / (n - 1) + self.trace - 2 * cross
+        cov = centered.transpose(1, 2) @ centered / (n - 1)
         inner = self.root @ cov @ self.root
         cross = torch.linalg.eigvalsh(inner).clamp(min=0).sqrt().sum(-1)
-        mean_term = ((mu - self.mu) ** 2).sum(-1)
         return mean_term + cov.diagonal(dim1=1, dim2=2).sum(-1) + self.trace - 2 * cross
 
 
