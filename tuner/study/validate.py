@@ -3,7 +3,9 @@
 A study scores trials on one fixed proxy set, so its front is selected on that set's noise. Validation
 builds a new proxy set (default: 4x the study's images, seed = the study's + 1, so no image repeats),
 re-measures the baseline on it, then every member of the current front, each with its paired FID interval
-and speedup interval (tuner/uncertainty.py). A member is feasible when the upper bound of its FID
+and speedup interval (tuner/uncertainty.py). On a user's model the held-out set is the study's prompts
+with other seeds, and FID is again against the baseline's own images, now those of the held-out seeds
+(its scale: the seed-noise floor of the held-out set), or against the study's `reference_images`. A member is feasible when the upper bound of its FID
 increase is within the study's cap. Results go to the `front_validations` table (validations.py);
 `tuner export --best` prefers them to the study's own scores.
 """
@@ -27,11 +29,17 @@ def held_out_proxy_set(spec: StudySpec, n_images: int | None = None, seed: int |
     """The validation set: checked before any model is loaded (bad values are one-line errors)."""
     from tuner.evaluate import ProxySet
 
+    from tuner.uncertainty import MIN_IMAGES
+
     n = IMAGES_FACTOR * spec.proxy_set.n_images if n_images is None else n_images
     s = spec.proxy_set.seed + 1 if seed is None else seed
     if s == spec.proxy_set.seed:
         raise TunerError(f"--seed={s} is the seed the study measured on; validation needs held-out seeds")
-    return ProxySet(n, spec.proxy_set.steps, s)
+    held_out = ProxySet(n, spec.proxy_set.steps, s, spec.proxy_set.prompts)  # a user model: the study's prompts
+    if n < MIN_IMAGES:
+        raise TunerError(f"--n-images={n}: validation needs at least {MIN_IMAGES} images (its FID interval "
+                         "splits them in halves)")
+    return held_out
 
 
 def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, progress: bool = False,
@@ -52,7 +60,7 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
     ev = spec.evaluator
     ctx = EvalContext(pipe, proxy_set, ev.feature_extractor, ev.inception_weights,
                       latency_images=min(ev.latency_images, proxy_set.n_images), latency_repeats=ev.latency_repeats,
-                      progress=progress)
+                      progress=progress, reference_images=ev.reference_images, clip_model=ev.clip_model)
     log(f"validation baseline: {proxy_set.n_images} images, seed {proxy_set.seed}, {proxy_set.steps} steps")
     baseline = ctx.evaluate_baseline()
     base_fid = float(baseline["fid"])
@@ -74,9 +82,11 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
         # latency on the study's scale (its stored baseline / the speedup measured here), like a trial's
         objectives = {"latency": float(study_baseline["seconds_per_image"]) / float(r["speedup"]),
                       "fid": float(r["fid"]), "bitops": float(r["bitops"])}
-        objectives = {METRIC_NAMES[o]: objectives[o] for o in spec.objectives}
+        objectives = {METRIC_NAMES[o]: float(r[METRIC_NAMES[o]]) if o not in objectives else objectives[o]
+                      for o in spec.objectives}  # memory_gb, clip_score: as measured here
         objectives.update({k: float(r[k]) for k in ("speedup", "speedup_lo", "speedup_hi", "fid_lo", "fid_hi",
-                                                     "class_accuracy", "macs")})
+                                                     "class_accuracy", "clip_score", "kid", "psnr", "ssim", "macs")
+                           if k in r})  # class_accuracy: the proxy only; clip_score: with clip_model
         pct = {s: increase_pct(float(r[f"fid_delta{s}"]), base_fid) for s in ("", "_lo", "_hi")}
         row.update({"objectives": objectives, "fid_increase_pct": pct[""], "fid_increase_pct_lo": pct["_lo"],
                     "fid_increase_pct_hi": pct["_hi"], "feasible": cap is None or pct["_hi"] <= cap, "error": None})
@@ -84,8 +94,8 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
         log(f"trial {t.number}: FID {objectives['fid']:.3f} ({pct['']:+.1f} %, upper {pct['_hi']:+.1f} %), "
             f"{objectives['speedup']:.2f}x, feasible {row['feasible']}")
     return {"study": spec.name, "n_images": proxy_set.n_images, "seed": proxy_set.seed, "steps": proxy_set.steps,
-            "max_fid_increase": cap, "baseline": {"fid": base_fid, "seconds_per_image": baseline["seconds_per_image"],
-                                                  "real_vs_real_fid": baseline["real_vs_real_fid"]},
+            "max_fid_increase": cap, "baseline": {"fid": base_fid, **{k: baseline[k] for k in (
+                "seconds_per_image", "real_vs_real_fid", "fid_seed_floor", "clip_score") if k in baseline}},
             "members": rows, "n_feasible": sum(r["feasible"] for r in rows),
             "seconds": time.perf_counter() - t0}
 
