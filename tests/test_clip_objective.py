@@ -84,8 +84,8 @@ def test_study_maximizes_clip_score(user_models, tmp_path, capsys):
     assert data["baseline"]["clip_score"] == base_clip
     assert data["reference_point"]["clip_score"] == pytest.approx(0.9 * base_clip)  # 10 % below the baseline
 
-    assert main(["study", "pareto", str(toml)]) == 0
-    assert "CLIP" in capsys.readouterr().out
+    assert main(["study", "pareto", str(toml), "--plot", str(tmp_path / "front.png")]) == 0
+    assert "CLIP" in capsys.readouterr().out and (tmp_path / "front.png").stat().st_size > 0
     out = tmp_path / "best.json"
     assert main(["export", str(toml), "--best", "-o", str(out)]) == 0
     capsys.readouterr()

@@ -176,7 +176,7 @@ def plot_front(study: optuna.Study, spec: StudySpec, path: str | Path) -> Path:
         ax.scatter(xs, ys, c="tab:red", s=30, label="Pareto front", zorder=3)
         clip_at = spec.objectives.index("clip_score") if "clip_score" in spec.objectives else None
         for t, x, y in zip(members, xs, ys):  # a third objective is not on the axes: the CLIP score as a label
-            label = f"#{t.number}" + ("" if clip_at is None else f" CLIP {t.values[clip_at]:.1f}")
+            label = f"#{t.number}" + ("" if clip_at is None else f" CLIP {t.values[clip_at]:.2f}")
             ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     bl, bf = float(baseline["seconds_per_image"]) * ms, float(baseline["fid"])
     ax.scatter([bl], [bf], marker="*", s=160, c="k", label="baseline", zorder=4)
@@ -184,7 +184,7 @@ def plot_front(study: optuna.Study, spec: StudySpec, path: str | Path) -> Path:
         cap = bf * (1 + spec.constraints.max_fid_increase / 100)
         ax.axhline(cap, color="k", ls=":", lw=0.8, label=f"FID cap (+{spec.constraints.max_fid_increase:g}%)")
     ax.set_xlabel("latency (ms / image, normalized to the stored baseline)")
-    ax.set_ylabel("proxy FID")
+    ax.set_ylabel("proxy FID" if spec.model.is_proxy else "FID (Inception space)")
     ax.set_title(f"study '{spec.name}': {len(members)} front members of {len(done)} completed trials, "
                  f"HV {hypervolume(spec, baseline, members):.4f}", fontsize=9)
     ax.legend(fontsize=8)
