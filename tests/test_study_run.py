@@ -317,3 +317,33 @@ def test_trial_of_a_dead_worker_is_reclaimed(shared):
     for t in (trials[orphan.number], trials[done.number]):
         assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"].startswith("abandoned: its worker on")
     assert any("declared dead" in m for m in lines), lines
+
+
+def test_a_config_measured_once_is_replayed_not_re_measured(shared, monkeypatch):
+    """A sampler proposing a config a finished trial already has gets that trial's result back (objectives,
+    constraint, metrics, or its prune) without a new evaluation; the log and `duplicate_of` say so."""
+    from tuner.study.runner import run_study
+
+    folder, _, ctx = shared
+    for name, expected in (("dup", TrialState.COMPLETE), ("dup_pruned", TrialState.PRUNED)):
+        spec = write_spec(folder, name)
+        if expected == TrialState.PRUNED:  # a tiny subset baseline: every candidate fails the cheap reject
+            monkeypatch.setattr(ctx, "subset_baseline_fid", 1e-9)
+        run_study(spec.with_n_trials(1), context=ctx, progress=False, log=lambda m: None)
+        study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+        first = study.trials[0]
+        assert first.state == expected, first.user_attrs
+        for _ in range(2):
+            study.enqueue_trial(first.params, skip_if_exists=False)
+        calls, lines = [], []
+        monkeypatch.setattr(ctx.eval, "evaluate", lambda *a, **k: calls.append(1) or pytest.fail("re-measured"))
+        run_study(spec, context=ctx, progress=False, log=lines.append)
+        monkeypatch.undo()
+        trials = finished(spec)
+        assert len(trials) == 3 and not calls
+        for t in trials[1:]:
+            assert t.state == expected and t.user_attrs["duplicate_of"] == 0
+            assert t.user_attrs["config"] == first.user_attrs["config"] and t.constraints == first.constraints
+            if expected == TrialState.COMPLETE:
+                assert t.values == first.values and t.user_attrs["speedup"] == first.user_attrs["speedup"]
+        assert sum("same config as trial 0: not re-measured" in m for m in lines) == 2, lines

@@ -183,4 +183,41 @@ def test_export_best_says_how_far_the_cap_is_when_nothing_qualifies(scored_study
     assert main(["export", str(scored_study[0]), "--best", "--max-fid-increase", "5", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "lowest upper bound is +6.0%" in err and "tuner study validate" in err and len(err.strip().splitlines()) == 1
+    assert "--max-fid-increase 5" in err
     assert not out.exists()
+
+
+def test_the_baseline_config_is_never_the_best(scored_study, tmp_path, capsys):
+    """Warm start measures the neutral config; it meets every cap (+0 %) but accelerates nothing."""
+    path, spec, study, _ = scored_study
+    study.add_trial(create_trial(values=[0.1, 10.0], constraints={"fid_increase_pct": -10},
+                                 user_attrs={"config": {}, "speedup": 1.0, "fid_increase_pct": 0.0,
+                                             "fid_increase_pct_hi": 0.0}))
+    out = tmp_path / "best.json"
+    assert main(["export", str(path), "--best", "--max-fid-increase", "5", "-o", str(out)]) == 2
+    assert "no completed accelerated trial" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(path), "--best", "--max-fid-increase", "10", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["environment"]["trial"] == 2
+
+
+def test_validate_for_a_cap_takes_the_trials_that_could_meet_it(scored_study):
+    """--max-fid-increase X: the front of the accelerated trials whose point estimate is within X (their
+    upper bounds at the study's N may not be), judged at X."""
+    from tuner.study.validate import candidates_for_cap
+
+    path, spec, study, _ = scored_study
+    study.add_trial(create_trial(values=[0.1, 10.0], user_attrs={"config": {}, "fid_increase_pct": 0.0}))
+    study.add_trial(create_trial(values=[0.03, 13.0], user_attrs={"config": {"deepcache": {"interval": 9}},
+                                                                 "fid_increase_pct": 30.0}))
+    assert {t.number for t in candidates_for_cap(study, spec, 10)} == {0, 1, 2}
+    assert {t.number for t in candidates_for_cap(study, spec, 4.5)} == {0, 2}
+    assert {t.number for t in candidates_for_cap(study, spec, 50)} == {0, 1, 2, 4}
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "20000"])
+def test_validate_cap_out_of_range_exit_2(tiny_study, capsys, value):
+    before = _validations(tiny_study)
+    assert main(["study", "validate", str(tiny_study), "--max-fid-increase", value]) == 2
+    err = capsys.readouterr().err
+    assert "--max-fid-increase" in err and len(err.strip().splitlines()) == 1
+    assert _validations(tiny_study) == before

@@ -95,7 +95,8 @@ def test_validate_user_model_then_export_prefers_validated(sd15_study, capsys):
     assert main(["export", str(sd15_study), "--best", "-o", str(out_file)]) == 0
     exported = json.loads(out_file.read_text())
     validated = {m["trial_number"]: m["objectives"]["seconds_per_image"] for m in out["members"]}
-    latency = {n: validated.get(n, t.values[0]) for n, t in by_number.items()}  # validated latency wins
+    latency = {n: validated.get(n, t.values[0]) for n, t in by_number.items()  # validated latency wins;
+               if t.user_attrs["config"]}  # the baseline config is never "best"
     assert exported["environment"]["trial"] == min(latency, key=lambda n: (latency[n], n))
     if exported["environment"]["trial"] in validated:
         assert exported["objectives"]["validated_n_images"] == 4

@@ -295,6 +295,9 @@ def register_validate(ssub) -> None:
     p.add_argument("study", help="study TOML file")
     p.add_argument("--n-images", type=int, default=None, help="held-out images (default: 4x the study's)")
     p.add_argument("--seed", type=int, default=None, help="held-out proxy-set seed (default: the study's + 1)")
+    p.add_argument("--max-fid-increase", type=float, default=None, metavar="X",
+                   help="validate the front of the trials that could meet an X%% cap (point estimate <= X) and "
+                        "judge them at X; then `tuner export --best --max-fid-increase X` uses these values")
     p.add_argument("--json", action="store_true", help="print the validation as one JSON object")
     p.set_defaults(func=study_validate)
 
@@ -304,8 +307,12 @@ def study_validate(args) -> int:
 
     spec = _spec(args.study)
     held_out_proxy_set(spec, args.n_images, args.seed)  # bad values: one line, before anything is opened
+    cap = args.max_fid_increase
+    if cap is not None and not (0 <= cap <= 10_000):
+        raise TunerError(f"--max-fid-increase={cap:g} is out of range (0..10000)")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    result = run_validation(spec, args.n_images, args.seed, progress=sys.stderr.isatty(), log=log)
+    result = run_validation(spec, args.n_images, args.seed, progress=sys.stderr.isatty(), log=log,
+                            max_fid_increase=cap)
     if args.json:
         print(json.dumps(clean(result)))
         return 0

@@ -98,7 +98,8 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
         raise TunerError(f"--max-fid-increase={max_fid_increase} is out of range (0..10000)")
     validated = validated or {}
     cap = spec.constraints.max_fid_increase if max_fid_increase is None else max_fid_increase
-    done = completed(study, feasible_only=False)
+    # The baseline config (warm start measures it) meets every cap and accelerates nothing: never "best".
+    done = [t for t in completed(study, feasible_only=False) if t.user_attrs.get("config")]
     if cap is None:
         candidates, what = done, ""
     else:
@@ -108,9 +109,10 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
         hint = ""
         if done and cap is not None:  # say how far the cap is from what the noise allows
             best = min(fid_increase_upper(study, spec, t, validated) for t in done)
-            hint = (f"; the lowest upper bound is {best:+.1f}% (at {spec.proxy_set.n_images} images the interval is wide:"
-                    f" `tuner study validate` re-measures the front with more)")
-        raise TunerError(f"study '{spec.name}' has no completed trial{what}{hint}")
+            hint = (f"; the lowest upper bound is {best:+.1f}% (at {spec.proxy_set.n_images} images the interval is "
+                    f"wide: `tuner study validate {spec.path.name if spec.path else 'STUDY.toml'} --max-fid-increase "
+                    f"{cap:g}` re-measures the candidates with more images)")
+        raise TunerError(f"study '{spec.name}' has no completed accelerated trial{what}{hint}")
 
     def latency(t):
         v = validated.get(t.number)

@@ -35,6 +35,7 @@ import optuna
 
 from tuner.errors import TrialFailed, TunerError
 from tuner.study.context import StudyContext
+from tuner.study.duplicates import measured_twin, replay
 from tuner.uncertainty import increase_pct
 
 FID_CONSTRAINT = "fid_increase_pct"
@@ -90,7 +91,11 @@ class TrialObjective:
             config = self.ctx.space.to_config(values)
         except TunerError as e:
             raise TrialFailed(f"config rejected: {e}") from None
-        trial.set_user_attr("config", config.to_dict()["methods"])
+        methods = config.to_dict()["methods"]
+        trial.set_user_attr("config", methods)
+        twin = measured_twin(trial, methods)
+        if twin is not None:  # measured already: replay it instead of spending a full evaluation
+            return replay(trial, twin)
         self._cheap_reject(trial, config)
 
         result = self._evaluate(config)

@@ -339,9 +339,13 @@ def _trial_line(trial: optuna.Trial, state: TrialState | None, spec: StudySpec) 
     attrs = trial.user_attrs
     if state is None:
         return f"trial {trial.number} abandoned (not counted)"
+    twin = attrs.get("duplicate_of")
+    same = f" (same config as trial {twin}: not re-measured)" if twin is not None else ""
     if state == TrialState.COMPLETE:
-        return f"trial {trial.number} complete: {pareto.objectives_line(spec, attrs)}"
+        return f"trial {trial.number} complete: {pareto.objectives_line(spec, attrs)}{same}"
     reason = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
+    if twin is not None:
+        reason = f"same config as trial {twin}: not re-measured"
     return f"trial {trial.number} {state.name.lower()}" + (f": {reason}" if reason else "")
 
 

@@ -42,16 +42,31 @@ def held_out_proxy_set(spec: StudySpec, n_images: int | None = None, seed: int |
     return held_out
 
 
+def candidates_for_cap(study: optuna.Study, spec: StudySpec, cap: float) -> list[optuna.trial.FrozenTrial]:
+    """Accelerated trials whose study *point estimate* is within `cap` %: the ones that more images could
+    certify for that cap (at the study's N their upper bounds are wide). The baseline config is left out."""
+    base_fid, at = float(baseline_of(study)["fid"]), spec.objectives.index("fid")
+
+    def point(t):
+        stored = t.user_attrs.get("fid_increase_pct")
+        return float(stored) if isinstance(stored, (int, float)) else 100.0 * (t.values[at] / base_fid - 1.0)
+
+    return [t for t in completed(study, feasible_only=False) if t.user_attrs.get("config") and point(t) <= cap]
+
+
 def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, progress: bool = False,
-                   log=lambda msg: None, only: set[int] | None = None) -> dict:
+                   log=lambda msg: None, only: set[int] | None = None, max_fid_increase: float | None = None) -> dict:
     """Re-measure the front of `study` on `proxy_set` (`only`: just these members, e.g. to split the work
-    over processes); returns {baseline, members, ...} (rows as stored)."""
+    over processes); returns {baseline, members, ...} (rows as stored). With `max_fid_increase` X: the
+    front of the trials that could meet X (`candidates_for_cap`), judged at X instead of the study's cap."""
     from tuner.evaluate import EvalContext
 
     study_baseline = baseline_of(study)
-    members = [t for t in front_trials(completed(study, feasible_only=True), spec.maximized) if only is None or t.number in only]
+    pool = completed(study, feasible_only=True) if max_fid_increase is None else candidates_for_cap(study, spec, max_fid_increase)
+    members = [t for t in front_trials(pool, spec.maximized) if only is None or t.number in only]
     if not members:
-        raise TunerError(f"study '{spec.name}' has no feasible completed trial to validate")
+        what = "feasible" if max_fid_increase is None else f"accelerated (FID increase <= {max_fid_increase:g}%)"
+        raise TunerError(f"study '{spec.name}' has no {what} completed trial to validate")
     from tuner.threads import set_threads
 
     set_threads(spec.model.threads, "model.threads")  # the one thread policy, as every model command
@@ -64,7 +79,7 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
     log(f"validation baseline: {proxy_set.n_images} images, seed {proxy_set.seed}, {proxy_set.steps} steps")
     baseline = ctx.evaluate_baseline()
     base_fid = float(baseline["fid"])
-    cap = spec.constraints.max_fid_increase
+    cap = spec.constraints.max_fid_increase if max_fid_increase is None else max_fid_increase
     rows = []
     for t in members:
         row = {"trial_number": t.number, "n_images": proxy_set.n_images, "seed": proxy_set.seed,
@@ -101,13 +116,14 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
 
 
 def run_validation(spec: StudySpec, n_images: int | None = None, seed: int | None = None, pipe=None,
-                   progress: bool = False, log=lambda msg: None) -> dict:
+                   progress: bool = False, log=lambda msg: None, max_fid_increase: float | None = None) -> dict:
     """Open the study, validate its front, store the rows. Errors come before any measurement."""
     from tuner.study.runner import open_study
     from tuner.study.validations import write_validations
 
     proxy_set = held_out_proxy_set(spec, n_images, seed)
     study, storage = open_study(spec, create=False, read_only=False)  # it writes the validations table
-    result = validate_front(study, spec, proxy_set, pipe=pipe, progress=progress, log=log)
+    result = validate_front(study, spec, proxy_set, pipe=pipe, progress=progress, log=log,
+                            max_fid_increase=max_fid_increase)
     write_validations(storage.engine, spec.name, result["members"])
     return result
