@@ -63,6 +63,14 @@ def run_one(spec, context, sampler: str, seed: int, n_trials: int, db: Path, opt
     return {"study": study, "spec": run_spec, "summary": summary}
 
 
+def read_one(spec, seed: int, db: Path, label: str) -> dict:
+    import optuna
+
+    name = f"bench-{spec.name}-{label}-s{seed}"
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    return {"study": study, "spec": dataclasses.replace(spec, name=name), "summary": {}}
+
+
 def format_table(rows: dict, at: list[int], seeds: list[int], versus: list[str]) -> str:
     last = max(at)
     head = ("| sampler | " + " | ".join(f"HV@{n} (mean ± sd over {len(seeds)} seeds)" for n in at)
@@ -94,6 +102,8 @@ def main() -> None:
     ap.add_argument("--db", default=str(ROOT / "benchmarks" / "bench_samplers.db"))
     ap.add_argument("--versus", default="", help="samplers (as named in --samplers) to give ratios against")
     ap.add_argument("--section", default=SECTION, help="BENCHMARKS.md section to write")
+    ap.add_argument("--from-db", action="store_true",
+                    help="only read the finished studies in --db (runs split over processes) and print the table")
     ap.add_argument("--write", action="store_true", help="write the table to BENCHMARKS.md")
     args = ap.parse_args()
 
@@ -105,7 +115,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     at = sorted(int(n) for n in args.at.split(",") if n)
     t0 = time.perf_counter()
-    context = StudyContext.build(spec, None, progress=sys.stderr.isatty(), log=lambda m: print(m, file=sys.stderr))
+    context = None if args.from_db else StudyContext.build(spec, None, progress=sys.stderr.isatty(),
+                                                           log=lambda m: print(m, file=sys.stderr))
     print(f"context built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
     rows = {}
@@ -123,10 +134,14 @@ def main() -> None:
     for seed in seeds:
         for label, sampler, warm, options in plan:
             t = time.perf_counter()
-            out = run_one(spec, context, sampler, seed, max(at), Path(args.db), options, warm=warm,
-                          label=label.replace(":", "-"))
+            if args.from_db:
+                out = read_one(spec, seed, Path(args.db), label.replace(":", "-"))
+            else:
+                out = run_one(spec, context, sampler, seed, max(at), Path(args.db), options, warm=warm,
+                              label=label.replace(":", "-"))
+            baseline = out["study"].user_attrs["baseline"]  # every run stored the one shared baseline
             for n in at:
-                rows[label]["hv"][n].append(hypervolume_after(out["study"], out["spec"], context.baseline, n))
+                rows[label]["hv"][n].append(hypervolume_after(out["study"], out["spec"], baseline, n))
             rows[label]["overhead"].append(out["summary"].get("overhead_share", 0.0))
             print(f"{label} seed {seed}: " + ", ".join(f"HV@{n}={rows[label]['hv'][n][-1]:.4f}" for n in at)
                   + f" ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)

@@ -221,3 +221,20 @@ def test_validate_cap_out_of_range_exit_2(tiny_study, capsys, value):
     err = capsys.readouterr().err
     assert "--max-fid-increase" in err and len(err.strip().splitlines()) == 1
     assert _validations(tiny_study) == before
+
+
+def test_validate_for_a_cap_stops_at_the_first_certified_trial(tiny_study, capsys):
+    """Fastest candidate first; once one meets the cap on held-out seeds the slower ones are not measured."""
+    from tuner.study.runner import open_study
+    from tuner.study.spec import load_spec
+    from tuner.study.validate import candidates_for_cap, distinct_configs
+
+    spec = load_spec(tiny_study)
+    study, _ = open_study(spec, create=False)
+    pool = distinct_configs(sorted(candidates_for_cap(study, spec, 10000), key=lambda t: t.values[0]))
+    assert pool
+    capsys.readouterr()
+    assert main(["study", "validate", str(tiny_study), "--n-images", "4", "--max-fid-increase", "10000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["max_fid_increase"] == 10000
+    assert [m["trial_number"] for m in out["members"]] == [pool[0].number]  # certified at once: nothing more

@@ -5,13 +5,16 @@ builds a new proxy set (default: 4x the study's images, seed = the study's + 1, 
 re-measures the baseline on it, then every member of the current front, each with its paired FID interval
 and speedup interval (tuner/uncertainty.py). On a user's model the held-out set is the study's prompts
 with other seeds, and FID is again against the baseline's own images, now those of the held-out seeds
-(its scale: the seed-noise floor of the held-out set), or against the study's `reference_images`. A member is feasible when the upper bound of its FID
-increase is within the study's cap. Results go to the `front_validations` table (validations.py);
-`tuner export --best` prefers them to the study's own scores.
+(its scale: the seed-noise floor of the held-out set), or against the study's `reference_images`. A
+member is feasible when the upper bound of its FID increase is within the study's cap. Results go to the `front_validations` table (validations.py);
+`tuner export --best` prefers them to the study's own scores. With `--max-fid-increase X` it certifies
+for a tighter cap instead: the trials whose point estimate is within X, fastest first, until one's upper
+bound is within X on the held-out set.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import optuna
@@ -54,16 +57,32 @@ def candidates_for_cap(study: optuna.Study, spec: StudySpec, cap: float) -> list
     return [t for t in completed(study, feasible_only=False) if t.user_attrs.get("config") and point(t) <= cap]
 
 
+def distinct_configs(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The first trial of each config (replayed duplicates share their twin's scores)."""
+    seen, out = set(), []
+    for t in trials:
+        key = json.dumps(t.user_attrs.get("config"), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
 def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, progress: bool = False,
                    log=lambda msg: None, only: set[int] | None = None, max_fid_increase: float | None = None) -> dict:
     """Re-measure the front of `study` on `proxy_set` (`only`: just these members, e.g. to split the work
     over processes); returns {baseline, members, ...} (rows as stored). With `max_fid_increase` X: the
-    front of the trials that could meet X (`candidates_for_cap`), judged at X instead of the study's cap."""
+    trials that could meet X (`candidates_for_cap`), fastest first, judged at X, until one meets it (the
+    pick of `export --best --max-fid-increase X`; the slower ones could not change it)."""
     from tuner.evaluate import EvalContext
 
     study_baseline = baseline_of(study)
-    pool = completed(study, feasible_only=True) if max_fid_increase is None else candidates_for_cap(study, spec, max_fid_increase)
-    members = [t for t in front_trials(pool, spec.maximized) if only is None or t.number in only]
+    if max_fid_increase is None:
+        members = front_trials(completed(study, feasible_only=True), spec.maximized)
+    else:
+        members = distinct_configs(sorted(candidates_for_cap(study, spec, max_fid_increase),
+                                          key=lambda t: (t.values[0], t.number)))
+    members = [t for t in members if only is None or t.number in only]
     if not members:
         what = "feasible" if max_fid_increase is None else f"accelerated (FID increase <= {max_fid_increase:g}%)"
         raise TunerError(f"study '{spec.name}' has no {what} completed trial to validate")
@@ -108,6 +127,8 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
         rows.append(row)
         log(f"trial {t.number}: FID {objectives['fid']:.3f} ({pct['']:+.1f} %, upper {pct['_hi']:+.1f} %), "
             f"{objectives['speedup']:.2f}x, feasible {row['feasible']}")
+        if max_fid_increase is not None and row["feasible"]:
+            break
     return {"study": spec.name, "n_images": proxy_set.n_images, "seed": proxy_set.seed, "steps": proxy_set.steps,
             "max_fid_increase": cap, "baseline": {"fid": base_fid, **{k: baseline[k] for k in (
                 "seconds_per_image", "real_vs_real_fid", "fid_seed_floor", "clip_score") if k in baseline}},
