@@ -6,8 +6,8 @@ re-measures the baseline on it, then every member of the current front, each wit
 and speedup interval (tuner/uncertainty.py). On a user's model the held-out set is the study's prompts
 with other seeds, and FID is again against the baseline's own images, now those of the held-out seeds
 (its scale: the seed-noise floor of the held-out set), or against the study's `reference_images`. A
-member is feasible when the upper bound of its FID increase is within the study's cap. Results go to the `front_validations` table (validations.py);
-`tuner export --best` prefers them to the study's own scores. With `--max-fid-increase X` it certifies
+member is feasible when the upper bound of its FID increase is within the study's cap. Results go to the
+`front_validations` table (validations.py); `tuner export --best` prefers them to the study's own scores. With `--max-fid-increase X` it certifies
 for a tighter cap instead: the trials whose point estimate is within X, fastest first, until one's upper
 bound is within X on the held-out set.
 """
