@@ -87,7 +87,7 @@ def test_export_picks_and_writes_schema_valid_json(study_file, tmp_path, capsys,
 
 
 @pytest.mark.parametrize("argv, match", [(["--trial", "3"], "pruned"), (["--trial", "99"], "no trial #99"),
-                                          (["--best", "--max-fid-increase", "1"], "no completed trial"),
+                                          (["--best", "--max-fid-increase", "1"], "no completed accelerated trial"),
                                           (["--trial", "0", "--max-fid-increase", "5"], "goes with --best")])
 def test_export_errors_write_nothing(study_file, tmp_path, capsys, argv, match):
     out = tmp_path / "x.json"
