@@ -108,10 +108,13 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
     if not candidates:
         hint = ""
         if done and cap is not None:  # say how far the cap is from what the noise allows
-            best = min(fid_increase_upper(study, spec, t, validated) for t in done)
-            hint = (f"; the lowest upper bound is {best:+.1f}% (at {spec.proxy_set.n_images} images the interval is "
+            lowest = min(done, key=lambda t: fid_increase_upper(study, spec, t, validated))
+            best = fid_increase_upper(study, spec, lowest, validated)
+            n = int((validated.get(lowest.number) or {}).get("n_images") or spec.proxy_set.n_images)
+            more = "" if lowest.number not in validated else f" --n-images {4 * n}"
+            hint = (f"; the lowest upper bound is {best:+.1f}% (trial {lowest.number}; at {n} images the interval is "
                     f"wide: `tuner study validate {spec.path.name if spec.path else 'STUDY.toml'} --max-fid-increase "
-                    f"{cap:g}` re-measures the candidates with more images)")
+                    f"{cap:g}{more}` re-measures the candidates with more images)")
         raise TunerError(f"study '{spec.name}' has no completed accelerated trial{what}{hint}")
 
     def latency(t):
