@@ -347,3 +347,23 @@ def test_a_config_measured_once_is_replayed_not_re_measured(shared, monkeypatch)
             if expected == TrialState.COMPLETE:
                 assert t.values == first.values and t.user_attrs["speedup"] == first.user_attrs["speedup"]
         assert sum("same config as trial 0: not re-measured" in m for m in lines) == 2, lines
+        waiting = optuna.load_study(study_name=spec.name, storage=spec.storage).get_trials(states=(TrialState.WAITING,))
+        assert len(waiting) == 1  # the last replay queued a neighbour for the next trial (only one at a time)
+        moved = {k for k in set(first.params) | set(waiting[0].params) if first.params.get(k) != waiting[0].params.get(k)}
+        assert moved and all(k in ctx.space.by_name for k in waiting[0].params)
+
+
+def test_a_neighbour_moves_one_active_parameter_inside_its_range(shared):
+    import random
+
+    from tuner.study.duplicates import neighbour
+
+    space = shared[2].space
+    rng = random.Random(0)
+    for _ in range(50):
+        params = space.prune(space.values_from_genome(space.random_genome(rng)))
+        moved = neighbour(space, params, random.Random(rng.random()))
+        assert moved is not None and moved == space.prune(moved)
+        assert all(space.by_name[k].contains(v) for k, v in moved.items())
+        changed = [k for k in params if k in moved and moved[k] != params[k]]
+        assert len(changed) == 1 or (not changed and set(moved) != set(params)), (params, moved)

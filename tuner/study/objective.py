@@ -35,7 +35,7 @@ import optuna
 
 from tuner.errors import TrialFailed, TunerError
 from tuner.study.context import StudyContext
-from tuner.study.duplicates import measured_twin, replay
+from tuner.study.duplicates import measured_twin, queue_neighbour, replay
 from tuner.uncertainty import increase_pct
 
 FID_CONSTRAINT = "fid_increase_pct"
@@ -94,7 +94,8 @@ class TrialObjective:
         methods = config.to_dict()["methods"]
         trial.set_user_attr("config", methods)
         twin = measured_twin(trial, methods)
-        if twin is not None:  # measured already: replay it instead of spending a full evaluation
+        if twin is not None:  # measured already: replay it instead of spending a full evaluation,
+            queue_neighbour(trial, self.ctx.space, values)  # and look next to it with the next trial
             return replay(trial, twin)
         self._cheap_reject(trial, config)
 
