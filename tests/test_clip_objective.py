@@ -12,35 +12,10 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import create_trial
 
+from tiny_user_models import study_toml
 from tuner.cli import main
 from tuner.study.pareto import front_trials, hypervolume, reference_point
 
-STUDY = """
-name = "clip"
-n_trials = 3
-seed = 0
-objectives = {objectives}
-[model]
-id = "{folder}"
-device = "cpu"
-resolution = 32
-threads = 1
-[proxy_set]
-n_images = 3
-steps = 3
-{prompts}
-[evaluator]
-latency_images = 1
-latency_repeats = 1
-cheap_reject_images = 0
-{evaluator}
-[sampler]
-name = "random"
-[space.tome]
-ratio = [0.3, 0.6]
-[space.deepcache]
-interval = [2, 3]
-"""
 
 
 def write_study(user_models, tmp_path, folder=None, clip=True, objectives='["latency", "fid", "clip_score"]'):
@@ -48,9 +23,9 @@ def write_study(user_models, tmp_path, folder=None, clip=True, objectives='["lat
     evaluator = f'inception_weights = "{user_models["inception"]}"' if folder != "proxy" else ""
     if clip:
         evaluator += f'\nclip_model = "{user_models["clip"]}"'
-    prompts = f'prompts = "{user_models["prompts"]}"' if folder != "proxy" else ""
+    prompts = user_models["prompts"] if folder != "proxy" else None
     path = tmp_path / "clip.toml"
-    path.write_text(STUDY.format(objectives=objectives, folder=folder, prompts=prompts, evaluator=evaluator))
+    path.write_text(study_toml("clip", folder, prompts=prompts, evaluator=evaluator, objectives=objectives))
     return path
 
 

@@ -9,30 +9,9 @@ import json
 import pytest
 import torch
 
+from tiny_user_models import study_toml
 from tuner.cli import main
 
-STUDY = """
-name = "{name}"
-n_trials = 3
-seed = 0
-[model]
-id = "{folder}"
-device = "cpu"
-resolution = 32
-threads = 1
-[proxy_set]
-n_images = 3
-steps = 3
-prompts = "{prompts}"
-[evaluator]
-inception_weights = "{inception}"
-latency_images = 1
-latency_repeats = 1
-cheap_reject_images = 0
-[sampler]
-name = "random"
-{space}
-"""
 
 SPACES = {
     # SD-1.5 layout: every family, including the scheduler's own timestep lists on PNDM
@@ -45,8 +24,8 @@ SPACES = {
 
 
 def write_study(user_models, tmp_path, layout: str, **extra) -> "Path":
-    text = STUDY.format(name=f"tiny-{layout}", folder=user_models[layout], prompts=user_models["prompts"],
-                        inception=user_models["inception"], space=SPACES[layout])
+    text = study_toml(f"tiny-{layout}", user_models[layout], prompts=user_models["prompts"],
+                      evaluator=f'inception_weights = "{user_models["inception"]}"', space=SPACES[layout])
     for key, value in extra.items():
         text = text.replace(key, value)
     path = tmp_path / f"{layout}.toml"

@@ -8,33 +8,9 @@ import json
 
 import pytest
 
+from tiny_user_models import study_toml
 from tuner.cli import main
 
-STUDY = """
-name = "val-sd15"
-n_trials = 3
-seed = 0
-[model]
-id = "{folder}"
-device = "cpu"
-resolution = 32
-threads = 1
-[proxy_set]
-n_images = 3
-steps = 3
-prompts = "{prompts}"
-[evaluator]
-inception_weights = "{inception}"
-latency_images = 1
-latency_repeats = 1
-cheap_reject_images = 0
-[sampler]
-name = "random"
-[space.tome]
-ratio = [0.3, 0.6]
-[space.deepcache]
-interval = [2, 3]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +21,8 @@ def sd15_study(user_models, tmp_path_factory):
     previous = os.environ.get("TUNER_CACHE_DIR")
     os.environ["TUNER_CACHE_DIR"] = str(folder / "cache")  # the per-test cache fixture is function-scoped
     toml = folder / "val.toml"
-    toml.write_text(STUDY.format(folder=user_models["sd15"], prompts=user_models["prompts"],
-                                 inception=user_models["inception"]))
+    toml.write_text(study_toml("val-sd15", user_models["sd15"], prompts=user_models["prompts"],
+                               evaluator=f'inception_weights = "{user_models["inception"]}"'))
     assert main(["study", "run", str(toml), "--no-progress", "--json"]) == 0
     yield toml
     if previous is None:

@@ -157,3 +157,18 @@ def build_clip(folder: Path) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+TWO_FAMILIES = "[space.tome]\nratio = [0.3, 0.6]\n[space.deepcache]\ninterval = [2, 3]\n"
+
+
+def study_toml(name: str, model: str, prompts: str | None = None, evaluator: str = "",
+               space: str = TWO_FAMILIES, objectives: str | None = None) -> str:
+    """A 3-trial random-search study on a tiny model: 3 images x 3 steps at 32 px on CPU, one timing round.
+    `evaluator` holds extra [evaluator] lines (e.g. inception_weights, clip_model)."""
+    return "\n".join([
+        f'name = "{name}"', "n_trials = 3", "seed = 0", *([f"objectives = {objectives}"] if objectives else []),
+        "[model]", f'id = "{model}"', 'device = "cpu"', "resolution = 32", "threads = 1",
+        "[proxy_set]", "n_images = 3", "steps = 3", *([f'prompts = "{prompts}"'] if prompts else []),
+        "[evaluator]", "latency_images = 1", "latency_repeats = 1", "cheap_reject_images = 0", evaluator,
+        "[sampler]", 'name = "random"', space, ""])
