@@ -22,8 +22,9 @@ import random
 import optuna
 from optuna.trial import TrialState
 
+from tuner.study.dashboard import NAMED_PREFIX as CONSTRAINT_PREFIX  # where trial.set_constraint keeps one
+
 DUPLICATE_ATTR = "duplicate_of"
-CONSTRAINT_PREFIX = "constraints:"  # where Optuna 5's trial.set_constraint keeps a constraint
 NOT_REPLAYED = ("config", "trial_seconds", "fail_reason", DUPLICATE_ATTR)  # this trial's own facts
 
 

@@ -14,13 +14,13 @@ bound is within X on the held-out set.
 
 from __future__ import annotations
 
-import json
 import time
 
 import optuna
 
 from tuner.config import AccelConfig
 from tuner.errors import TrialFailed, TunerError
+from tuner.study.duplicates import config_key
 from tuner.study.pareto import baseline_of, completed, front_trials
 from tuner.study.spec import METRIC_NAMES, StudySpec
 from tuner.uncertainty import increase_pct
@@ -61,7 +61,7 @@ def distinct_configs(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.tria
     """The first trial of each config (replayed duplicates share their twin's scores)."""
     seen, out = set(), []
     for t in trials:
-        key = json.dumps(t.user_attrs.get("config"), sort_keys=True)
+        key = config_key(t.user_attrs.get("config"))
         if key not in seen:
             seen.add(key)
             out.append(t)
