@@ -303,13 +303,13 @@ def register_validate(ssub) -> None:
 
 
 def study_validate(args) -> int:
+    from tuner.study.export import check_max_fid_increase
     from tuner.study.validate import held_out_proxy_set, run_validation
 
     spec = _spec(args.study)
     held_out_proxy_set(spec, args.n_images, args.seed)  # bad values: one line, before anything is opened
     cap = args.max_fid_increase
-    if cap is not None and not (0 <= cap <= 10_000):
-        raise TunerError(f"--max-fid-increase={cap:g} is out of range (0..10000)")
+    check_max_fid_increase(cap)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     result = run_validation(spec, args.n_images, args.seed, progress=sys.stderr.isatty(), log=log,
                             max_fid_increase=cap)

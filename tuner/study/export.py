@@ -80,6 +80,15 @@ def fid_increase_upper(study: optuna.Study, spec: StudySpec, trial: optuna.trial
     return 100.0 * (float(trial.values[spec.objectives.index("fid")]) / float(baseline_of(study)["fid"]) - 1.0)
 
 
+MAX_FID_INCREASE = 10_000.0  # percent; the same bound as [constraints] max_fid_increase
+
+
+def check_max_fid_increase(value: float | None) -> None:
+    """The --max-fid-increase flag of export and validate (None: not given; NaN is out of range)."""
+    if value is not None and not (0 <= value <= MAX_FID_INCREASE):
+        raise TunerError(f"--max-fid-increase={value} is out of range (0..10000)")
+
+
 def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
                max_fid_increase: float | None = None, validated: dict | None = None) -> optuna.trial.FrozenTrial:
     """Trial `number`, or the fastest completed trial whose FID increase is at most X percent *at its upper
@@ -94,8 +103,7 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
             reason = t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason") or ""
             raise TunerError(f"trial #{number} is {t.state.name.lower()}, not complete" + (f" ({reason})" if reason else ""))
         return t
-    if max_fid_increase is not None and not (0 <= max_fid_increase <= 10_000):
-        raise TunerError(f"--max-fid-increase={max_fid_increase} is out of range (0..10000)")
+    check_max_fid_increase(max_fid_increase)
     validated = validated or {}
     cap = spec.constraints.max_fid_increase if max_fid_increase is None else max_fid_increase
     # The baseline config (warm start measures it) meets every cap and accelerates nothing: never "best".
