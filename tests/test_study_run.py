@@ -198,7 +198,8 @@ def test_nan_trial_fails_alone_with_reason(shared, monkeypatch):
 
 def test_ctrl_c_leaves_study_resumable(shared, monkeypatch):
     from tuner.study.runner import run_study
-    from tuner.study.storage import count_slots, open_storage
+    from tuner.study.budget import count_slots
+    from tuner.study.storage import open_storage
 
     folder, _, ctx = shared
     spec = write_spec(folder, "interrupt")

@@ -116,7 +116,8 @@ def study_status(args) -> int:
     from optuna.trial import TrialState
 
     from tuner.study.runner import open_study
-    from tuner.study.storage import count_slots, read_snapshots
+    from tuner.study.budget import count_slots
+    from tuner.study.storage import read_snapshots
 
     spec = _spec(args.study)
     study, storage = open_study(spec, create=False)

@@ -43,11 +43,9 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.search_spaces.params import seeded_globals
+from tuner.study.keys import ENGINE_KEY, GENOME_KEY, PARENTS_KEY
 from tuner.errors import TunerError
 
-GENOME_KEY = "tuner:genome"
-ENGINE_KEY = "tuner:engine"
-PARENTS_KEY = "tuner:parents"
 POOLS = ("generational", "archive")
 
 

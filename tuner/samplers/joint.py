@@ -22,7 +22,8 @@ from optuna.samplers import TPESampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.samplers.deap_ga import ENGINE_KEY, DeapNSGA2Sampler
+from tuner.samplers.deap_ga import DeapNSGA2Sampler
+from tuner.study.keys import ENGINE_KEY
 
 
 class JointSampler(DeapNSGA2Sampler):

@@ -32,16 +32,15 @@ from sqlalchemy.exc import IntegrityError
 
 from tuner.errors import TunerError
 from tuner.study.heartbeat import Worker, declare_dead, not_alive_runs
+from tuner.study.keys import FAIL_REASON_ATTR, RUN_ATTR, SLOT_ATTR
 from tuner.study.storage import trial_slots
 
-RUN_ATTR = "tuner:worker"  # trial system attributes: which worker created the trial, in which slot
-SLOT_ATTR = "tuner:slot"
 ABANDONED = "abandoned:"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def is_abandoned(trial: FrozenTrial) -> bool:
-    reason = str(trial.user_attrs.get("fail_reason", ""))
+    reason = str(trial.user_attrs.get(FAIL_REASON_ATTR, ""))
     return trial.state == TrialState.FAIL and (reason.startswith(ABANDONED) or reason == "interrupted")
 
 
@@ -70,13 +69,14 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
                         .values(state=TrialState.FAIL, datetime_complete=dt.datetime.now())).rowcount != 1:
             return False
         value = json.dumps(reason)
-        if conn.execute(update(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key == "fail_reason")
+        if conn.execute(update(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key == FAIL_REASON_ATTR)
                         .values(value_json=value)).rowcount == 0:
-            conn.execute(insert(attrs).values(trial_id=trial_id, key="fail_reason", value_json=value))
+            conn.execute(insert(attrs).values(trial_id=trial_id, key=FAIL_REASON_ATTR, value_json=value))
     return True
 
 
 def count_slots(engine, study_name: str) -> int:
+    """Budget slots taken: trials finished and counted, plus those running now."""
     with engine.begin() as conn:
         return conn.execute(select(func.count()).select_from(trial_slots).where(
             trial_slots.c.study_name == study_name)).scalar_one()

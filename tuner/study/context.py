@@ -19,11 +19,8 @@ from typing import Any, Callable
 
 from tuner.config import method_specs
 from tuner.errors import TunerError
+from tuner.study.keys import BASELINE_ATTR, ENVIRONMENT_ATTR, MODEL_ATTR
 from tuner.study.spec import StudySpec
-
-BASELINE_ATTR = "baseline"
-MODEL_ATTR = "model_id"
-ENVIRONMENT_ATTR = "environment"  # device and versions the study measured on (what export reports)
 
 
 @dataclass

@@ -23,8 +23,8 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.study.dashboard import NAMED_PREFIX as CONSTRAINT_PREFIX  # where trial.set_constraint keeps one
+from tuner.study.keys import DUPLICATE_ATTR
 
-DUPLICATE_ATTR = "duplicate_of"
 NOT_REPLAYED = ("config", "trial_seconds", "fail_reason", DUPLICATE_ATTR)  # this trial's own facts
 
 

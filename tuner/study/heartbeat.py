@@ -20,7 +20,7 @@ import threading
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tuner.study.storage import _now, db_now, first_line, is_transient, study_runs, trial_slots
+from tuner.study.storage import db_now, first_line, is_transient, study_runs, trial_slots, utc_now
 
 HOST_ENV = "TUNER_WORKER_HOST"  # the host name recorded for this worker (default: the machine's)
 ALIVE, STOPPED, DEAD = "alive", "stopped", "dead"
@@ -49,7 +49,7 @@ class Worker:
         """A new row (first start, or after others declared this worker dead)."""
         with self.engine.begin() as conn:
             self.id = conn.execute(insert(study_runs).values(
-                study_name=self.study_name, host=host_name(), pid=os.getpid(), started_at=_now(),
+                study_name=self.study_name, host=host_name(), pid=os.getpid(), started_at=utc_now(),
                 heartbeat=db_now(self.engine), grace_period=self.grace_period, state=ALIVE)
             ).inserted_primary_key[0]
         self.seed_index = None

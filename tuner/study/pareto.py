@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.errors import TunerError
-from tuner.study.context import BASELINE_ATTR
+from tuner.study.keys import BASELINE_ATTR
 from tuner.study.spec import MAXIMIZED, METRIC_NAMES, StudySpec
 
 DEFAULT_FID_REF_INCREASE = 100.0  # percent, when the study has no FID constraint

@@ -38,13 +38,11 @@ from tqdm.auto import tqdm
 from tuner.errors import TrialFailed, TunerError
 from tuner.study import pareto
 from tuner.study.budget import FINISHED, Budget, counted_trials, fail_trial
-from tuner.study.context import BASELINE_ATTR
+from tuner.study.keys import BASELINE_ATTR, FINGERPRINT_ATTR, WARM_START_ATTR
 from tuner.study.objective import TrialObjective
 from tuner.study.spec import StudySpec
 from tuner.study.storage import damaged, first_line, is_damage, is_transient, open_storage, retrying, shown
 
-FINGERPRINT_ATTR = "spec_fingerprint"
-WARM_START_ATTR = "tuner:warm_start_queued"
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
 OPTIONAL_KEYS = ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
                  "reference_images", "clip_model", "max_memory_gb")  # [model]/[proxy_set]/[evaluator] keys added later

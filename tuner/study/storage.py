@@ -89,7 +89,8 @@ ADDED_COLUMNS = (("study_runs", "heartbeat", "FLOAT"), ("study_runs", "grace_per
                  ("trial_slots", "done", "INTEGER"))
 
 
-def _now() -> dt.datetime:
+def utc_now() -> dt.datetime:
+    """Now in UTC without tzinfo (what our DateTime columns hold)."""
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
@@ -395,19 +396,12 @@ def study_exists(url: str, name: str) -> bool:
         engine.dispose()
 
 
-def count_slots(engine, study_name: str) -> int:
-    """Budget slots taken: trials finished and counted, plus those running now."""
-    from tuner.study.budget import count_slots as count
-
-    return count(engine, study_name)
-
-
 # --- Pareto snapshots ------------------------------------------------------------------------------
 def write_snapshot(engine, study_name: str, n_trials: int, hypervolume: float, reference_point: dict,
                    members: list[dict]) -> int:
     with engine.begin() as conn:
         sid = conn.execute(insert(pareto_snapshots).values(
-            study_name=study_name, created_at=_now(), n_trials=n_trials, hypervolume=hypervolume,
+            study_name=study_name, created_at=utc_now(), n_trials=n_trials, hypervolume=hypervolume,
             reference_point=json.dumps(reference_point))).inserted_primary_key[0]
         if members:
             conn.execute(insert(pareto_members), [
