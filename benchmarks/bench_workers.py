@@ -64,8 +64,8 @@ def study_toml(folder: Path, url: str, source: Path) -> Path:
 def trial_span(url: str, name: str) -> tuple[float, int]:
     import optuna
 
-    from tuner.study.budget import counted_trials
-    from tuner.study.storage import driver_url
+    from tuner.storage.budget import counted_trials
+    from tuner.storage.database import driver_url
 
     study = optuna.load_study(study_name=name, storage=driver_url(url))
     trials = counted_trials(study)
@@ -105,7 +105,7 @@ def bookkeeping(backend: str, m: int, folder: Path) -> dict:
 
     import optuna
 
-    from tuner.study.storage import driver_url, open_storage
+    from tuner.storage.database import driver_url, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plain_url = fresh_storage(backend, folder)

@@ -29,7 +29,7 @@ def main() -> None:
     from tuner.study.runner import open_study
     from tuner.study.spec import load_spec
     from tuner.study.validate import held_out_proxy_set
-    from tuner.study.validations import latest_validations
+    from tuner.storage.validation_table import latest_validations
     from tuner.uncertainty import increase_pct
 
     spec = load_spec(args.study)

@@ -65,7 +65,8 @@ class FakeObjective:
 
 def main(argv: list[str]) -> int:
     from tuner import cli
-    from tuner.study import context, runner, spec, workers
+    from tuner.storage import workers
+    from tuner.study import context, runner, spec
 
     spec.validate_space_and_sampler = lambda s: None  # builds the real model; the space is checked by FakeContext
     context.StudyContext = FakeContext

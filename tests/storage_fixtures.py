@@ -146,7 +146,7 @@ class Probe:
     def __init__(self, url: str, study: str = "faults"):
         from sqlalchemy import create_engine
 
-        from tuner.study.storage import driver_url
+        from tuner.storage.database import driver_url
 
         self.url, self.study = driver_url(url), study
         self.engine = create_engine(self.url)
@@ -191,8 +191,8 @@ def assert_exact(url: str, n_trials: int, study: str = "faults"):
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.study.budget import SLOT_ATTR, counts
-    from tuner.study.storage import driver_url
+    from tuner.storage.budget import SLOT_ATTR, counts
+    from tuner.storage.database import driver_url
 
     trials = optuna.load_study(study_name=study, storage=driver_url(url)).get_trials()
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -223,7 +223,7 @@ def test_dashboard_front_is_the_feasible_front(tmp_path):
     from cli_study import make_study
 
     from tuner.study import pareto
-    from tuner.study.dashboard import ConstraintsView
+    from tuner.storage.dashboard_view import ConstraintsView
     from tuner.study.runner import open_study
     from tuner.study.spec import load_spec
 
@@ -246,7 +246,7 @@ def test_dashboard_pareto_plot_renders(tmp_path):
     # optuna-dashboard renders this plot with plotly on the server: HTTP 500 when plotly is missing
     from cli_study import make_study
 
-    from tuner.study.dashboard import ConstraintsView
+    from tuner.storage.dashboard_view import ConstraintsView
     from tuner.study.runner import open_study
     from tuner.study.spec import load_spec
 
@@ -261,7 +261,7 @@ def test_dashboard_command_serves_in_this_interpreter(tmp_path, monkeypatch, cap
 
     from cli_study import make_study
 
-    from tuner.study.dashboard import ConstraintsView
+    from tuner.storage.dashboard_view import ConstraintsView
 
     served = {}
     monkeypatch.setenv("PATH", "")

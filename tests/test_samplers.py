@@ -13,7 +13,7 @@ from tuner.search_spaces.defaults import default_families
 from tuner.search_spaces.space import SpaceContext, build_space
 from tuner.errors import TunerError
 from tuner.samplers import SAMPLER_NAMES, build_sampler
-from tuner.study.keys import ENGINE_KEY, GENOME_KEY, PARENTS_KEY
+from tuner.storage.keys import ENGINE_KEY, GENOME_KEY, PARENTS_KEY
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

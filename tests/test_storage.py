@@ -55,7 +55,7 @@ def test_storage_key_is_a_url_or_a_table(tmp_path):
 
 
 def test_plain_postgresql_url_uses_the_installed_driver(tmp_path, monkeypatch):
-    from tuner.study import storage
+    from tuner.storage import database as storage
     from tuner.study.spec import parse_spec
 
     monkeypatch.setattr(storage, "find_spec", lambda name: None if name == "psycopg2" else object())
@@ -228,9 +228,9 @@ def test_processes_creating_a_fresh_database_at_once_all_open_it(storage_url):
     PostgreSQL report it with different exception classes) and every one ends with the full schema."""
     import subprocess
 
-    from tuner.study.storage import TUNER_TABLES, optuna_tables
+    from tuner.storage.database import TUNER_TABLES, optuna_tables
 
-    code = ("import sys; from tuner.study.storage import open_storage; "
+    code = ("import sys; from tuner.storage.database import open_storage; "
             "open_storage(sys.argv[1]).engine.dispose(); print('ok')")
     procs = [subprocess.Popen([sys.executable, "-c", code, storage_url], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(6)]

@@ -86,7 +86,7 @@ def test_dropped_slot_table_is_refused_never_reset(storage_url, tmp_path, fleet)
     assert "trial_slots" not in probe.tables()
     import optuna
 
-    from tuner.study.storage import driver_url
+    from tuner.storage.database import driver_url
 
     states = [t.state for t in optuna.load_study(study_name="faults", storage=driver_url(storage_url)).trials]
     assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) >= 2

@@ -90,7 +90,7 @@ def finished(spec):
 
 def test_tiny_study_records_metrics_and_pareto_tables(shared, capsys):
     from tuner.study.runner import run_study
-    from tuner.study.storage import open_storage, read_snapshots
+    from tuner.storage.database import open_storage, read_snapshots
 
     folder, spec, ctx = shared
     summary = run_study(spec, context=ctx, progress=False, log=lambda m: None)
@@ -198,8 +198,8 @@ def test_nan_trial_fails_alone_with_reason(shared, monkeypatch):
 
 def test_ctrl_c_leaves_study_resumable(shared, monkeypatch):
     from tuner.study.runner import run_study
-    from tuner.study.budget import count_slots
-    from tuner.study.storage import open_storage
+    from tuner.storage.budget import count_slots
+    from tuner.storage.database import open_storage
 
     folder, _, ctx = shared
     spec = write_spec(folder, "interrupt")
@@ -258,7 +258,7 @@ def test_storage_creation_race_is_retried(tmp_path, monkeypatch):
     """Two processes creating one fresh database race on Optuna's schema; the loser retries."""
     from sqlalchemy.exc import IntegrityError
 
-    from tuner.study import storage as storage_mod
+    from tuner.storage import database as storage_mod
 
     real, calls = optuna.storages.RDBStorage, []
 
@@ -297,8 +297,8 @@ def test_bad_toml_exit_2_and_no_database(tmp_path, capsys):
 def test_trial_of_a_dead_worker_is_reclaimed(shared):
     """A worker that stopped heartbeating mid-trial (kill -9, on any host) leaves a RUNNING trial and a
     taken slot; the next worker fails that trial as abandoned, does not count it, and runs the budget."""
-    from tuner.study.budget import Budget
-    from tuner.study.heartbeat import Worker
+    from tuner.storage.budget import Budget
+    from tuner.storage.heartbeat import Worker
     from tuner.study.runner import check_fingerprint, open_study, run_study
 
     folder, _, ctx = shared

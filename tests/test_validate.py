@@ -48,7 +48,7 @@ def tiny_study(tmp_path_factory):
 def _validations(path):
     from tuner.study.runner import open_study
     from tuner.study.spec import load_spec
-    from tuner.study.validations import latest_validations
+    from tuner.storage.validation_table import latest_validations
 
     spec = load_spec(path)
     _, storage = open_study(spec, create=False)
@@ -157,7 +157,7 @@ def test_export_best_uses_the_upper_bound(scored_study, tmp_path, capsys):
 
 
 def test_export_best_prefers_validated_values(scored_study, tmp_path):
-    from tuner.study.validations import write_validations
+    from tuner.storage.validation_table import write_validations
 
     path, spec, study, storage = scored_study
     row = {"n_images": 32, "seed": 1, "steps": 6, "baseline_fid": 8.0, "max_fid_increase": 10.0}

@@ -11,7 +11,7 @@ import pytest
 
 from storage_fixtures import Probe, assert_exact, fleet, storage_url, wait_for, write_study  # noqa: F401
 from tuner.cli import main
-from tuner.study.workers import gpu_assignment
+from tuner.storage.workers import gpu_assignment
 
 
 def test_worker_i_gets_gpu_i_mod_the_gpu_count():
@@ -60,7 +60,7 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(storage_url, tmp_path, 
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.study.storage import driver_url
+    from tuner.storage.database import driver_url
 
     trials = optuna.load_study(study_name="faults", storage=driver_url(storage_url)).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]

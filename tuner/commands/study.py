@@ -103,7 +103,7 @@ def run_study(args) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.workers != 1:
-        from tuner.study.workers import run_workers
+        from tuner.storage.workers import run_workers
 
         summary = run_workers(spec, args.workers, args.n_trials, progress=progress, log=log)
     else:
@@ -116,8 +116,8 @@ def study_status(args) -> int:
     from optuna.trial import TrialState
 
     from tuner.study.runner import open_study
-    from tuner.study.budget import count_slots
-    from tuner.study.storage import read_snapshots
+    from tuner.storage.budget import count_slots
+    from tuner.storage.database import read_snapshots
 
     spec = _spec(args.study)
     study, storage = open_study(spec, create=False)
@@ -201,7 +201,7 @@ def run_export(args) -> int:
 
     if args.max_fid_increase is not None and not args.best:
         raise TunerError("--max-fid-increase goes with --best")
-    from tuner.study.validations import latest_validations
+    from tuner.storage.validation_table import latest_validations
 
     spec = _spec(args.study)
     check_out_file(args.out, "-o", (".json",))
@@ -274,8 +274,8 @@ def run_apply(args) -> int:
 
 
 def run_dashboard(args) -> int:
-    from tuner.study.dashboard import serve
-    from tuner.study.storage import open_storage, study_exists
+    from tuner.storage.dashboard_view import serve
+    from tuner.storage.database import open_storage, study_exists
 
     spec = _spec(args.study)
     check_int("--port", args.port, 1, 65535)

@@ -43,7 +43,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.search_spaces.params import seeded_globals
-from tuner.study.keys import ENGINE_KEY, GENOME_KEY, PARENTS_KEY
+from tuner.storage.keys import ENGINE_KEY, GENOME_KEY, PARENTS_KEY
 from tuner.errors import TunerError
 
 POOLS = ("generational", "archive")

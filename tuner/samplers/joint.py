@@ -23,7 +23,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.samplers.deap_ga import DeapNSGA2Sampler
-from tuner.study.keys import ENGINE_KEY
+from tuner.storage.keys import ENGINE_KEY
 
 
 class JointSampler(DeapNSGA2Sampler):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from tuner.config import method_specs
 from tuner.errors import TunerError
-from tuner.study.keys import BASELINE_ATTR, ENVIRONMENT_ATTR, MODEL_ATTR
+from tuner.storage.keys import BASELINE_ATTR, ENVIRONMENT_ATTR, MODEL_ATTR
 from tuner.study.spec import StudySpec
 
 

@@ -22,8 +22,8 @@ import random
 import optuna
 from optuna.trial import TrialState
 
-from tuner.study.dashboard import NAMED_PREFIX as CONSTRAINT_PREFIX  # where trial.set_constraint keeps one
-from tuner.study.keys import DUPLICATE_ATTR
+from tuner.storage.dashboard_view import NAMED_PREFIX as CONSTRAINT_PREFIX  # where trial.set_constraint keeps one
+from tuner.storage.keys import DUPLICATE_ATTR
 
 NOT_REPLAYED = ("config", "trial_seconds", "fail_reason", DUPLICATE_ATTR)  # this trial's own facts
 

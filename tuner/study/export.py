@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from tuner.config import SCHEMA_VERSION, AccelConfig
 from tuner.errors import TunerError
-from tuner.study.keys import ENVIRONMENT_ATTR, MODEL_ATTR
+from tuner.storage.keys import ENVIRONMENT_ATTR, MODEL_ATTR
 from tuner.study.pareto import baseline_of, completed
 from tuner.study.spec import METRIC_NAMES, StudySpec
 

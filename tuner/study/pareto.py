@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.errors import TunerError
-from tuner.study.keys import BASELINE_ATTR
+from tuner.storage.keys import BASELINE_ATTR
 from tuner.study.spec import MAXIMIZED, METRIC_NAMES, StudySpec
 
 DEFAULT_FID_REF_INCREASE = 100.0  # percent, when the study has no FID constraint
@@ -140,7 +140,7 @@ def front(study: optuna.Study, spec: StudySpec) -> dict:
 
 def snapshot(study: optuna.Study, spec: StudySpec, engine) -> dict:
     """Write the current front to pareto_snapshots / pareto_members."""
-    from tuner.study.storage import write_snapshot
+    from tuner.storage.database import write_snapshot
 
     data = front(study, spec)
     write_snapshot(engine, spec.name, data["n_finished"], data["hypervolume"], data["reference_point"],

@@ -5,9 +5,9 @@ Per worker: open storage -> create or load the study -> check it matches the TOM
 tables are intact -> build the StudyContext once -> start the heartbeat -> loop { reclaim trials of dead
 workers -> take a budget slot -> ask -> objective -> mark the slot done -> tell } -> snapshot every k
 trials and at the end. The ask/tell loop (instead of `study.optimize` + `MaxTrialsCallback`) lets a
-worker reserve its slot *before* a trial exists, so workers never overshoot (see budget.py). A worker
+worker reserve its slot *before* a trial exists, so workers never overshoot (see tuner/storage/budget.py). A worker
 that finds no free slot while others still hold some waits for them, and takes their slots over if
-they die (heartbeat.py): the survivors alone finish the study.
+they die (tuner/storage/heartbeat.py): the survivors alone finish the study.
 
 Ctrl-C: the running trial is failed with `fail_reason = "abandoned: interrupted (Ctrl-C)"` and its slot
 is given back, so a resumed run redoes it; database writes run with SIGINT deferred, so no write is cut
@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 
 from tuner.errors import TrialFailed, TunerError
 from tuner.study import pareto
-from tuner.study.budget import FINISHED, Budget, counted_trials, fail_trial
-from tuner.study.keys import BASELINE_ATTR, FINGERPRINT_ATTR, WARM_START_ATTR
+from tuner.storage.budget import FINISHED, Budget, counted_trials, fail_trial
+from tuner.storage.keys import BASELINE_ATTR, FINGERPRINT_ATTR, WARM_START_ATTR
 from tuner.study.objective import TrialObjective
 from tuner.study.spec import StudySpec
-from tuner.study.storage import damaged, first_line, is_damage, is_transient, open_storage, retrying, shown
+from tuner.storage.workers import progress_line
+from tuner.storage.database import damaged, first_line, is_damage, is_transient, open_storage, retrying, shown
 
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
 OPTIONAL_KEYS = ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
@@ -82,7 +83,7 @@ def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = No
                ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     """The study and its storage. create=False: the study must exist; it is then opened read-only (what
     `status`, `pareto`, `export` need: nothing is created or written) unless read_only=False."""
-    from tuner.study.storage import study_exists
+    from tuner.storage.database import study_exists
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not create:
@@ -151,7 +152,7 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
 
 
 def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) -> dict:
-    from tuner.study.heartbeat import Worker
+    from tuner.storage.heartbeat import Worker
 
     with deferred_sigint():
         study, storage = open_study(spec)
@@ -226,7 +227,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             bar.set_postfix_str(f"#{trial.number} {state.name.lower() if state else 'abandoned'}")
             bar.refresh()
             if not progress:  # no bar (not a terminal, or turned off): one line per trial instead
-                log(f"[{min(done, spec.n_trials)}/{spec.n_trials}] {_trial_line(trial, state, spec)}")
+                log(progress_line(min(done, spec.n_trials), spec.n_trials, _trial_line(trial, state, spec)))
             if state is not None and done % spec.snapshot_every == 0:
                 with deferred_sigint():
                     retrying(pareto.snapshot, study, spec, storage.engine, log=log)
@@ -348,7 +349,7 @@ def _trial_line(trial: optuna.Trial, state: TrialState | None, spec: StudySpec) 
 
 
 def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: bool = True) -> dict:
-    from tuner.study.storage import last_snapshot_trials
+    from tuner.storage.database import last_snapshot_trials
 
     if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study):
         snapshot_now = False  # the periodic snapshot after the last trial already holds this front

@@ -5,7 +5,7 @@
                                      # A relative SQLite path is resolved against the TOML's folder;
                                      # any other SQLAlchemy URL (postgresql://, mysql://) is used as is.
                                      # Or a table: [storage] url = "..."; heartbeat_interval = 10;
-                                     # grace_period = 60 (seconds; see tuner/study/heartbeat.py)
+                                     # grace_period = 60 (seconds; see tuner/storage/heartbeat.py)
     n_trials = 40                    # finished trials (complete + pruned + failed) the study ends with
     seed = 0                         # sampler seed (the first process of a fresh study uses it as is)
     objectives = ["latency", "fid"]  # then any of "bitops", "memory" (minimized), "clip_score" (maximized;

@@ -7,7 +7,7 @@ and speedup interval (tuner/uncertainty.py). On a user's model the held-out set 
 with other seeds, and FID is again against the baseline's own images, now those of the held-out seeds
 (its scale: the seed-noise floor of the held-out set), or against the study's `reference_images`. A
 member is feasible when the upper bound of its FID increase is within the study's cap. Results go to the
-`front_validations` table (validations.py); `tuner export --best` prefers them to the study's own scores. With `--max-fid-increase X` it certifies
+`front_validations` table (tuner/storage/validation_table.py); `tuner export --best` prefers them to the study's own scores. With `--max-fid-increase X` it certifies
 for a tighter cap instead: the trials whose point estimate is within X, fastest first, until one's upper
 bound is within X on the held-out set.
 """
@@ -140,7 +140,7 @@ def run_validation(spec: StudySpec, n_images: int | None = None, seed: int | Non
                    progress: bool = False, log=lambda msg: None, max_fid_increase: float | None = None) -> dict:
     """Open the study, validate its front, store the rows. Errors come before any measurement."""
     from tuner.study.runner import open_study
-    from tuner.study.validations import write_validations
+    from tuner.storage.validation_table import write_validations
 
     proxy_set = held_out_proxy_set(spec, n_images, seed)
     study, storage = open_study(spec, create=False, read_only=False)  # it writes the validations table

@@ -3,8 +3,8 @@
 Our tables (created next to Optuna's, same engine):
 - `pareto_snapshots` / `pareto_members`: the feasible front every k trials, with its hypervolume and the
   fixed reference point it was measured against.
-- `study_runs`: one row per worker process (host, pid, heartbeat, seed index); see tuner/study/heartbeat.py.
-- `trial_slots`: the exact trial budget; see tuner/study/budget.py.
+- `study_runs`: one row per worker process (host, pid, heartbeat, seed index); see tuner/storage/heartbeat.py.
+- `trial_slots`: the exact trial budget; see tuner/storage/budget.py.
 
 Opening is strict, because a storage that silently re-creates a lost table would silently reset a
 study: a study that exists without our tables, a database missing one of Optuna's tables, a file that is

@@ -27,7 +27,18 @@ from tuner.errors import TunerError
 
 STOP_TIMEOUT_S = 30.0
 MAX_WORKERS = 256
-PROGRESS_RE = re.compile(r"^\[(\d+)/(\d+)\]")
+PROGRESS_RE = re.compile(r"^\[(\d+)/(\d+)\] ")  # what `progress_line` writes
+
+
+def progress_line(done: int, total: int, text: str) -> str:
+    """A worker's per-trial log line (study-wide count first); `progress_count` reads the count back."""
+    return f"[{done}/{total}] {text}"
+
+
+def progress_count(line: str) -> int | None:
+    """The study-wide count of a worker's `progress_line`, None for any other line."""
+    m = PROGRESS_RE.match(line)
+    return int(m.group(1)) if m else None
 
 
 def gpu_assignment(k: int, visible: str | None, n_gpus: int) -> list[str | None]:
@@ -124,9 +135,9 @@ def _relay(p, stream: str, sink: list, i: int, say, bar) -> None:
         line = line.rstrip("\n")
         sink.append(line)
         if stream == "stderr":
-            m = PROGRESS_RE.match(line)
-            if bar is not None and m:
-                bar.n = max(bar.n, int(m.group(1)))
+            count = progress_count(line)
+            if bar is not None and count is not None:
+                bar.n = max(bar.n, count)
                 bar.refresh()
             say(f"worker {i}: {line}")
 

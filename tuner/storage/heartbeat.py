@@ -20,7 +20,7 @@ import threading
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tuner.study.storage import db_now, first_line, is_transient, study_runs, trial_slots, utc_now
+from tuner.storage.database import db_now, first_line, is_transient, study_runs, trial_slots, utc_now
 
 HOST_ENV = "TUNER_WORKER_HOST"  # the host name recorded for this worker (default: the machine's)
 ALIVE, STOPPED, DEAD = "alive", "stopped", "dead"

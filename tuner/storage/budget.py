@@ -31,9 +31,9 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tuner.errors import TunerError
-from tuner.study.heartbeat import Worker, declare_dead, not_alive_runs
-from tuner.study.keys import FAIL_REASON_ATTR, RUN_ATTR, SLOT_ATTR
-from tuner.study.storage import trial_slots
+from tuner.storage.heartbeat import Worker, declare_dead, not_alive_runs
+from tuner.storage.keys import FAIL_REASON_ATTR, RUN_ATTR, SLOT_ATTR
+from tuner.storage.database import trial_slots
 
 ABANDONED = "abandoned:"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
