@@ -29,18 +29,15 @@ def toy_method():
         mode: str = knob("soft", choices=("soft", "hard"), search=("soft", "hard"))
         sharp: float = knob(2.0, low=1.0, search=(1.0, 3.0), when=("mode", ("hard",)))
 
-    import sys
-
     applied = []
 
+    @ToyConfig.register_apply
     def apply(target, cfg):
         applied.append(cfg)
         return Handle("toy")
 
-    sys.modules[__name__].apply = apply
     yield ToyConfig, applied
     del METHODS["toy"]
-    del sys.modules[__name__].apply
 
 
 def test_loader_schema_search_and_default_space_derive_from_the_declaration(toy_method):
@@ -71,3 +68,26 @@ def test_loader_schema_search_and_default_space_derive_from_the_declaration(toy_
 
     apply(object(), cfg)
     assert applied == [cfg.methods["toy"]]
+
+
+def test_every_method_registers_its_apply_and_is_validated_once_before_it():
+    specs = method_specs()
+    assert all(s.apply_fn is not None and s.apply_fn.__module__ == s.config_cls.__module__ for s in specs.values())
+    cfg = specs["tome"].config_cls(ratio=2.0)  # constructed in code, never checked
+    with pytest.raises(TunerError, match="ratio=2.0 is out of range"):
+        specs["tome"].apply(object(), cfg)  # refused before the method touches its target
+
+
+def test_a_config_without_apply_is_refused_when_applied():
+    method_specs()
+
+    @register_method("toy_noapply", order=99)
+    @dataclass
+    class NoApply(MethodConfig):
+        strength: float = knob(0.5, low=0.0, high=1.0)
+
+    try:
+        with pytest.raises(TunerError, match="NoApply.register_apply"):
+            METHODS["toy_noapply"].apply(object(), NoApply())
+    finally:
+        del METHODS["toy_noapply"]

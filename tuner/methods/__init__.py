@@ -3,7 +3,8 @@
 One file per method (tensor math in its own `*_math.py`/`merge.py` where it is more than a few lines);
 each defines one config dataclass whose fields are declared with `knob(...)` and registered with
 `@register_method` (the loader, JSON Schema and search parameters derive from it), and one
-`apply(target, cfg) -> Handle`. Adding a method = one module here, imported below, plus its tests.
+`apply(target, cfg) -> Handle` registered with `@XConfig.register_apply`. Adding a method = one module
+here, imported below, plus its tests.
 """
 
 from tuner.methods import base  # noqa: F401

@@ -1,4 +1,16 @@
-"""What every method shares: a registry entry, a reversible handle, and target resolution."""
+"""What every method shares: a registry entry, a reversible handle, and target resolution.
+
+A method module registers itself explicitly, twice in one file and nowhere else:
+
+    @register_method("deepcache", order=40, family="feature_cache", default_space=True)
+    @dataclass
+    class DeepCacheConfig(MethodConfig): ...        # knobs: loader, JSON Schema, search parameters
+
+    @DeepCacheConfig.register_apply
+    def apply(target, cfg: DeepCacheConfig) -> Handle: ...   # the config is already validated
+
+`MethodSpec.apply` validates the config (the one place it is checked before it runs) and calls the
+registered function; nothing looks a method up by module name."""
 
 from __future__ import annotations
 
@@ -47,13 +59,16 @@ class MethodSpec:
     order: int  # lower applies first: pipeline-level, then layer replacement, then block patches
     family: str  # methods of one family are alternatives in the search (they patch the same thing)
     default_space: bool | str  # in the default search space: True, False, or the objective it needs
+    apply_fn: Callable[[Any, Any], "Handle"] | None = None  # set by @XConfig.register_apply
 
     def apply(self, target, cfg) -> "Handle":
-        """The method module's one `apply(target, cfg)` function (diffusers' `apply_*` style)."""
-        import sys
-
+        """Validate `cfg` once, then run the method's registered `apply(target, cfg)` (diffusers' `apply_*`
+        style)."""
+        if self.apply_fn is None:
+            raise TunerError(f"method '{self.name}' has no apply function "
+                             f"(decorate it with @{self.config_cls.__name__}.register_apply)")
         cfg.validate()
-        return sys.modules[self.config_cls.__module__].apply(target, cfg)
+        return self.apply_fn(target, cfg)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -75,7 +90,8 @@ def register_method(name: str, *, order: int, family: str | None = None, default
 class MethodConfig:
     """Base for method config dataclasses. Fields are declared with `knob(...)` (tuner.methods.knobs);
     construction from a dict checks every field against its knob, then `check()` for rules that span
-    fields. Subclasses implement `apply(target) -> Handle` and may implement `prepare(study)`."""
+    fields. The method's module registers an `apply(target, cfg) -> Handle` function with
+    `@XConfig.register_apply`; a method that needs facts about the model computes them in `prepare`."""
 
     method_name = "method"
 
@@ -103,6 +119,16 @@ class MethodConfig:
         """Stand-ins for `prepare`'s facts with the real ones' shape, so a study file can be checked
         before any model runs."""
         return {}
+
+    # --- registration ------------------------------------------------------------------------------
+    @classmethod
+    def register_apply(cls, fn: Callable[[Any, Any], Handle]) -> Callable[[Any, Any], Handle]:
+        """Function decorator, `@XConfig.register_apply`: `fn(target, cfg) -> Handle` applies this method."""
+        name = cls.method_name
+        if name not in METHODS or METHODS[name].config_cls is not cls:
+            raise TypeError(f"{cls.__name__}.register_apply: register the config with @register_method first")
+        METHODS[name] = dataclasses.replace(METHODS[name], apply_fn=fn)
+        return fn
 
     # --- derived -----------------------------------------------------------------------------------
     @classmethod

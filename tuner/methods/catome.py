@@ -122,8 +122,8 @@ class CaToMeState:
         return cached
 
 
+@CaToMeConfig.register_apply
 def apply(target, cfg: CaToMeConfig) -> Handle:
-    cfg.validate()
     unet = resolve_unet(target)
     ctx = get_step_context(unet)
     state = CaToMeState(cfg, ctx)

@@ -162,8 +162,8 @@ def _is_keyframe(cfg: DeepCacheConfig, step: int, num_steps: int | None) -> bool
     return step in nonuniform_keyframes(num_steps, cfg.interval, cfg.center, cfg.power)
 
 
+@DeepCacheConfig.register_apply
 def apply(target, cfg: DeepCacheConfig) -> Handle:
-    cfg.validate()
     unet = resolve_unet(target)
     mods = skipped_modules(unet, cfg.branch, cfg.cut)
     source = steps_source(target, "deepcache", "the nonuniform schedule", cfg.needs_num_steps)

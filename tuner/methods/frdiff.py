@@ -139,8 +139,8 @@ class _ReuseTransformerResidual(ModelHook):
                            kwargs.get("return_dict", True))
 
 
+@FRDiffConfig.register_apply
 def apply(target, cfg: FRDiffConfig) -> Handle:
-    cfg.validate()
     unet = resolve_unet(target)
     interval = cfg.interval
     source = steps_source(target, "frdiff", "score mixing", cfg.mixing and interval > 1)

@@ -322,9 +322,9 @@ def _swap_weight(m: nn.Module, new: torch.Tensor) -> Callable[[], None]:
     return undo
 
 
+@QuantConfig.register_apply
 def apply(target, cfg: QuantConfig) -> Handle:
     unet = resolve_unet(target)
-    cfg.validate()
     names = quantizable_layers(unet)
     bits = cfg.layer_bits(names)
     info = {"layer_bits": bits, "real_kernel_layers": [], "simulated_layers": []}  # lists of layer names

@@ -43,6 +43,7 @@ class SolverConfig(MethodConfig):
         return self.name == "ddim"
 
 
+@SolverConfig.register_apply
 def apply(target, cfg: SolverConfig) -> Handle:
     cfg.validate()
     if is_diffusers_pipeline(target):

@@ -127,6 +127,7 @@ class TimestepsConfig(MethodConfig):
                            help="training timesteps to run, each below the model's num_train_timesteps")
 
 
+@TimestepsConfig.register_apply
 def apply(target, cfg: TimestepsConfig) -> Handle:
     """Makes every later pipeline call run on `cfg.timesteps` (whatever num_inference_steps says)."""
     if is_diffusers_pipeline(target):

@@ -53,8 +53,8 @@ class ToMeState:
         return match_ratio(x, h, w, c.sx, c.sy, c.ratio, self.generator if c.use_rand else None)
 
 
+@ToMeConfig.register_apply
 def apply(target, cfg: ToMeConfig) -> Handle:
-    cfg.validate()
     unet = resolve_unet(target)
     state = ToMeState(cfg)
     mergers = patch_unet(unet, "tome", cfg.max_downsample, lambda ref: state.plan,
