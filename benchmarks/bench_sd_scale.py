@@ -56,7 +56,7 @@ def run(steps: int, images: int, repeats: int) -> dict:
     from tuner.apply_config import apply
     from tuner.config import AccelConfig
     from tuner.methods.catome import PAPER_CHECKPOINTS
-    from tuner.jaccard import scale_checkpoints
+    from tuner.methods.catome_profile import scale_checkpoints
 
     pipe = build_pipeline()
     classes, seeds = [i % 10 for i in range(images)], list(range(images))
@@ -92,7 +92,7 @@ def write_md(data: dict) -> None:
              f"{data['steps']} DDIM steps, {data['images']} image(s) per call, {data['threads']} thread, every "
              f"candidate interleaved with the baseline in one run (median of {data['repeats']}, after a warm-up). "
              "Weights are random: speed only. CA-ToMe uses the paper's checkpoint sets (50-step indices, scaled "
-             f"to {data['steps']} steps by `tuner.jaccard.scale_checkpoints`).",
+             f"to {data['steps']} steps by `tuner.methods.catome_profile.scale_checkpoints`).",
              "", f"`nice -n 5 python benchmarks/bench_sd_scale.py --steps {data['steps']} --repeats {data['repeats']} --write`"
              f" ({data['wall_seconds'] / 60:.0f} min on the shared 2-core machine)", "",
              f"Baseline: {data['baseline_seconds_per_image']:.2f} s/image.", "",

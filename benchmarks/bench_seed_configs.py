@@ -27,7 +27,7 @@ SECTION = "## Joint front vs the seeds' default configs"
 
 
 def seed_configs(steps: int) -> dict[str, dict]:
-    from tuner.jaccard import scale_checkpoints
+    from tuner.methods.catome_profile import scale_checkpoints
     from tuner.methods.catome import PAPER_CHECKPOINTS
     from tuner.methods.timesteps import uniform_timesteps
 

@@ -63,7 +63,7 @@ def _save(name: str, data: dict) -> None:
 
 def part_profile(args) -> None:
     from tuner.evaluate import ProxySet
-    from tuner.jaccard import checkpoints_from_profile, profile_merges, save_profile
+    from tuner.methods.catome_profile import checkpoints_from_profile, profile_merges, save_profile
     from tuner.methods.catome import PAPER_CHECKPOINTS
     from tuner.proxy.model import load_proxy_pipeline
 
@@ -107,7 +107,7 @@ def part_catome(args) -> None:
 
 
 def part_checkpoints(args) -> None:
-    from tuner.jaccard import scale_checkpoints
+    from tuner.methods.catome_profile import scale_checkpoints
     from tuner.methods.catome import PAPER_CHECKPOINTS
 
     prof = json.loads((RESULTS / "token_merging_profile.json").read_text())

@@ -38,23 +38,23 @@ class Extension:
 EXTENSIONS: dict[str, Callable[[], Extension]] = {}  # method name -> factory
 
 
-def _bound(value, context, what: str):
-    """A search bound: a number, or the name of a model fact in the SpaceContext (e.g. "max_branch")."""
+def _bound(value, context, method: str, what: str):
+    """A search bound: a number, or the name of one of the method's model facts (e.g. "max_branch")."""
     if isinstance(value, str):
-        fact = getattr(context, value, None)
+        fact = context.fact(method, value)
         if fact is None:
             raise TunerError(f"{what}: the study has no '{value}' for this model")
         return fact
     return value
 
 
-def _choice_facts(search: tuple, choices: tuple, context) -> list:
-    """Default choices of a searched knob; an entry that names a model fact of the SpaceContext instead of
+def _choice_facts(search: tuple, choices: tuple, context, method: str) -> list:
+    """Default choices of a searched knob; an entry that names one of the method's model facts instead of
     a choice (e.g. "first_attention_level") is replaced by the fact's value(s)."""
     out = []
     for v in search:
-        if isinstance(v, str) and v not in choices and hasattr(context, v):
-            fact = getattr(context, v)
+        fact = context.fact(method, v) if isinstance(v, str) and v not in choices else None
+        if fact is not None:
             out.extend(fact if isinstance(fact, (list, tuple)) else [fact])
         else:
             out.append(v)
@@ -67,7 +67,7 @@ def knob_param(method: str, key: str, k, reader: TableReader, context, condition
         return None
     name = f"{method}.{key}"
     if k.kind in ("choice", "bool"):
-        default = _choice_facts(k.search, k.choices, context) if k.search else list(k.choices)
+        default = _choice_facts(k.search, k.choices, context, method) if k.search else list(k.choices)
         return Param(name, "categorical", choices=reader.choices(key, default, k.choices),
                      condition=condition, help=k.help)
     integer = k.kind == "int" and k.search_scale is None
@@ -75,7 +75,7 @@ def knob_param(method: str, key: str, k, reader: TableReader, context, condition
         lo, hi = 0.0, 1.0
         default = k.search
     else:
-        default = tuple(_bound(b, context, f"space.{name}") for b in (k.search or (k.low, k.high)))
+        default = tuple(_bound(b, context, method, f"space.{name}") for b in (k.search or (k.low, k.high)))
         lo = -float("inf") if k.low is None else k.low
         hi = float("inf") if k.high is None else k.high
         if k.search is not None and isinstance(k.search[1], str):  # a model fact also caps the table

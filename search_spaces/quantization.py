@@ -1,6 +1,6 @@
 """Per-layer quantization bits, grouped so the space stays small.
 
-Layers (`SpaceContext.quant_layers`, from `tuner.methods.quant.quantizable_layers`) are grouped per U-Net
+Layers (the model fact `quant_layers`, measured by `QuantConfig.prepare`) are grouped per U-Net
 block by default: `conv_in`, `time_embedding`, each `down_blocks.<i>`, `mid_block`, each `up_blocks.<i>`,
 `conv_out` — the first and last layers get their own bits, as TMPQ-DM and most PTQ work keep them apart.
 `group_by = "layer"` gives every layer its own gene instead.
@@ -52,10 +52,11 @@ class QuantizationFamily(Family):
         if len(group_by) != 1:
             raise TunerError("space.quant.group_by must be one of 'block', 'layer'")
         r.finish()
-        if not context.quant_layers:
-            raise TunerError("space.quant needs the U-Net's layer names (SpaceContext.quant_layers)")
+        layers = context.fact("quant", "quant_layers")
+        if not layers:
+            raise TunerError("space.quant needs the U-Net's layer names (the quant method's fact quant_layers)")
         self.groups: dict[str, list[str]] = {}
-        for layer in context.quant_layers:
+        for layer in layers:
             self.groups.setdefault(layer_group(layer, group_by[0]), []).append(layer)
         self.separate = separate
         self.add(Param("quant.enabled", "categorical", choices=(True, False) if optional else (True,),

@@ -20,7 +20,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution
 
-from tuner.search_spaces import quantization, timesteps, token_merging  # noqa: F401  (token_merging: CA-ToMe extension)
+from tuner.search_spaces import catome_checkpoints, quantization, timesteps  # noqa: F401  (CA-ToMe's extension)
 from tuner.search_spaces.derived import MethodFamily, families_of
 from tuner.search_spaces.params import Family, Param
 from tuner.config import method_specs
@@ -34,16 +34,29 @@ RENAMED_TABLES = {"sampler": "solver"}  # round-1 study files: [space.sampler] w
 
 @dataclass
 class SpaceContext:
-    """Facts measured once per study."""
+    """What the search knows about the study's model: facts every method shares, and per method the
+    facts its own `prepare` measured (`facts[method]`, e.g. {"deepcache": {"max_branch": 5}}), which only
+    that method's search ranges read (`fact`)."""
 
     steps: int  # baseline step count
     num_train_timesteps: int = 1000
-    jaccard_profile: Any = None  # pandas.DataFrame from tuner.jaccard.profile_merges, or None
-    quant_layers: list[str] = field(default_factory=list)
-    max_branch: int = 2  # deepest valid DeepCache branch id for this U-Net
-    first_attention_level: int = 1  # downsampling of the first level with self-attention (SDXL: 2)
     scheduler: Any = None  # a user model's diffusers scheduler (its own timestep lists); None: the proxy
-    solver_coefficients: tuple = ("baseline", "liyan")  # DDPM coefficients the model's pipeline can run
+    # DDPM coefficients the model's pipeline can run (a solver fact, kept here until the solver declares it)
+    solver_coefficients: tuple = ("baseline", "liyan")
+    facts: dict[str, dict] = field(default_factory=dict)
+
+    def fact(self, method: str, name: str):
+        """`method`'s model fact `name`: what its `prepare` measured, else the stand-in its config declares
+        for a model nobody measured (`MethodConfig.unmeasured_facts`), else a shared fact; None if none."""
+        if name in self.facts.get(method, {}):
+            return self.facts[method][name]
+        spec = method_specs().get(method)
+        if spec is not None and name in spec.config_cls.unmeasured_facts:
+            return spec.config_cls.unmeasured_facts[name]
+        return getattr(self, name, None) if name in SHARED_FACTS else None
+
+
+SHARED_FACTS = ("steps", "num_train_timesteps", "scheduler", "solver_coefficients")
 
 
 class SearchSpace:

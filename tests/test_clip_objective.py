@@ -105,7 +105,7 @@ def test_deap_selection_prefers_the_higher_clip_score(name):
     from tuner.samplers import build_sampler
     from tuner.search_spaces.space import SpaceContext, build_space
 
-    space = build_space({"deepcache": {}}, SpaceContext(steps=4, max_branch=2))
+    space = build_space({"deepcache": {}}, SpaceContext(steps=4, facts={"deepcache": {"max_branch": 2}}))
     sampler = build_sampler(name, space, 0, {"population_size": 2})
     study = optuna.create_study(directions=["minimize", "minimize", "maximize"], sampler=sampler)
     for clip in (30.0, 31.0, 29.0):

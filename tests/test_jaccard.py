@@ -11,7 +11,7 @@ import torch
 
 from tuner.cli import main as cli_main
 from tuner.errors import TunerError
-from tuner.jaccard import (checkpoints_from_profile, jaccard_distance, profile_merges, save_profile,
+from tuner.methods.catome_profile import (checkpoints_from_profile, jaccard_distance, profile_merges, save_profile,
                            scale_checkpoints)
 from tuner.methods.catome import PAPER_CHECKPOINTS
 from tuner.methods.merge import match_threshold

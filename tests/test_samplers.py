@@ -31,9 +31,10 @@ def _profile() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def space():
     families = default_families(["latency", "fid", "bitops"])  # every default family, quant included
-    ctx = SpaceContext(steps=STEPS, jaccard_profile=_profile(), max_branch=2,
-                       quant_layers=["conv_in", "down_blocks.0.resnets.0.conv1", "mid_block.resnets.0.conv1",
-                                     "up_blocks.1.attentions.0.proj_out", "conv_out"])
+    ctx = SpaceContext(steps=STEPS, facts={
+        "catome": {"jaccard_profile": _profile()}, "deepcache": {"max_branch": 2},
+        "quant": {"quant_layers": ["conv_in", "down_blocks.0.resnets.0.conv1", "mid_block.resnets.0.conv1",
+                                   "up_blocks.1.attentions.0.proj_out", "conv_out"]}})
     return build_space(families, ctx)
 
 

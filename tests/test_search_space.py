@@ -15,7 +15,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from tuner.search_spaces.defaults import default_families
 from tuner.search_spaces.params import seeded_globals
 from tuner.search_spaces.space import SpaceContext, build_space
-from tuner.search_spaces.token_merging import JUST_BELOW, profile_distances
+from tuner.search_spaces.catome_checkpoints import JUST_BELOW, profile_distances
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 
@@ -55,7 +55,8 @@ FULL_TABLE = {
 
 @pytest.fixture(scope="module")
 def context():
-    return SpaceContext(steps=STEPS, jaccard_profile=synthetic_profile(), quant_layers=list(LAYERS), max_branch=2)
+    return SpaceContext(steps=STEPS, facts={"catome": {"jaccard_profile": synthetic_profile()},
+                                            "quant": {"quant_layers": list(LAYERS)}, "deepcache": {"max_branch": 2}})
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +163,10 @@ def test_quant_groups_per_block_first_and_last_alone(space):
 
 def test_checkpoint_mutation_follows_the_profile(space, context):
     """DEAP's mutation of the δ gene picks spike s with probability ∝ JD(s), and s then is a checkpoint."""
-    from tuner.jaccard import checkpoints_from_profile
+    from tuner.methods.catome_profile import checkpoints_from_profile
 
     delta = space.by_name["catome.checkpoint_delta"]
-    dist = profile_distances(context.jaccard_profile)
+    dist = profile_distances(context.fact("catome", "jaccard_profile"))
     steps = list(range(1, STEPS))
     expected = np.array([dist[s] for s in steps]) / sum(dist[s] for s in steps)
     spike_values = {s: dist[s] * JUST_BELOW for s in SPIKES}
@@ -188,7 +189,7 @@ def test_checkpoint_mutation_follows_the_profile(space, context):
     assert abs(counts["flat"] / n - p_flat) < 4 * (p_flat * (1 - p_flat) / n) ** 0.5
     # Setting δ just below a spike makes that spike a checkpoint (with room for every checkpoint).
     for s in SPIKES:
-        assert s in checkpoints_from_profile(context.jaccard_profile, dist[s] * JUST_BELOW, STEPS)
+        assert s in checkpoints_from_profile(context.fact("catome", "jaccard_profile"), dist[s] * JUST_BELOW, STEPS)
 
 
 def test_checkpoints_scale_to_the_trial_step_count(space, context):
@@ -196,9 +197,9 @@ def test_checkpoints_scale_to_the_trial_step_count(space, context):
               "quant.enabled": False, "token_merging": "catome", "catome.threshold": 0.7,
               "catome.max_downsample": 1, "catome.checkpoint_delta": 0.2, "catome.checkpoint_max": 20,
               "feature_cache": "none"}
-    from tuner.jaccard import checkpoints_from_profile
+    from tuner.methods.catome_profile import checkpoints_from_profile
 
-    at_50 = checkpoints_from_profile(context.jaccard_profile, 0.2, 20)
+    at_50 = checkpoints_from_profile(context.fact("catome", "jaccard_profile"), 0.2, 20)
     assert {5, 12, 44} <= set(at_50)  # the spikes above δ
     got = space.to_config(values).methods["catome"].checkpoints
     assert got == sorted({min(9, round(s * 10 / 50)) for s in at_50})  # same fraction of a 10-step run
@@ -221,7 +222,7 @@ def test_inactive_genes_are_carried_not_suggested(space):
 def test_without_a_usable_profile_catome_recomputes_every_step(profile):
     if profile == "flat":  # a profile whose pair sets never change has no spike to place checkpoints at
         profile = synthetic_profile(20).assign(jaccard_distance=0.0)
-    space = build_space({"catome": {"optional": False}}, SpaceContext(steps=20, jaccard_profile=profile))
+    space = build_space({"catome": {"optional": False}}, SpaceContext(steps=20, facts={"catome": {"jaccard_profile": profile}}))
     assert [p.name for p in space.params] == ["catome.threshold"]
     cfg = space.to_config({"catome.threshold": 0.8})
     assert cfg.methods["catome"].checkpoints is None and cfg.methods["catome"].threshold == 0.8
@@ -234,12 +235,12 @@ def test_without_a_usable_profile_catome_recomputes_every_step(profile):
     ({"tome": {"ratoi": [0.1, 0.2]}}, {}, "space.tome: unknown key(s) ratoi"),
     ({"tome": "yes"}, {}, "space.tome must be a table"),
     ({"tome": {"max_downsample": [3]}}, {}, "space.tome.max_downsample: 3 is not one of"),
-    ({"deepcache": {"branch": [0, 5]}}, {"max_branch": 2}, "space.deepcache.branch: [0, 5] is out of range (0..2)"),
+    ({"deepcache": {"branch": [0, 5]}}, {"facts": {"deepcache": {"max_branch": 2}}}, "space.deepcache.branch: [0, 5] is out of range (0..2)"),
     ({"deepcache": {"interval": [0.5, 3]}}, {}, "must be [low, high] of integers"),
     ({"frdiff": {"bias": [0, 2]}}, {}, "space.frdiff.bias"),
     ({"timesteps": {"counts": [0, 10]}}, {}, "space.timesteps.counts: 0 is not an integer step count"),
     ({"timesteps": {"schedules": ["tmpq"]}}, {}, "needs 'groups'"),
-    ({"quant": {"bits": [3, 8]}}, {"quant_layers": ["conv_in"]}, "space.quant.bits: 3 is not one of"),
+    ({"quant": {"bits": [3, 8]}}, {"facts": {"quant": {"quant_layers": ["conv_in"]}}}, "space.quant.bits: 3 is not one of"),
     ({"quant": {}}, {}, "needs the U-Net's layer names"),
     ({"catome": {"checkpoints": "profile"}}, {}, "needs the study's Jaccard profile"),
     ({"solver": {"name": ["plms"]}}, {}, "space.solver.name: 'plms' is not one of"),
@@ -267,7 +268,8 @@ def test_values_outside_the_space_are_rejected(space):
 
 
 def test_default_space_is_small_and_quant_only_with_bitops():
-    ctx = SpaceContext(steps=STEPS, jaccard_profile=synthetic_profile(), quant_layers=list(LAYERS))
+    ctx = SpaceContext(steps=STEPS, facts={"catome": {"jaccard_profile": synthetic_profile()},
+                                           "quant": {"quant_layers": list(LAYERS)}})
     plain = build_space(default_families(), ctx)
     names = {p.name for p in plain.params}
     assert {"token_merging", "feature_cache", "timesteps.count", "solver.name"} <= names
@@ -277,7 +279,7 @@ def test_default_space_is_small_and_quant_only_with_bitops():
 
 
 def test_warm_start_is_the_baseline_then_each_method_at_its_defaults_then_fewer_steps():
-    space = build_space(default_families(), SpaceContext(steps=20, max_branch=2))
+    space = build_space(default_families(), SpaceContext(steps=20, facts={"deepcache": {"max_branch": 2}}))
     configs = [space.to_config(values).to_dict()["methods"] for values in space.warm_start()]
     assert configs[0] == {}  # the neutral config: the baseline itself
     assert {len(c["timesteps"]["timesteps"]) for c in configs if list(c) == ["timesteps"]} == {12, 8, 4}

@@ -156,7 +156,7 @@ def test_exported_trial_is_reproduced_by_evaluate(shared, tmp_path, capsys):
 
 
 def test_stored_profile_is_reused(shared, monkeypatch):
-    import tuner.jaccard
+    import tuner.methods.catome_profile
     from tuner.study.context import StudyContext
     from tuner.study.runner import open_study
 
@@ -165,7 +165,7 @@ def test_stored_profile_is_reused(shared, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("profile measured again")
 
-    monkeypatch.setattr(tuner.jaccard, "profile_merges", boom)
+    monkeypatch.setattr(tuner.methods.catome_profile, "profile_merges", boom)
     study, _ = open_study(spec)
     ctx = StudyContext.build(spec, study, pipe=shared[2].pipe)
     assert ctx.space.by_name.get("catome.checkpoint_delta") is not None

@@ -96,13 +96,14 @@ def test_methods_adapt_to_the_model(user_models):
     from tuner.apply_config import apply
     from tuner.config import AccelConfig
     from tuner.models import load_model
-    from tuner.study.context import first_attention_level, model_facts
+    from tuner.methods.token_merge_patch import first_attention_level
+    from tuner.study.context import shared_model_facts
 
     sdxl = load_model(str(user_models["sdxl"]), "cpu", resolution=32)
     sd15 = load_model(str(user_models["sd15"]), "cpu", resolution=32)
     assert first_attention_level(sdxl.unet) == 2 and first_attention_level(sd15.unet) == 1
     space = build_space({"tome": {"optional": False}, "timesteps": {"counts": [3, 2]}, "solver": {}},
-                        SpaceContext(3, **model_facts(sd15)))
+                        SpaceContext(3, **shared_model_facts(sd15), facts={"tome": {"first_attention_level": first_attention_level(sd15.unet)}}))
     assert space.to_config(space.prune({"token_merging": "tome", "tome.ratio": 0.5, "timesteps.schedule": "uniform",
                                         "timesteps.count": 3, "solver.name": "ddim"})).methods["tome"].max_downsample == 1
     ddpm = space.to_config({"token_merging": "tome", "tome.ratio": 0.5,
@@ -114,7 +115,7 @@ def test_methods_adapt_to_the_model(user_models):
     with apply(sd15.pipe, cfg):
         images = sd15(["a cat"], [0], num_inference_steps=3)
     assert images.shape == (1, 3, 32, 32) and sd15.scheduler.set_timesteps.__self__ is sd15.scheduler
-    xl_space = build_space({"tome": {"optional": False}}, SpaceContext(3, **model_facts(sdxl)))
+    xl_space = build_space({"tome": {"optional": False}}, SpaceContext(3, **shared_model_facts(sdxl), facts={"tome": {"first_attention_level": first_attention_level(sdxl.unet)}}))
     xl_tome = xl_space.to_config({"token_merging": "tome", "tome.ratio": 0.5}).methods["tome"]
     assert xl_tome.max_downsample == 2
     with apply(sdxl.pipe, AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": {"ratio": 0.5, "max_downsample": 2}}})) as h:

@@ -53,7 +53,7 @@ def run_profile(args) -> int:
         raise TunerError(f"--out {out} exists and is not a folder")
 
     from tuner.evaluate import ProxySet
-    from tuner.jaccard import checkpoints_from_profile, profile_merges, save_profile
+    from tuner.methods.catome_profile import checkpoints_from_profile, profile_merges, save_profile
     from tuner.proxy.model import load_proxy_pipeline
 
     proxy_set = ProxySet(args.n_images, args.steps, args.seed)  # range-checks n_images

@@ -94,6 +94,9 @@ class MethodConfig:
     `@XConfig.register_apply`; a method that needs facts about the model computes them in `prepare`."""
 
     method_name = "method"
+    # Stand-ins for the model facts `prepare` measures, for a search space built without a model
+    # (SpaceContext made by hand: tests, notebooks). Not a dataclass field (no annotation).
+    unmeasured_facts = {}
 
     # --- what a method may override ----------------------------------------------------------------
     def check(self) -> None:
@@ -110,15 +113,17 @@ class MethodConfig:
 
     @classmethod
     def prepare(cls, study) -> dict:
-        """Per-study work before the search space is built (a Jaccard profile, a calibration): returns
-        SpaceContext facts. `study` is tuner.study.context.PrepareContext."""
+        """What this method needs to know about the study's model, measured once per study before the
+        search space is built (a level, a Jaccard profile, a calibration): {fact name: value}, read by
+        this method's search ranges (a knob's `search` may name a fact) as `SpaceContext.fact(method,
+        name)`. `study` is tuner.study.context.PrepareContext (the model, the study's settings, a store)."""
         return {}
 
     @classmethod
     def placeholder_facts(cls, steps: int) -> dict:
         """Stand-ins for `prepare`'s facts with the real ones' shape, so a study file can be checked
-        before any model runs."""
-        return {}
+        before any model runs (default: `unmeasured_facts`)."""
+        return dict(cls.unmeasured_facts)
 
     # --- registration ------------------------------------------------------------------------------
     @classmethod

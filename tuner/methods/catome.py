@@ -17,10 +17,10 @@ import torch
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
 from tuner.methods.knobs import as_integer, knob
 from tuner.methods.merge import MergePlan, match_threshold
-from tuner.methods.token_merge_patch import LEVELS, TransformerBlockRef, patch_unet, unpatch_unet
+from tuner.methods.token_merge_patch import LEVELS, TransformerBlockRef, first_attention_level, patch_unet, unpatch_unet
 from tuner.step_context import StepContext, get_step_context
 
-# The paper's caching configurations, as step indices of a 50-step run (see tuner.jaccard.scale_checkpoints).
+# The paper's caching configurations, as step indices of a 50-step run (see tuner.methods.catome_profile.scale_checkpoints).
 PAPER_CHECKPOINTS = {
     "CONFIG_1": [0, 1, 2, 3, 5, 10, 15, 25, 35],
     "CONFIG_2": [0, 10, 11, 12, 15, 20, 25, 30, 35, 45],
@@ -56,25 +56,38 @@ class CaToMeConfig(MethodConfig):
     merge_crossattn: bool = knob(False, help="merge before cross-attention")
     merge_mlp: bool = knob(False, help="merge before the feed-forward")
 
+    unmeasured_facts = {"first_attention_level": 1}
+
     @classmethod
     def prepare(cls, study) -> dict:
-        """The Jaccard profile the search places checkpoints with: measured once per study on the
-        baseline (settings from the study's [profile] table), stored with the study, reused on resume."""
-        from tuner.jaccard import profile_from_json, profile_merges, profile_to_json
+        """Where merging starts, and the Jaccard profile the search places checkpoints with: measured once
+        per study on the baseline (settings from the study's [profile] table), stored with the study,
+        reused on resume."""
+        from tuner.methods.catome_profile import profile_from_json, profile_merges, profile_to_json
+
+        level = first_attention_level(study.pipe.unet)
 
         def measure() -> dict:
             p, ps = study.spec.profile, study.proxy_set(study.spec.profile.n_images)
             study.log("Jaccard profile: measuring token-merge pairs on the baseline")
             return profile_to_json(profile_merges(study.pipe, ps.conditions, ps.seeds, ps.steps, p.threshold,
-                                                  study.profile_max_downsample, progress=study.progress))
+                                                  profile_max_downsample(p.max_downsample, study.pipe.unet),
+                                                  progress=study.progress))
 
-        return {"jaccard_profile": profile_from_json(study.remember("jaccard_profile", measure))}
+        return {"first_attention_level": level,
+                "jaccard_profile": profile_from_json(study.remember("jaccard_profile", measure))}
 
     @classmethod
     def placeholder_facts(cls, steps: int) -> dict:
-        from tuner.jaccard import placeholder_profile
+        from tuner.methods.catome_profile import placeholder_profile
 
         return {"jaccard_profile": placeholder_profile(steps)}
+
+
+def profile_max_downsample(levels: int, unet) -> int:
+    """The profiled levels ([profile] max_downsample), reaching at least the model's first level with
+    self-attention (SDXL: 2)."""
+    return max(levels, first_attention_level(unet))
 
 
 @dataclass

@@ -69,6 +69,16 @@ class DeepCacheConfig(MethodConfig):
                     help="layer = DeepCache's own cache_branch_id (default); block = whole-block branches, "
                          "what schema_version 1 configs meant (the block cut equals a layer id: not searched)")
 
+    unmeasured_facts = {"max_branch": 2}
+
+    @classmethod
+    def prepare(cls, study) -> dict:
+        """The deepest branch this U-Net offers (0 when its layout is not SD-like: the search stays shallow)."""
+        try:
+            return {"max_branch": max_branch(study.pipe.unet)}
+        except TunerError:
+            return {"max_branch": 0}
+
     @property
     def needs_num_steps(self) -> bool:
         return self.interval > 1 and self.schedule == "nonuniform"

@@ -12,7 +12,7 @@ raises ValueError with the reason).
 
 `search` is the range the default search space uses: (low, high) for numbers, a tuple of choices for
 choice/bool knobs, None when the default space keeps the field at its default. A bound may name a model
-fact instead of a number (e.g. "max_branch"), read from the study's SpaceContext. `search_scale="steps"`
+fact instead of a number (e.g. "max_branch"), measured by the method's own `prepare`. `search_scale="steps"`
 makes the searched value a fraction of the trial's steps (decoded as round(u * (steps - 1))), so it keeps
 its meaning when the step count changes. `when=(field, values)` makes the searched knob active only when
 another knob of the same method takes one of `values`.

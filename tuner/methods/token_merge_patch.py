@@ -71,6 +71,12 @@ def attention_levels(unet: torch.nn.Module) -> list[int]:
     return sorted({ref.downsample for ref in transformer_blocks(unet, deepest)})
 
 
+def first_attention_level(unet: torch.nn.Module) -> int:
+    """Downsampling factor (1, 2, 4, ...) of the highest-resolution level with a transformer block: where
+    token merging starts (ToMe's and CA-ToMe's model fact). 1 on SD-1.x/2.x and the proxy, 2 on SDXL."""
+    return min(attention_levels(unet), default=1)
+
+
 def _hidden(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 

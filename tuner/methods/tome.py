@@ -16,7 +16,7 @@ import torch
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
 from tuner.methods.knobs import INT64_MAX, knob
 from tuner.methods.merge import MergePlan, match_ratio
-from tuner.methods.token_merge_patch import LEVELS, patch_unet, unpatch_unet
+from tuner.methods.token_merge_patch import LEVELS, first_attention_level, patch_unet, unpatch_unet
 from tuner.step_context import get_step_context
 
 
@@ -35,6 +35,13 @@ class ToMeConfig(MethodConfig):
     merge_crossattn: bool = knob(False, help="merge before cross-attention")
     merge_mlp: bool = knob(False, help="merge before the feed-forward")
     seed: int = knob(0, low=0, high=INT64_MAX, help="seed of the random dst choice, reset every call")
+
+    unmeasured_facts = {"first_attention_level": 1}
+
+    @classmethod
+    def prepare(cls, study) -> dict:
+        """Where merging starts on this U-Net: the default search patches its first attention level."""
+        return {"first_attention_level": first_attention_level(study.pipe.unet)}
 
 
 class ToMeState:

@@ -5,10 +5,11 @@
   `baseline`, so every process and every resume normalizes latency and places the hypervolume reference
   point against the same numbers,
 - the baseline's FID on the cheap-reject subset,
-- what each searched method's `prepare` hook measures once (CA-ToMe: the Jaccard profile, stored as the
-  study user attribute `jaccard_profile` and reused on resume and by other processes; quantization: the
-  calibration on the baseline trajectory),
-- the SpaceContext and the search space.
+- each searched method's model facts, measured by its own `prepare` hook once (ToMe: its first attention
+  level; DeepCache: its deepest branch; CA-ToMe: the Jaccard profile, stored as the study user attribute
+  `jaccard_profile` and reused on resume and by other processes; quantization: the calibration on the
+  baseline trajectory and the layer names),
+- the SpaceContext (facts every method shares, plus each method's own) and the search space.
 """
 
 from __future__ import annotations
@@ -48,11 +49,6 @@ class PrepareContext:
         """The study's proxy set (seed, steps, prompts) with `n_images` images (at least 2); its
         `conditions` are what the model generates from (digit classes or prompts)."""
         return proxy_set_of(self.spec, max(2, n_images))
-
-    @property
-    def profile_max_downsample(self) -> int:
-        """The [profile] levels, reaching at least the model's first level with self-attention (SDXL: 2)."""
-        return max(self.spec.profile.max_downsample, first_attention_level(self.pipe.unet))
 
 
 @dataclass
@@ -103,14 +99,14 @@ class StudyContext:
         facts: dict = {}
         prep = PrepareContext(spec, pipe, study, log, progress)
         specs = method_specs()
-        for name in spec.methods:  # per-study work a method declares (a Jaccard profile, a calibration)
+        for name in spec.methods:  # what each method needs to know about the model (a level, a profile)
             t = time.perf_counter()
-            facts.update(specs[name].config_cls.prepare(prep))
+            facts[name] = specs[name].config_cls.prepare(prep)
             if time.perf_counter() - t > 0.01:
                 timings[f"prepare_{name}"] = time.perf_counter() - t
 
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
-                                 max_branch=_max_branch(pipe), **model_facts(pipe), **facts)
+                                 **shared_model_facts(pipe), facts=facts)
         space = build_space(spec.space, space_ctx)
         context = cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
                       time.perf_counter() - t0, timings)
@@ -138,23 +134,14 @@ def proxy_set_of(spec: StudySpec, n_images: int | None = None):
     return ProxySet(n_images or ps.n_images, ps.steps, ps.seed, ps.prompts)
 
 
-def first_attention_level(unet) -> int:
-    """Downsampling factor (1, 2, 4, ...) of the highest-resolution level with a transformer block: where
-    token merging starts. 1 on SD-1.x/2.x and the proxy, 2 on SDXL."""
-    from tuner.methods.token_merge_patch import attention_levels
-
-    return min(attention_levels(unet), default=1)
-
-
-def model_facts(pipe) -> dict:
-    """What the search space needs to know about the model (SpaceContext fields): where token merging
-    starts, and the diffusers scheduler whose own timestep lists a user model's `timesteps` family uses
-    (None for the proxy, which runs any list)."""
+def shared_model_facts(pipe) -> dict:
+    """The model facts of the pipeline-level methods (SpaceContext fields): the diffusers scheduler whose
+    own timestep lists a user model's `timesteps` family uses (None for the proxy, which runs any list),
+    and the DDPM coefficients its pipeline can run. Per-method facts come from each method's `prepare`."""
     if getattr(pipe, "kind", "proxy") == "proxy":
-        return {"first_attention_level": first_attention_level(pipe.unet)}
+        return {}
     # diffusers has no scheduler with DDPM's 'baseline' coefficients: those trials could only fail
-    return {"first_attention_level": first_attention_level(pipe.unet), "scheduler": pipe.scheduler,
-            "solver_coefficients": ("liyan",)}
+    return {"scheduler": pipe.scheduler, "solver_coefficients": ("liyan",)}
 
 
 def check_runnable(spec: StudySpec, cuda=None) -> None:
@@ -179,12 +166,3 @@ def check_runnable(spec: StudySpec, cuda=None) -> None:
         if cached_inception_weights() is None and not is_online("github.com"):
             raise TunerError("FID on a user model needs torch-fidelity's Inception weights and the machine is offline: "
                              "set [evaluator] inception_weights = PATH to weights-inception-2015-12-05-6726825d.pth")
-
-
-def _max_branch(pipe) -> int:
-    from tuner.methods.deepcache import max_branch
-
-    try:
-        return max_branch(pipe.unet)
-    except TunerError:
-        return 0

@@ -470,11 +470,9 @@ def validate_space_and_sampler(spec: StudySpec) -> None:
     from tuner.samplers import build_sampler
 
     specs = method_specs()
-    facts: dict = {}
-    for name in spec.methods:
-        if name in specs:  # an unknown name is reported by build_space
-            facts.update(specs[name].config_cls.placeholder_facts(spec.proxy_set.steps))
-    context = SpaceContext(spec.proxy_set.steps, **facts)
+    facts = {name: specs[name].config_cls.placeholder_facts(spec.proxy_set.steps)
+             for name in spec.methods if name in specs}  # an unknown name is reported by build_space
+    context = SpaceContext(spec.proxy_set.steps, facts=facts)
     space = _guard("[space]", lambda: build_space(spec.space, context))
     _guard("[sampler]", lambda: build_sampler(spec.sampler.name, space, spec.seed, spec.sampler.options or None))
 

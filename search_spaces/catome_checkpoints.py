@@ -3,11 +3,11 @@
 The rest of token merging (ToMe's ratio, CA-ToMe's threshold, the levels) is searched from the methods'
 own knob declarations (search_spaces.derived); this module adds what no range describes.
 
-- With a Jaccard profile (`SpaceContext.jaccard_profile`, measured by `CaToMeConfig.prepare`): two genes,
+- With a Jaccard profile (the model fact `jaccard_profile`, measured by `CaToMeConfig.prepare`): two genes,
   `catome.checkpoint_delta` (δ: a checkpoint wherever the Jaccard distance accumulated since the last one
   exceeds δ; log scale between half the smallest and the sum of the profile's distances) and
   `catome.checkpoint_max` (at most this many; δ is raised until the set fits). Decoded by
-  `tuner.jaccard.checkpoints_from_profile` on the profile's step grid, then scaled to the trial's step
+  `tuner.methods.catome_profile.checkpoints_from_profile` on the profile's step grid, then scaled to the trial's step
   count. Without a profile, CA-ToMe recomputes every step (`checkpoints: null`).
 - DEAP mutates δ in proportion to the profile: it draws a step s with probability ∝ JD(s) and sets δ just
   below JD(s), so s and every step spiking at least as high become checkpoints. Steps where the pair
@@ -27,7 +27,7 @@ JUST_BELOW = 1.0 - 1e-6  # δ slightly under a spike's height: that spike alone 
 
 def profile_distances(profile) -> list[float]:
     """Mean Jaccard distance over blocks per step of the profile (index = step, step 0 = 0)."""
-    from tuner.jaccard import step_distances
+    from tuner.methods.catome_profile import step_distances
 
     dist = step_distances(profile)
     out = [0.0] * (int(dist.index.max()) + 1)
@@ -42,8 +42,9 @@ class CheckpointGenes(Extension):
         self.profile_steps = 0
 
     def declare(self, family: Family, r: TableReader, context, on: Condition) -> None:
-        has_profile = context.jaccard_profile is not None and len(context.jaccard_profile) > 0
-        if has_profile and "checkpoints" not in r.rest and not any(d > 0 for d in profile_distances(context.jaccard_profile)):
+        profile = context.fact("catome", "jaccard_profile")
+        has_profile = profile is not None and len(profile) > 0
+        if has_profile and "checkpoints" not in r.rest and not any(d > 0 for d in profile_distances(profile)):
             has_profile = False  # nothing ever changes between steps: no spike to place a checkpoint at
         mode = r.choices("checkpoints", ["profile" if has_profile else "every_step"], ("profile", "every_step"))
         if len(mode) != 1:
@@ -57,7 +58,7 @@ class CheckpointGenes(Extension):
             r.rest.pop("max_checkpoints", None)
 
     def _checkpoint_genes(self, family: Family, r: TableReader, context, on: Condition) -> None:
-        self.profile = context.jaccard_profile
+        self.profile = context.fact("catome", "jaccard_profile")
         dist = profile_distances(self.profile)
         self.profile_steps = len(dist)
         positive = [d for d in dist[1:] if d > 0]
@@ -76,7 +77,7 @@ class CheckpointGenes(Extension):
     def decode(self, family: Family, values: dict, num_steps: int) -> dict:
         if self.profile is None:
             return {"checkpoints": None}
-        from tuner.jaccard import checkpoints_from_profile, scale_checkpoints
+        from tuner.methods.catome_profile import checkpoints_from_profile, scale_checkpoints
 
         steps = checkpoints_from_profile(self.profile, float(family.get(values, "catome.checkpoint_delta")),
                                          int(family.get(values, "catome.checkpoint_max")))
