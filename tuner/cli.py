@@ -10,12 +10,16 @@ from tuner import __version__
 from tuner.errors import TunerError
 
 # Each module in tuner/commands registers its subcommands.
+from tuner.commands import apply as _apply_cmd
+from tuner.commands import dashboard as _dashboard_cmd
 from tuner.commands import evaluate as _evaluate_cmd
+from tuner.commands import export as _export_cmd
 from tuner.commands import proxy as _proxy_cmd
 from tuner.commands import profile as _profile_cmd
 from tuner.commands import study as _study_cmd
 
-COMMAND_MODULES = [_study_cmd, _evaluate_cmd, _profile_cmd, _proxy_cmd]  # the order `tuner --help` lists
+COMMAND_MODULES = [_study_cmd, _export_cmd, _apply_cmd, _dashboard_cmd, _evaluate_cmd, _profile_cmd,
+                   _proxy_cmd]  # the order `tuner --help` lists
 
 DESCRIPTION = """\
 Search training-free accelerations of a diffusion U-Net jointly (token merging, feature caching,

@@ -1,4 +1,4 @@
-"""`tuner study run|status|pareto`, `tuner export`, `tuner apply`, `tuner dashboard`.
+"""`tuner study run|status|pareto|validate`: the study command group.
 
 Every command validates the study TOML / config JSON first (one-line error, exit 2, nothing written)."""
 
@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 import sys
 
-from tuner.commands.common import (MAX_SEED, MAX_STEPS, add_threads_option, check_int, check_out_file, clean,
-                                   print_result)
-from tuner.errors import TunerError
+from tuner.commands.common import add_threads_option, check_out_file, clean, print_result
 from tuner.threads import check_threads
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def register(sub) -> None:
@@ -49,39 +46,6 @@ def register(sub) -> None:
     p.set_defaults(func=study_pareto)
 
     register_validate(ssub)
-
-    p = sub.add_parser("export", help="write one trial's config (or the best under a FID cap) as JSON")
-    p.add_argument("study", help="study TOML file")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--trial", type=int, default=None, metavar="N", help="the trial with this number")
-    which.add_argument("--best", action="store_true", help="the fastest trial within the FID cap")
-    p.add_argument("--max-fid-increase", type=float, default=None, metavar="PCT",
-                   help="with --best: FID at most this many percent over the baseline (default: the study's constraint)")
-    p.add_argument("-o", "--out", required=True, metavar="FILE.json", help="output config JSON file")
-    p.set_defaults(func=run_export)
-
-    p = sub.add_parser("apply", help="apply a config JSON to the proxy model and save a grid of generated images")
-    p.add_argument("config", help="config JSON (e.g. from `tuner export`)")
-    p.add_argument("--out", required=True, metavar="FILE", help=f"output image grid ({', '.join(IMAGE_SUFFIXES)})")
-    p.add_argument("--n-images", type=int, default=20, metavar="N",
-                   help="images in the grid, classes cycling 0..9 (default 20)")
-    p.add_argument("--steps", type=int, default=None, metavar="S",
-                   help="denoising steps (default: the config's environment.num_inference_steps, else 50)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the images (default 0)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--unet-weights", default=None, metavar="FILE", help="proxy U-Net safetensors (default: the shipped file)")
-    add_threads_option(p)
-    p.add_argument("--model", default=None, help="'proxy' or a pipeline folder / hub id (default: the config's model)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="user models: dtype")
-    p.add_argument("--prompts", default=None, help="user models: prompts file (default: the config's, else tuner's set)")
-    p.set_defaults(func=run_apply)
-
-    p = sub.add_parser("dashboard", help="serve optuna-dashboard on the study's storage (Ctrl-C stops it)")
-    p.add_argument("study", help="study TOML file")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
-    p.set_defaults(func=run_dashboard)
 
 
 def _spec(path):
@@ -193,101 +157,6 @@ def _short(v):
     if isinstance(v, list) and len(v) > 6:
         return f"[{len(v)} items]"
     return v
-
-
-def run_export(args) -> int:
-    from tuner.study.export import export
-    from tuner.study.runner import open_study
-
-    if args.max_fid_increase is not None and not args.best:
-        raise TunerError("--max-fid-increase goes with --best")
-    from tuner.storage.validation_table import latest_validations
-
-    spec = _spec(args.study)
-    check_out_file(args.out, "-o", (".json",))
-    study, storage = open_study(spec, create=False)
-    validated = latest_validations(storage.engine, spec.name)  # held-out scores win over the study's
-    try:
-        config, trial = export(study, spec, args.out, args.trial, args.max_fid_increase, validated)
-    except OSError as e:  # checked above; a disk that fills up in between still gets one line
-        raise TunerError(f"-o {args.out}: cannot write ({e.strerror or type(e).__name__})") from None
-    o = config.objectives
-    speedup = f", {o['speedup']:.2f}x" if isinstance(o.get("speedup"), (int, float)) else ""
-    print(f"trial #{trial.number}: {o['seconds_per_image'] * 1000:.2f} ms/image{speedup}, FID {o['fid']:.3f} "
-          f"-> {args.out}")
-    return 0
-
-
-def recorded_steps(config) -> int | None:
-    """The denoising steps an exported config was measured with (environment.num_inference_steps)."""
-    steps = (config.environment or {}).get("num_inference_steps")
-    if steps is None:
-        return None
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-        raise TunerError(f"config: environment.num_inference_steps={steps!r} must be an integer in 1..{MAX_STEPS}")
-    return steps
-
-
-def run_apply(args) -> int:
-    from tuner.config import AccelConfig
-
-    config = AccelConfig.load(args.config)  # corrupt or unknown content: one line, exit 2, nothing written
-    check_int("--n-images", args.n_images, 1, 1024)
-    check_int("--steps", args.steps, 1, MAX_STEPS)  # 0 is refused, not read as "not given"
-    check_int("--seed", args.seed, 0, MAX_SEED)
-    check_threads(args.threads)
-    steps = args.steps if args.steps is not None else recorded_steps(config) or 50
-    out = check_out_file(args.out, "--out", IMAGE_SUFFIXES)
-    from tuner.apply_config import apply
-    from tuner.commands.common import model_settings
-    from tuner.models import load_model
-    from tuner.models.prompts import read_prompts
-
-    settings = model_settings(args, config)  # the config's own model; another --model is refused
-    source = settings.pop("source")
-    if source.kind == "proxy":
-        if args.prompts is not None:
-            raise TunerError("--prompts: the proxy model is conditioned on digit classes, not prompts")
-        conditions = [i % 10 for i in range(args.n_images)]
-    else:
-        recorded = ((config.environment or {}).get("proxy_set") or {}).get("prompts")
-        prompts = read_prompts(args.prompts, "--prompts") if args.prompts else (
-            tuple(recorded) if isinstance(recorded, list) and recorded else read_prompts(None))
-        conditions = [prompts[i % len(prompts)] for i in range(args.n_images)]
-    from tuner.threads import set_threads
-
-    set_threads(args.threads)
-    pipe = load_model(source, args.device, settings.get("dtype"), settings.get("unet_weights"),
-                      settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
-                      settings.get("batch_size"))
-    seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
-    with apply(pipe.target, config):
-        images = pipe(conditions, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
-    from torchvision.utils import save_image
-
-    try:
-        save_image(images, str(out), nrow=10, padding=1)
-    except OSError as e:
-        raise TunerError(f"--out {out}: cannot write ({e.strerror or type(e).__name__})") from None
-    print(f"{args.n_images} images ({config.describe()}, {steps} steps) -> {out}")
-    return 0
-
-
-def run_dashboard(args) -> int:
-    from tuner.storage.dashboard_view import serve
-    from tuner.storage.database import open_storage, study_exists
-
-    spec = _spec(args.study)
-    check_int("--port", args.port, 1, 65535)
-    if not study_exists(spec.storage, spec.name):
-        raise TunerError(f"study '{spec.name}' does not exist in {spec.storage} (run `tuner study run` first)")
-    print(f"optuna-dashboard on {spec.storage}: http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
-    try:
-        serve(open_storage(spec.storage), args.host, args.port)
-    except OSError as e:  # port taken, address not available
-        raise TunerError(f"dashboard: cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
-    except KeyboardInterrupt:
-        pass
 
 
 # --- `tuner study validate` (issue 12): the front re-measured on held-out seeds ----------------------
