@@ -8,9 +8,13 @@ import torch
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.methods import catome
-from tuner.methods.merge import best_dst, dst_token_mask, match_threshold, merge, unmerge
+from tuner.methods.merge import best_dst, dst_tokens, match_threshold, merge, unmerge
 
 CLASSES, SEEDS = [1, 7], [11, 12]
+
+def dst_token_mask(h, w, sx, sy, generator=None):
+    """[h*w] bool, True for the dst tokens `dst_tokens` picks (tokens outside complete cells are src)."""
+    return torch.zeros(h * w, dtype=torch.bool).scatter_(0, dst_tokens(h, w, sx, sy, generator), True)
 
 
 def run(pipe, steps=4, classes=CLASSES, seeds=SEEDS):

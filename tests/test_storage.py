@@ -228,7 +228,7 @@ def test_processes_creating_a_fresh_database_at_once_all_open_it(storage_url):
     PostgreSQL report it with different exception classes) and every one ends with the full schema."""
     import subprocess
 
-    from tuner.storage.database import TUNER_TABLES, optuna_tables
+    from tuner.storage.database import metadata, optuna_tables
 
     code = ("import sys; from tuner.storage.database import open_storage; "
             "open_storage(sys.argv[1]).engine.dispose(); print('ok')")
@@ -237,5 +237,5 @@ def test_processes_creating_a_fresh_database_at_once_all_open_it(storage_url):
     outs = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 and o.strip() == "ok" for p, (o, _) in zip(procs, outs)), [e[-800:] for _, e in outs]
     probe = Probe(storage_url)
-    assert set(TUNER_TABLES) | optuna_tables() <= set(probe.tables())
+    assert set(metadata.tables) | optuna_tables() <= set(probe.tables())
     probe.close()

@@ -9,10 +9,15 @@ from tuner.apply_config import apply as apply_config
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.methods import tome
-from tuner.methods.merge import dst_token_mask, match_ratio, match_threshold, merge, unmerge
+from tuner.methods.merge import dst_tokens, match_ratio, match_threshold, merge, unmerge
 from tuner.methods.token_merge_patch import transformer_blocks
 
 CLASSES, SEEDS, STEPS = [1, 7], [11, 12], 4
+
+
+def dst_token_mask(h, w, sx, sy, generator=None):
+    """[h*w] bool, True for the dst tokens `dst_tokens` picks (tokens outside complete cells are src)."""
+    return torch.zeros(h * w, dtype=torch.bool).scatter_(0, dst_tokens(h, w, sx, sy, generator), True)
 
 
 def run(pipe, classes=CLASSES, seeds=SEEDS):

@@ -21,11 +21,6 @@ from functools import lru_cache
 POWER_STEP = 0.02  # how much the power drops per retry when keyframes collide (as in DeepCache's code)
 
 
-def uniform_keyframes(num_steps: int, interval: int) -> tuple[int, ...]:
-    """Every `interval`-th step, starting with step 0."""
-    return tuple(range(0, num_steps, interval))
-
-
 def is_uniform_keyframe(step: int, interval: int) -> bool:
     """Same schedule without knowing the number of steps (e.g. a diffusers pipeline that did not say)."""
     return step % interval == 0

@@ -83,13 +83,6 @@ def dst_tokens(h: int, w: int, sx: int, sy: int, generator: torch.Generator | No
     return corners + torch.div(offset, sx, rounding_mode="floor") * w + offset % sx
 
 
-def dst_token_mask(h: int, w: int, sx: int, sy: int, generator: torch.Generator | None = None,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """[h*w] bool, True for dst tokens (see `dst_tokens`). Tokens outside complete cells (h or w not
-    divisible by the stride) are src, as in tomesd."""
-    return torch.zeros(h * w, dtype=torch.bool).scatter_(0, dst_tokens(h, w, sx, sy, generator), True).to(device)
-
-
 @lru_cache(maxsize=64)
 def _top_left_split(h: int, w: int, sx: int, sy: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _src_of(dst_tokens(h, w, sx, sy), h * w, device)

@@ -81,7 +81,6 @@ trial_slots = Table(
     UniqueConstraint("study_name", "slot", name="uq_trial_slot"),
 )
 
-TUNER_TABLES = ("study_runs", "trial_slots", "pareto_snapshots", "pareto_members")
 BUDGET_TABLES = ("study_runs", "trial_slots")  # a study that lost these cannot know its budget: refused
 # Columns added after the first release: (table, column, SQL type), added in place on older databases.
 ADDED_COLUMNS = (("study_runs", "heartbeat", "FLOAT"), ("study_runs", "grace_period", "FLOAT"),

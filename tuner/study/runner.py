@@ -166,71 +166,18 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
         log(f"study '{spec.name}' already holds {held} of {spec.n_trials} trials; nothing to run")
         return _finish(summary, study, spec, storage, t_start, None, snapshot_now=False)
 
-    from tuner.threads import set_threads
-
-    set_threads(spec.model.threads, "model.threads")  # the one thread policy (tuner/threads.py)
-    if context is None:
-        from tuner.study.context import StudyContext
-
-        context = StudyContext.build(spec, study, progress=progress, pipe=pipe, log=log)
+    context = _study_context(spec, study, context, progress, pipe, log)
     summary["setup_seconds"] = context.setup_seconds
-    context.record(study)  # a context built elsewhere (tests, notebooks, benchmarks) has not stored it yet
     objective = TrialObjective(context, spec)
 
     worker = Worker(storage.engine, spec.name, spec.liveness.heartbeat_interval, spec.liveness.grace_period,
                     log=log).start()
     budget.worker = worker
     summary["worker"] = worker.id
-    counted_here = 0
     bar = tqdm(total=spec.n_trials, initial=budget.progress(spec.n_trials)[0], desc=f"study {spec.name}",
                unit="trial", disable=not progress, dynamic_ncols=True)
-    waiting_told = False
     try:
-        while True:
-            if worker.lost.is_set():
-                log(f"worker {worker.id} missed its heartbeats and was declared dead by the others; "
-                    "registering again")
-                with deferred_sigint():
-                    retrying(worker.register, log=log)
-                study.sampler = optuna.samplers.RandomSampler(seed=spec.seed)  # re-seeded at the next trial
-                summary.pop("seed_index", None)
-            with deferred_sigint():  # a Ctrl-C meanwhile is raised at its end, and handled in `finally`
-                for what in retrying(budget.reclaim, study, log=log):
-                    log(f"reclaimed {what}: abandoned by a dead worker, it does not count")
-                slot = retrying(budget.take, spec.n_trials, log=log)
-                if slot is not None:
-                    if "seed_index" not in summary:
-                        _seed_sampler(study, spec, context, worker, summary, log)
-                    if slot == 0 and spec.sampler.warm_start:
-                        retrying(_warm_start, study, spec, context, log=log)
-                    trial = retrying(budget.ask, study, slot, log=log)
-            if slot is None:
-                if retrying(budget.complete, study, spec.n_trials, log=log):
-                    break
-                if not waiting_told:
-                    held = retrying(budget.progress, spec.n_trials)[1]
-                    log(f"waiting for {held} trial(s) of other workers (taken over if they die)")
-                    waiting_told = True
-                time.sleep(min(1.0, spec.liveness.heartbeat_interval))
-                continue
-            waiting_told = False
-            state = _run_one(study, trial, objective, budget, slot, log)
-            summary["trials_run"] += 1
-            if state is None:
-                summary["abandoned"] += 1
-            else:
-                counted_here += 1
-                summary.setdefault("states", {}).setdefault(state.name, 0)
-                summary["states"][state.name] += 1
-            done = retrying(budget.progress, spec.n_trials, log=log)[0]
-            bar.n = min(done, spec.n_trials)
-            bar.set_postfix_str(f"#{trial.number} {state.name.lower() if state else 'abandoned'}")
-            bar.refresh()
-            if not progress:  # no bar (not a terminal, or turned off): one line per trial instead
-                log(progress_line(min(done, spec.n_trials), spec.n_trials, _trial_line(trial, state, spec)))
-            if state is not None and done % spec.snapshot_every == 0:
-                with deferred_sigint():
-                    retrying(pareto.snapshot, study, spec, storage.engine, log=log)
+        _trial_loop(study, spec, context, objective, budget, storage, summary, bar, log)
     except BaseException as e:
         # Whatever stops this worker (Ctrl-C between two steps, a bug, a lost storage) leaves no trial of
         # it RUNNING and no slot held: they go back to the budget now, not after a grace period.
@@ -243,10 +190,86 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
         bar.close()
         summary["eval_seconds"] = objective.eval_seconds
         try:
-            worker.stop(counted=counted_here > 0)
+            worker.stop(counted=bool(summary.get("states")))  # a counted trial of this worker keeps its seed
         except Exception as e:  # the storage is gone: the others will find this worker dead
             log(f"could not mark worker {worker.id} stopped: {first_line(e)}")
     return _finish(summary, study, spec, storage, t_start, objective)
+
+
+def _study_context(spec: StudySpec, study, context, progress: bool, pipe, log):
+    """The StudyContext (built here unless given), its facts recorded with the study, threads set."""
+    from tuner.threads import set_threads
+
+    set_threads(spec.model.threads, "model.threads")  # the one thread policy (tuner/threads.py)
+    if context is None:
+        from tuner.study.context import StudyContext
+
+        context = StudyContext.build(spec, study, progress=progress, pipe=pipe, log=log)
+    context.record(study)  # a context built elsewhere (tests, notebooks, benchmarks) has not stored it yet
+    return context
+
+
+def _trial_loop(study, spec: StudySpec, context, objective, budget: Budget, storage, summary: dict, bar, log) -> None:
+    """Take slots and run their trials until every slot of the budget is done and counted."""
+    worker = budget.worker
+    waiting_told = False
+    while True:
+        if worker.lost.is_set():
+            log(f"worker {worker.id} missed its heartbeats and was declared dead by the others; "
+                "registering again")
+            with deferred_sigint():
+                retrying(worker.register, log=log)
+            study.sampler = optuna.samplers.RandomSampler(seed=spec.seed)  # re-seeded at the next trial
+            summary.pop("seed_index", None)
+        slot, trial = _next_trial(study, spec, context, budget, summary, log)
+        if slot is None:
+            if retrying(budget.complete, study, spec.n_trials, log=log):
+                return
+            if not waiting_told:
+                held = retrying(budget.progress, spec.n_trials)[1]
+                log(f"waiting for {held} trial(s) of other workers (taken over if they die)")
+                waiting_told = True
+            time.sleep(min(1.0, spec.liveness.heartbeat_interval))
+            continue
+        waiting_told = False
+        state = _run_one(study, trial, objective, budget, slot, log)
+        summary["trials_run"] += 1
+        if state is None:
+            summary["abandoned"] += 1
+        else:
+            summary.setdefault("states", {}).setdefault(state.name, 0)
+            summary["states"][state.name] += 1
+        _after_trial(study, spec, storage, budget, trial, state, bar, log)
+
+
+def _next_trial(study, spec: StudySpec, context, budget: Budget, summary: dict, log):
+    """Reclaim the trials of dead workers, take a budget slot and ask its trial: (slot, trial), or
+    (None, None) when no slot is free."""
+    trial = None
+    with deferred_sigint():  # a Ctrl-C meanwhile is raised at its end, and handled in `_run`
+        for what in retrying(budget.reclaim, study, log=log):
+            log(f"reclaimed {what}: abandoned by a dead worker, it does not count")
+        slot = retrying(budget.take, spec.n_trials, log=log)
+        if slot is not None:
+            if "seed_index" not in summary:
+                _seed_sampler(study, spec, context, budget.worker, summary, log)
+            if slot == 0 and spec.sampler.warm_start:
+                retrying(_warm_start, study, spec, context, log=log)
+            trial = retrying(budget.ask, study, slot, log=log)
+    return slot, trial
+
+
+def _after_trial(study, spec: StudySpec, storage, budget: Budget, trial, state, bar, log) -> None:
+    """Progress (a bar, or one line per trial without one) and the periodic Pareto snapshot."""
+    done = retrying(budget.progress, spec.n_trials, log=log)[0]
+    bar.n = min(done, spec.n_trials)
+    bar.set_postfix_str(f"#{trial.number} {state.name.lower() if state else 'abandoned'}")
+    bar.refresh()
+    if bar.disable:  # no bar (not a terminal, or turned off): one line per trial instead
+        log(progress_line(min(done, spec.n_trials), spec.n_trials, _trial_line(trial, state, spec)))
+    if state is not None and done % spec.snapshot_every == 0:
+        with deferred_sigint():
+            retrying(pareto.snapshot, study, spec, storage.engine, log=log)
 
 
 def _seed_sampler(study, spec, context, worker, summary, log) -> None:

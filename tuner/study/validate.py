@@ -113,14 +113,7 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
             rows.append({**row, "feasible": False, "objectives": {}, "error": str(e)})
             log(f"trial {t.number}: could not be re-measured ({e})")
             continue
-        # latency on the study's scale (its stored baseline / the speedup measured here), like a trial's
-        objectives = {"latency": float(study_baseline["seconds_per_image"]) / float(r["speedup"]),
-                      "fid": float(r["fid"]), "bitops": float(r["bitops"])}
-        objectives = {METRIC_NAMES[o]: float(r[METRIC_NAMES[o]]) if o not in objectives else objectives[o]
-                      for o in spec.objectives}  # memory_gb, clip_score: as measured here
-        objectives.update({k: float(r[k]) for k in ("speedup", "speedup_lo", "speedup_hi", "fid_lo", "fid_hi",
-                                                     "class_accuracy", "clip_score", "kid", "psnr", "ssim", "macs")
-                           if k in r})  # class_accuracy: the proxy only; clip_score: with clip_model
+        objectives = _validated_objectives(r, study_baseline, spec)
         pct = {s: increase_pct(float(r[f"fid_delta{s}"]), base_fid) for s in ("", "_lo", "_hi")}
         row.update({"objectives": objectives, "fid_increase_pct": pct[""], "fid_increase_pct_lo": pct["_lo"],
                     "fid_increase_pct_hi": pct["_hi"], "feasible": cap is None or pct["_hi"] <= cap, "error": None})
@@ -134,6 +127,19 @@ def validate_front(study: optuna.Study, spec: StudySpec, proxy_set, pipe=None, p
                 "seconds_per_image", "real_vs_real_fid", "fid_seed_floor", "clip_score") if k in baseline}},
             "members": rows, "n_feasible": sum(r["feasible"] for r in rows),
             "seconds": time.perf_counter() - t0}
+
+
+def _validated_objectives(r: dict, study_baseline: dict, spec: StudySpec) -> dict:
+    """A member's re-measured objectives and intervals, with latency on the study's scale (its stored
+    baseline / the speedup measured here), like a trial's."""
+    objectives = {"latency": float(study_baseline["seconds_per_image"]) / float(r["speedup"]),
+                  "fid": float(r["fid"]), "bitops": float(r["bitops"])}
+    objectives = {METRIC_NAMES[o]: float(r[METRIC_NAMES[o]]) if o not in objectives else objectives[o]
+                  for o in spec.objectives}  # memory_gb, clip_score: as measured here
+    objectives.update({k: float(r[k]) for k in ("speedup", "speedup_lo", "speedup_hi", "fid_lo", "fid_hi",
+                                                 "class_accuracy", "clip_score", "kid", "psnr", "ssim", "macs")
+                       if k in r})  # class_accuracy: the proxy only; clip_score: with clip_model
+    return objectives
 
 
 def run_validation(spec: StudySpec, n_images: int | None = None, seed: int | None = None, pipe=None,
