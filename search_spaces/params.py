@@ -12,7 +12,7 @@ A parameter may be conditional: `Condition(parent, values)` makes it active only
 active and takes one of `values` (e.g. `tome.ratio` only when `token_merging == "tome"`).
 
 DEAP's operators draw from Python's global `random` module (selNSGA3 also from numpy's); callers that
-need reproducible runs wrap them in `seeded_globals` (samplers do).
+need reproducible runs wrap them in `tuner.samplers.deap_ga.seeded_globals`.
 
 `TableReader` parses one family's `[space.<family>]` table and turns every bad key or value into a
 one-line `TunerError`.
@@ -20,15 +20,12 @@ one-line `TunerError`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
-import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 from deap import tools
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
                                   IntDistribution)
@@ -152,25 +149,6 @@ class Param:
             return out
         (out,) = tools.mutPolynomialBounded([float(gene)], eta=eta, low=0.0, up=1.0, indpb=1.0)[0]
         return out
-
-
-_GLOBALS_LOCK = threading.RLock()  # Optuna's n_jobs > 1 runs samplers in threads
-
-
-@contextlib.contextmanager
-def seeded_globals(py_rng: random.Random, np_rng: np.random.RandomState) -> Iterator[None]:
-    """Run DEAP operators on our own generators: swap them into `random`/`numpy.random` and back."""
-    with _GLOBALS_LOCK:
-        saved_py, saved_np = random.getstate(), np.random.get_state()
-        random.setstate(py_rng.getstate())
-        np.random.set_state(np_rng.get_state())
-        try:
-            yield
-        finally:
-            py_rng.setstate(random.getstate())
-            np_rng.set_state(np.random.get_state())
-            random.setstate(saved_py)
-            np.random.set_state(saved_np)
 
 
 # --- parsing a [space.<family>] table ----------------------------------------------------------------

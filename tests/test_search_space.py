@@ -13,7 +13,7 @@ import pytest
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from tuner.search_spaces.defaults import default_families
-from tuner.search_spaces.params import seeded_globals
+from tuner.samplers.deap_ga import seeded_globals
 from tuner.search_spaces.space import SpaceContext, build_space
 from tuner.search_spaces.catome_checkpoints import JUST_BELOW, profile_distances
 from tuner.config import AccelConfig

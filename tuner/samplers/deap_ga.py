@@ -30,10 +30,12 @@ the caller's global random state is left untouched.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import threading
 from itertools import combinations_with_replacement
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from deap import base, tools
@@ -42,11 +44,27 @@ from optuna.samplers import BaseGASampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.search_spaces.params import seeded_globals
 from tuner.storage.keys import ENGINE_KEY, GENOME_KEY, PARENTS_KEY
 from tuner.errors import TunerError
 
 POOLS = ("generational", "archive")
+_GLOBALS_LOCK = threading.RLock()  # Optuna's n_jobs > 1 runs samplers in threads
+
+
+@contextlib.contextmanager
+def seeded_globals(py_rng: random.Random, np_rng: np.random.RandomState) -> Iterator[None]:
+    """Run DEAP operators on our own generators: swap them into `random`/`numpy.random` and back."""
+    with _GLOBALS_LOCK:
+        saved_py, saved_np = random.getstate(), np.random.get_state()
+        random.setstate(py_rng.getstate())
+        np.random.set_state(np_rng.get_state())
+        try:
+            yield
+        finally:
+            py_rng.setstate(random.getstate())
+            np_rng.set_state(np.random.get_state())
+            random.setstate(saved_py)
+            np.random.set_state(saved_np)
 
 
 class _Individual:
