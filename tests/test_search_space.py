@@ -222,7 +222,8 @@ def test_inactive_genes_are_carried_not_suggested(space):
 def test_without_a_usable_profile_catome_recomputes_every_step(profile):
     if profile == "flat":  # a profile whose pair sets never change has no spike to place checkpoints at
         profile = synthetic_profile(20).assign(jaccard_distance=0.0)
-    space = build_space({"catome": {"optional": False}}, SpaceContext(steps=20, facts={"catome": {"jaccard_profile": profile}}))
+    space = build_space({"catome": {"optional": False}},
+                        SpaceContext(steps=20, facts={"catome": {"jaccard_profile": profile}}))
     assert [p.name for p in space.params] == ["catome.threshold"]
     cfg = space.to_config({"catome.threshold": 0.8})
     assert cfg.methods["catome"].checkpoints is None and cfg.methods["catome"].threshold == 0.8

@@ -103,7 +103,8 @@ def test_methods_adapt_to_the_model(user_models):
     sd15 = load_model(str(user_models["sd15"]), "cpu", resolution=32)
     assert first_attention_level(sdxl.unet) == 2 and first_attention_level(sd15.unet) == 1
     space = build_space({"tome": {"optional": False}, "timesteps": {"counts": [3, 2]}, "solver": {}},
-                        SpaceContext(3, **shared_model_facts(sd15), facts={"tome": {"first_attention_level": first_attention_level(sd15.unet)}}))
+                        SpaceContext(3, **shared_model_facts(sd15),
+                                     facts={"tome": {"first_attention_level": first_attention_level(sd15.unet)}}))
     assert space.to_config(space.prune({"token_merging": "tome", "tome.ratio": 0.5, "timesteps.schedule": "uniform",
                                         "timesteps.count": 3, "solver.name": "ddim"})).methods["tome"].max_downsample == 1
     ddpm = space.to_config({"token_merging": "tome", "tome.ratio": 0.5,
@@ -115,7 +116,8 @@ def test_methods_adapt_to_the_model(user_models):
     with apply(sd15.pipe, cfg):
         images = sd15(["a cat"], [0], num_inference_steps=3)
     assert images.shape == (1, 3, 32, 32) and sd15.scheduler.set_timesteps.__self__ is sd15.scheduler
-    xl_space = build_space({"tome": {"optional": False}}, SpaceContext(3, **shared_model_facts(sdxl), facts={"tome": {"first_attention_level": first_attention_level(sdxl.unet)}}))
+    xl_facts = {"tome": {"first_attention_level": first_attention_level(sdxl.unet)}}
+    xl_space = build_space({"tome": {"optional": False}}, SpaceContext(3, **shared_model_facts(sdxl), facts=xl_facts))
     xl_tome = xl_space.to_config({"token_merging": "tome", "tome.ratio": 0.5}).methods["tome"]
     assert xl_tome.max_downsample == 2
     with apply(sdxl.pipe, AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": {"ratio": 0.5, "max_downsample": 2}}})) as h:

@@ -20,7 +20,8 @@ from tuner.methods.merge import MergePlan, match_threshold
 from tuner.methods.token_merge_patch import LEVELS, TransformerBlockRef, first_attention_level, patch_unet, unpatch_unet
 from tuner.step_context import StepContext, get_step_context
 
-# The paper's caching configurations, as step indices of a 50-step run (see tuner.methods.catome_profile.scale_checkpoints).
+# The paper's caching configurations, as step indices of a 50-step run
+# (see tuner.methods.catome_profile.scale_checkpoints).
 PAPER_CHECKPOINTS = {
     "CONFIG_1": [0, 1, 2, 3, 5, 10, 15, 25, 35],
     "CONFIG_2": [0, 10, 11, 12, 15, 20, 25, 30, 35, 45],
