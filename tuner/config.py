@@ -84,6 +84,12 @@ class AccelConfig:
     model_id: str | None = None
     objectives: dict[str, Any] | None = None  # measured, filled by export
     environment: dict[str, Any] | None = None  # device, versions; filled by export
+    folder: Path | None = field(default=None, compare=False, repr=False)  # of the file it was loaded from
+
+    def path_of(self, value: str) -> str:
+        """A path the config records, relative to the config file (never to the current directory)."""
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() or self.folder is None else (self.folder / p).resolve())
 
     @classmethod
     def from_dict(cls, data: Any) -> "AccelConfig":
@@ -131,7 +137,9 @@ class AccelConfig:
             data = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TunerError(f"config {p} is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        config = cls.from_dict(data)
+        config.folder = p.resolve().parent
+        return config
 
     def to_dict(self) -> dict:
         specs = method_specs()

@@ -302,8 +302,9 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
     if weights is not None:
         p = Path(_check_str("model.unet_weights", weights))
         p = p if p.is_absolute() else (base / p).resolve()
-        if not p.is_file():
-            raise TunerError(f"model.unet_weights: file not found: {p}")
+        from tuner.weights import check_tensors_file
+
+        check_tensors_file(p, "model.unet_weights")  # plain tensors, before any library opens it
         weights = str(p)
         if source.kind == "proxy":  # small: load it, so a corrupt file never reaches a study database
             from tuner.proxy.model import load_proxy_pipeline
@@ -368,12 +369,16 @@ def _parse_evaluator(data: Any, n_images: int, base: Path, model: ModelSpec) -> 
             raise TunerError("evaluator.clip_model: a CLIP score needs prompts; the proxy model has digit classes")
         if not (Path(clip) / "config.json").is_file():
             raise TunerError(f"evaluator.clip_model: {clip} is not a local CLIP model folder (no config.json)")
+        from tuner.models.source import check_weight_files
+
+        check_weight_files(Path(clip), "evaluator.clip_model")  # plain tensors, before transformers sees them
     weights = t.get("inception_weights")
     if weights is not None:
         p = Path(_check_str("evaluator.inception_weights", weights))
         p = p if p.is_absolute() else (base / p).resolve()
-        if not p.is_file():
-            raise TunerError(f"evaluator.inception_weights: file not found: {p} (nothing is downloaded)")
+        from tuner.weights import check_tensors_file
+
+        check_tensors_file(p, "evaluator.inception_weights")  # plain tensors, before torch-fidelity sees it
         weights = str(p)
     elif extractor == "inception" and model.is_proxy:
         raise TunerError("evaluator.feature_extractor='inception' needs evaluator.inception_weights = a local "
