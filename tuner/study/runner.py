@@ -9,9 +9,10 @@ worker reserve its slot *before* a trial exists, so workers never overshoot (see
 that finds no free slot while others still hold some waits for them, and takes their slots over if
 they die (heartbeat.py): the survivors alone finish the study.
 
-Ctrl-C: the running trial is failed with `fail_reason = "abandoned: interrupted (Ctrl-C)"` and its slot
-is given back, so a resumed run redoes it; database writes run with SIGINT deferred, so no write is cut
-in half. A storage that goes away (a server restart) is retried for up to a minute.
+Ctrl-C, SIGTERM, SIGHUP: the running trial is failed with `fail_reason = "abandoned: interrupted (Ctrl-C)"`
+(or `(SIGTERM)`, `(SIGHUP)`) and its slot is given back, so a resumed run redoes it; database writes run
+with those signals deferred (tuner/signals.py), so no write is cut in half. A storage that goes away
+(a server restart) is retried for up to a minute.
 
 Seeds: the sampler of a worker is seeded with `seed + 7919 * k`, k the smallest seed index no other
 worker of the study holds, claimed at the worker's first trial. A worker that stops or dies without a
@@ -25,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import signal
-import threading
 import time
 import warnings
 from dataclasses import asdict
@@ -36,6 +35,8 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from tuner.errors import TrialFailed, TunerError
+from tuner import signals
+from tuner.signals import deferred
 from tuner.study import pareto
 from tuner.study.budget import FINISHED, Budget, counted_trials, fail_trial
 from tuner.study.context import BASELINE_ATTR
@@ -62,22 +63,6 @@ def spec_fingerprint(spec: StudySpec) -> dict:
              "profile": asdict(spec.profile), "space": spec.space}
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:12]
             for k, v in parts.items()}
-
-
-@contextlib.contextmanager
-def deferred_sigint():
-    """Hold Ctrl-C until the block ends (only possible in the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending = []
-    previous = signal.signal(signal.SIGINT, lambda *a: pending.append(a))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if pending:
-            raise KeyboardInterrupt
 
 
 def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = None
@@ -155,7 +140,7 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
 def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) -> dict:
     from tuner.study.heartbeat import Worker
 
-    with deferred_sigint():
+    with deferred():
         study, storage = open_study(spec)
         check_fingerprint(study, spec)
         budget = Budget(storage, spec.name, worker=None)
@@ -191,11 +176,11 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             if worker.lost.is_set():
                 log(f"worker {worker.id} missed its heartbeats and was declared dead by the others; "
                     "registering again")
-                with deferred_sigint():
+                with deferred():
                     retrying(worker.register, log=log)
                 study.sampler = optuna.samplers.RandomSampler(seed=spec.seed)  # re-seeded at the next trial
                 summary.pop("seed_index", None)
-            with deferred_sigint():  # a Ctrl-C meanwhile is raised at its end, and handled in `finally`
+            with deferred():  # a Ctrl-C meanwhile is raised at its end, and handled in `finally`
                 for what in retrying(budget.reclaim, study, log=log):
                     log(f"reclaimed {what}: abandoned by a dead worker, it does not count")
                 slot = retrying(budget.take, spec.n_trials, log=log)
@@ -230,13 +215,13 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             if not progress:  # no bar (not a terminal, or turned off): one line per trial instead
                 log(f"[{min(done, spec.n_trials)}/{spec.n_trials}] {_trial_line(trial, state, spec)}")
             if state is not None and done % spec.snapshot_every == 0:
-                with deferred_sigint():
+                with deferred():
                     retrying(pareto.snapshot, study, spec, storage.engine, log=log)
     except BaseException as e:
         # Whatever stops this worker (Ctrl-C between two steps, a bug, a lost storage) leaves no trial of
         # it RUNNING and no slot held: they go back to the budget now, not after a grace period.
-        why = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"its worker stopped ({type(e).__name__})"
-        with deferred_sigint(), contextlib.suppress(Exception):
+        why = signals.reason(e) if isinstance(e, KeyboardInterrupt) else f"its worker stopped ({type(e).__name__})"
+        with deferred(), contextlib.suppress(Exception):
             for what in budget.abandon_mine(study, why):
                 log(f"gave back {what}: {why}")
         raise
@@ -281,19 +266,19 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective
         state = TrialState.PRUNED
     except TrialFailed as e:
         state, reason = TrialState.FAIL, str(e)
-    except KeyboardInterrupt:
-        with deferred_sigint():
-            _abandon(study, trial, budget, slot, "interrupted (Ctrl-C)", log)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP (tuner/signals.py)
+        with deferred():
+            _abandon(study, trial, budget, slot, signals.reason(e), log)
         raise
     except Exception as e:
         if is_transient(e):  # the storage went away mid-trial (and stayed away): redo the trial later
-            with deferred_sigint():
+            with deferred():
                 _abandon(study, trial, budget, slot, f"storage connection lost ({first_line(e)})", log)
             return None
         if is_damage(e):
             raise
         state, reason, bug = TrialState.FAIL, f"{type(e).__name__}: {e}"[:500], e  # a bug: record it, then stop
-    with deferred_sigint():
+    with deferred():
         try:
             if not retrying(budget.finish, slot, trial.number, log=log):
                 log(f"trial {trial.number}: this worker was declared dead while the trial ran; its result is "
@@ -355,7 +340,7 @@ def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: boo
     if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study):
         snapshot_now = False  # the periodic snapshot after the last trial already holds this front
     if snapshot_now:
-        with deferred_sigint():
+        with deferred():
             data = retrying(pareto.snapshot, study, spec, storage.engine)
     else:
         data = pareto.front(study, spec) if study.user_attrs.get(BASELINE_ATTR) else None

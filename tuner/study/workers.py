@@ -7,7 +7,7 @@ This process only starts them, relays their progress and stops them:
   visible), so a 4-GPU machine evaluates 4 trials at once;
 - progress: each worker's per-trial line on stderr, prefixed with its number; the `[done/n]` count in
   those lines is study-wide (from the shared budget), and on a terminal one bar shows it;
-- Ctrl-C (or SIGTERM) here is forwarded to every worker, which gives its running trial back and exits;
+- Ctrl-C, SIGTERM or SIGHUP here is forwarded (the same signal) to every worker, which gives its running trial back and exits;
   a worker still running STOP_TIMEOUT_S later is killed, and its trial is reclaimed by heartbeat later.
 Workers run in their own process groups, so a Ctrl-C at the terminal reaches them once, through here.
 """
@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 
+from tuner import signals
 from tuner.errors import TunerError
 
 STOP_TIMEOUT_S = 30.0
@@ -90,33 +91,23 @@ def run_workers(spec, k: int, n_trials: int | None = None, progress: bool = Fals
             readers.append(t)
         say(f"worker {i}: pid {p.pid}" + (f", GPU {gpu}" if gpu is not None else ""))
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
-    interrupted = False
+    interrupted = None
     try:
-        while any(p.poll() is None for p in procs):
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        interrupted = True
+        with signals.raise_on_signals():
+            while any(p.poll() is None for p in procs):
+                time.sleep(0.2)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP: the same signal to every worker
+        interrupted = e
         say(f"stopping {sum(p.poll() is None for p in procs)} worker(s)")
-        _stop(procs)
+        _stop(procs, signals.signum_of(e))
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         for t in readers:
             t.join(timeout=5)
         if bar is not None:
             bar.close()
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise signals.Interrupted(signals.signum_of(interrupted))
     return _summarize(spec, procs, outputs, gpus, time.perf_counter() - t0)
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _raise_interrupt(*_):
-    raise KeyboardInterrupt
 
 
 def _relay(p, stream: str, sink: list, i: int, say, bar) -> None:
@@ -131,11 +122,11 @@ def _relay(p, stream: str, sink: list, i: int, say, bar) -> None:
             say(f"worker {i}: {line}")
 
 
-def _stop(procs) -> None:
-    """SIGINT to every worker (each gives its trial back and exits), SIGKILL after STOP_TIMEOUT_S."""
+def _stop(procs, signum: int = signal.SIGINT) -> None:
+    """The stop signal to every worker (each gives its trial back and exits), SIGKILL after STOP_TIMEOUT_S."""
     for p in procs:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGINT)
+            os.killpg(p.pid, signum)
     t_end = time.monotonic() + STOP_TIMEOUT_S
     for p in procs:
         try:
