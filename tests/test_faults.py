@@ -109,3 +109,162 @@ def test_a_pickle_in_a_model_folder_is_refused(evil, tmp_path):
     with pytest.raises(TunerError, match="not a file of plain tensors"):
         check_weight_files(tmp_path / "clip", "evaluator.clip_model")
     assert not marker.exists()
+
+
+# --- 5. SIGTERM, SIGINT, SIGHUP: a plain worker and a --workers parent ------------------------------------
+STOPS = {signal.SIGTERM: ("tuner: terminated (SIGTERM)", "SIGTERM"), signal.SIGINT: ("tuner: interrupted", "Ctrl-C"),
+         signal.SIGHUP: ("tuner: hung up (SIGHUP)", "SIGHUP")}
+
+
+def _load_trials(url: str, study: str = "faults"):
+    import optuna
+
+    from tuner.study.storage import driver_url
+
+    return optuna.load_study(study_name=study, storage=driver_url(url)).get_trials()
+
+
+@pytest.mark.parametrize("signum", list(STOPS), ids=lambda s: signal.Signals(s).name)
+def test_a_stop_signal_gives_the_trial_back_and_closes_the_run(storage_url, tmp_path, fleet, signum):
+    line, name = STOPS[signum]
+    toml = write_study(tmp_path, storage_url, n_trials=3, grace=600.0)  # a resume must not need the grace period
+    worker = fleet.run(toml, FAULT_TRIAL_S="30")
+    probe = Probe(storage_url)
+    number = wait_for(lambda: probe.running_trials_of(worker.pid), "a running trial")[0]
+    worker.send_signal(signum)
+    rc, _, err = fleet.finish(worker, timeout=60)
+    assert rc == 128 + signum and err.strip().splitlines()[-1] == line, err[-2000:]
+    assert "Traceback" not in err
+    states = probe.rows("SELECT state FROM study_runs")
+    probe.close()
+    assert [s for (s,) in states] == ["stopped"]
+    trials = {t.number: t for t in _load_trials(storage_url)}
+    assert trials[number].state == TrialState.FAIL
+    assert trials[number].user_attrs["fail_reason"] == f"abandoned: interrupted ({name})"
+    fleet.summary(fleet.run(toml))  # resumes at once: nothing left RUNNING for a grace period to expire
+    assert_exact(storage_url, 3)
+
+
+@pytest.mark.parametrize("signum", list(STOPS), ids=lambda s: signal.Signals(s).name)
+def test_a_stop_signal_to_the_workers_parent_stops_every_worker(storage_url, tmp_path, fleet, signum):
+    line, name = STOPS[signum]
+    toml = write_study(tmp_path, storage_url, n_trials=4, grace=600.0)
+    parent = fleet.start("study", "run", str(toml), "--workers", "2", FAULT_TRIAL_S="30")
+    probe = Probe(storage_url)
+    pids = wait_for(lambda: [int(p) for p in re.findall(r"^worker \d: pid (\d+)", fleet.stderr(parent), re.M)]
+                    if fleet.stderr(parent).count(": pid ") == 2 else None, "two workers")
+    wait_for(lambda: all(probe.running_trials_of(p) for p in pids), "both workers running a trial")
+    parent.send_signal(signum)
+    rc, _, err = fleet.finish(parent, timeout=60)
+    assert rc == 128 + signum and err.strip().splitlines()[-1] == line, err[-2000:]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    states = probe.rows("SELECT state FROM study_runs")
+    probe.close()
+    assert sorted(s for (s,) in states) == ["stopped", "stopped"], (states, err[-3000:])
+    reasons = [t.user_attrs.get("fail_reason") for t in _load_trials(storage_url)]
+    assert reasons.count(f"abandoned: interrupted ({name})") == 2, reasons
+
+
+# --- 2. deleted or foreign studies end in one line; `tuner study delete` ----------------------------------
+def _delete_in_optuna(url: str, study: str = "faults") -> None:
+    """What optuna-dashboard's delete button and `optuna delete-study` do: Optuna's rows only."""
+    import optuna
+
+    from tuner.study.storage import driver_url
+
+    optuna.delete_study(study_name=study, storage=driver_url(url))
+
+
+def _alive_runs(url: str) -> list:
+    probe = Probe(url)
+    try:
+        return probe.rows("SELECT id FROM study_runs WHERE state = 'alive'")
+    finally:
+        probe.close()
+
+
+def _study_in_optuna(url: str, study: str = "faults") -> bool:
+    from tuner.study.storage import study_exists
+
+    return study_exists(url, study)
+
+
+def test_a_study_deleted_in_optuna_is_refused_not_waited_for(storage_url, tmp_path, fleet):
+    toml = write_study(tmp_path, storage_url, n_trials=3)
+    fleet.summary(fleet.run(toml, FAULT_TRIAL_S="0.05"))
+    _delete_in_optuna(storage_url)
+    rc, _, err = fleet.finish(fleet.run(toml), timeout=60)
+    last = err.strip().splitlines()
+    assert rc == 2 and len(last) == 1 and "was deleted from Optuna's tables" in last[0] and "study delete" in last[0]
+    assert not _study_in_optuna(storage_url) and not _alive_runs(storage_url)  # nothing re-created
+
+
+def test_a_study_deleted_while_it_runs_ends_in_one_line(storage_url, tmp_path, fleet):
+    toml = write_study(tmp_path, storage_url, n_trials=50)
+    worker = fleet.run(toml, FAULT_TRIAL_S="1.0")
+    probe = Probe(storage_url)
+    wait_for(lambda: probe.done_slots() >= 1, "a finished trial")
+    probe.close()
+    _delete_in_optuna(storage_url)
+    rc, _, err = fleet.finish(worker, timeout=60)
+    assert rc == 2 and "Traceback" not in err, err[-3000:]
+    assert "was deleted from" in err.strip().splitlines()[-1] and "while this command ran" in err
+    assert not _alive_runs(storage_url)
+
+
+def test_slots_of_another_study_of_the_same_name_are_refused(storage_url, tmp_path, fleet):
+    import optuna
+
+    from tuner.study.storage import driver_url
+
+    toml = write_study(tmp_path, storage_url, n_trials=3)
+    fleet.summary(fleet.run(toml, FAULT_TRIAL_S="0.05"))
+    _delete_in_optuna(storage_url)
+    other = optuna.create_study(study_name="faults", storage=driver_url(storage_url), directions=["minimize"] * 2)
+    other.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=4)  # trials #0-#3, someone else's
+    rc, _, err = fleet.finish(fleet.run(toml), timeout=60)
+    last = err.strip().splitlines()
+    assert rc == 2 and len(last) == 1 and "outside tuner" in last[0] and "study delete" in last[0], err[-3000:]
+    assert not _alive_runs(storage_url)
+
+
+def test_study_delete_removes_optuna_and_tuner_rows_together(storage_url, tmp_path, fleet, capsys):
+    toml = write_study(tmp_path, storage_url, n_trials=3)
+    fleet.summary(fleet.run(toml, FAULT_TRIAL_S="0.05"))
+    one_line_error(capsys, main(["study", "delete", str(toml)]))  # without --yes: nothing changes
+    assert _study_in_optuna(storage_url)
+    assert main(["study", "delete", str(toml), "--yes", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["trials"] == 3 and out["trial_slots_rows"] == 3 and out["study_runs_rows"] == 1
+    probe = Probe(storage_url)
+    try:
+        for table in ("study_runs", "trial_slots", "pareto_snapshots"):
+            assert probe.rows(f"SELECT COUNT(*) FROM {table}")[0][0] == 0, table
+        assert probe.rows("SELECT COUNT(*) FROM pareto_members")[0][0] == 0
+    finally:
+        probe.close()
+    assert not _study_in_optuna(storage_url)
+    one_line_error(capsys, main(["study", "delete", str(toml), "--yes"]))  # nothing left to delete
+    assert fleet.summary(fleet.run(toml, FAULT_TRIAL_S="0.05"))["trials_run"] == 3  # a fresh study of that name
+
+
+def test_study_delete_cleans_up_after_a_deletion_in_optuna(storage_url, tmp_path, fleet, capsys):
+    toml = write_study(tmp_path, storage_url, n_trials=2)
+    fleet.summary(fleet.run(toml, FAULT_TRIAL_S="0.05"))
+    _delete_in_optuna(storage_url)
+    assert main(["study", "delete", str(toml), "--yes"]) == 0
+    capsys.readouterr()
+    assert fleet.summary(fleet.run(toml, FAULT_TRIAL_S="0.05"))["finished_in_study"] == 2
+    assert_exact(storage_url, 2)
+
+
+def test_study_delete_refuses_a_study_with_a_live_worker(storage_url, tmp_path, fleet, capsys):
+    toml = write_study(tmp_path, storage_url, n_trials=20, grace=600.0)
+    worker = fleet.run(toml, FAULT_TRIAL_S="1.0")
+    probe = Probe(storage_url)
+    wait_for(lambda: probe.running_trials_of(worker.pid), "a running trial")
+    probe.close()
+    err = one_line_error(capsys, main(["study", "delete", str(toml), "--yes"]))
+    assert "live worker" in err and _study_in_optuna(storage_url)

@@ -49,6 +49,9 @@ def register(sub) -> None:
     p.set_defaults(func=study_pareto)
 
     register_validate(ssub)
+    from tuner.commands.delete import register_delete
+
+    register_delete(ssub)
 
     p = sub.add_parser("export", help="write one trial's config (or the best under a FID cap) as JSON")
     p.add_argument("study", help="study TOML file")

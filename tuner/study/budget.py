@@ -92,16 +92,25 @@ class Budget:
     # --- consistency -----------------------------------------------------------------------------------
     def check(self, study: optuna.Study) -> None:
         """Every counted trial must own a done slot: rows deleted by hand would silently reset the study."""
-        counted = {t.number for t in counted_trials(study)}  # trials first: a trial counts only after its slot
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        counted = {n for n, t in trials.items() if counts(t)}  # trials first: a trial counts only after its slot
         with self.engine.begin() as conn:
-            bound = list(conn.execute(select(trial_slots.c.trial_number).where(
-                trial_slots.c.study_name == self.study_name, trial_slots.c.trial_number.is_not(None))).scalars())
+            rows = conn.execute(select(trial_slots.c.trial_number, trial_slots.c.run_id).where(
+                trial_slots.c.study_name == self.study_name, trial_slots.c.trial_number.is_not(None))).all()
+        bound = [n for n, _ in rows]
+        foreign = [n for n, run in rows if n not in trials or trials[n].system_attrs.get(RUN_ATTR, run) != run]
+        if foreign:  # the slots name trials this study does not have: deleted and re-created outside tuner
+            raise TunerError(f"study '{self.study_name}': tuner's table trial_slots names {len(foreign)} trial(s) "
+                             f"(#{', #'.join(map(str, sorted(foreign)[:5]))}) that this Optuna study does not hold: "
+                             "it was deleted or re-created outside tuner; `tuner study delete STUDY.toml --yes` "
+                             "removes both, or use a new study name")
         missing = sorted(counted - set(bound))
         if missing or len(bound) != len(set(bound)):
             what = (f"has no slot for {len(missing)} counted trial(s) (#{', #'.join(map(str, missing[:5]))})"
                     if missing else "binds a trial twice")
-            raise TunerError(f"study '{self.study_name}': the tuner table trial_slots {what}: it was changed "
-                             "outside tuner; refusing to guess the budget (restore a backup or use a new study name)")
+            raise TunerError(f"study '{self.study_name}': the tuner table trial_slots {what}: it was changed, or the "
+                             "study deleted and re-created, outside tuner; refusing to guess the budget (restore a "
+                             "backup, `tuner study delete STUDY.toml --yes`, or use a new study name)")
 
     # --- slots -------------------------------------------------------------------------------------------
     def take(self, n_trials: int) -> int | None:

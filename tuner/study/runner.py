@@ -81,6 +81,7 @@ def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = No
         _storage_guard(spec, lambda: study.get_trials(deepcopy=False))  # reads every trial row: damage shows here
     else:
         storage = open_storage(spec.storage, spec.name)
+        _storage_guard(spec, lambda: check_not_orphaned(storage, spec))
         study = _storage_guard(spec, lambda: optuna.create_study(
             storage=storage, study_name=spec.name, directions=spec.directions, load_if_exists=True,
             sampler=optuna.samplers.RandomSampler(seed=spec.seed)))
@@ -90,6 +91,26 @@ def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = No
     return study, storage
 
 
+def check_not_orphaned(storage, spec: StudySpec) -> None:
+    """A study deleted from Optuna's tables alone (the dashboard's delete, `optuna delete-study`) leaves
+    tuner's budget rows, which would make a new study of that name wait forever for their trials."""
+    from tuner.study.delete import tuner_rows
+    from tuner.study.storage import _study_in
+
+    if _study_in(storage.engine, spec.name):
+        return
+    rows = tuner_rows(storage.engine, spec.name)
+    if rows.get("trial_slots") or rows.get("study_runs"):
+        raise TunerError(f"study '{spec.name}' was deleted from Optuna's tables of {shown(spec.storage)} but tuner's "
+                         f"rows remain ({rows.get('trial_slots', 0)} trial slot(s)); remove them with `tuner study "
+                         f"delete {spec.path} --yes`, or use a new study name")
+
+
+def deleted(spec: StudySpec) -> TunerError:
+    return TunerError(f"study '{spec.name}' was deleted from {shown(spec.storage)} while this command ran (its "
+                      f"Optuna records are gone); `tuner study delete {spec.path} --yes` removes tuner's rows too")
+
+
 def _storage_guard(spec: StudySpec, fn):
     """fn(), with a damaged or unreachable storage reported as one line."""
     try:
@@ -97,6 +118,8 @@ def _storage_guard(spec: StudySpec, fn):
     except TunerError:
         raise
     except Exception as e:
+        if isinstance(e, KeyError) and "Record does not exist" in str(e):  # Optuna's word for a deleted study
+            raise deleted(spec) from None
         if is_damage(e):
             raise damaged(spec.storage, e) from None
         if is_transient(e):
@@ -193,8 +216,10 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             if slot is None:
                 if retrying(budget.complete, study, spec.n_trials, log=log):
                     break
+                held = retrying(budget.progress, spec.n_trials)[1]
+                if not held:  # nothing free, nothing running, not complete: the study changed underneath
+                    retrying(budget.check, study, log=log)
                 if not waiting_told:
-                    held = retrying(budget.progress, spec.n_trials)[1]
                     log(f"waiting for {held} trial(s) of other workers (taken over if they die)")
                     waiting_told = True
                 time.sleep(min(1.0, spec.liveness.heartbeat_interval))
