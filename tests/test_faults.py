@@ -268,3 +268,36 @@ def test_study_delete_refuses_a_study_with_a_live_worker(storage_url, tmp_path, 
     probe.close()
     err = one_line_error(capsys, main(["study", "delete", str(toml), "--yes"]))
     assert "live worker" in err and _study_in_optuna(storage_url)
+
+
+# --- 3. a --workers parent reports the study, not a dead worker ------------------------------------------
+def test_workers_parent_with_a_sigkilled_worker_exits_0_with_its_summary(storage_url, tmp_path, fleet):
+    toml = write_study(tmp_path, storage_url, n_trials=6, interval=0.5, grace=3.0)
+    parent = fleet.start("study", "run", str(toml), "--workers", "3", "--json", FAULT_TRIAL_S="1.0")
+    probe = Probe(storage_url)
+    pids = wait_for(lambda: [int(p) for p in re.findall(r"^worker \d: pid (\d+)", fleet.stderr(parent), re.M)]
+                    if fleet.stderr(parent).count(": pid ") == 3 else None, "three workers")
+    lost = wait_for(lambda: probe.running_trials_of(pids[1]), "worker 1 running a trial")[0]
+    probe.close()
+    os.kill(pids[1], signal.SIGKILL)
+    rc, out, err = fleet.finish(parent)
+    assert rc == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["finished_in_study"] == 6 and summary["workers"] == 3
+    line = f"worker 1 (pid {pids[1]}) was killed by SIGKILL; its trial(s) {lost} were reclaimed and redone by the others"
+    assert summary["dead_workers"] == [line] and line in err.splitlines()
+    trials = assert_exact(storage_url, 6)
+    assert trials[lost].user_attrs["fail_reason"].endswith(f"(pid {pids[1]}) died")
+
+
+def test_workers_parent_fails_when_the_study_did_not_finish(tmp_path, fleet):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    toml = write_study(tmp_path, url, n_trials=3)
+    parent = fleet.start("study", "run", str(toml), "--workers", "2", FAULT_SETUP_S="60")
+    pids = wait_for(lambda: [int(p) for p in re.findall(r"^worker \d: pid (\d+)", fleet.stderr(parent), re.M)]
+                    if fleet.stderr(parent).count(": pid ") == 2 else None, "two workers")
+    for pid in pids:  # both die during the baseline: no trial ran
+        wait_for(lambda: fleet.stderr(parent).count("baseline") >= 2, "both baselines")
+        os.kill(pid, signal.SIGKILL)
+    rc, _, err = fleet.finish(parent)
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("tuner: error: worker 0 exited with -9")

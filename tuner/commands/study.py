@@ -109,6 +109,8 @@ def run_study(args) -> int:
         from tuner.study.workers import run_workers
 
         summary = run_workers(spec, args.workers, args.n_trials, progress=progress, log=log)
+        for line in summary.get("dead_workers", []):  # the study finished without them: exit 0, say so
+            log(line)
     else:
         summary = run(spec, progress=progress, log=log)
     print_result(summary, args.json)

@@ -136,6 +136,43 @@ def _stop(procs, signum: int = signal.SIGINT) -> None:
             p.wait()
 
 
+def study_finished(spec, n_trials: int) -> bool:
+    """Does the study hold its n_trials counted trials (read-only)?"""
+    from tuner.study.budget import counted_trials
+    from tuner.study.runner import open_study
+
+    try:
+        study, storage = open_study(spec, create=False)
+    except TunerError:
+        return False
+    try:
+        return len(counted_trials(study)) >= n_trials
+    finally:
+        storage.engine.dispose()
+
+
+def dead_worker_line(spec, i: int, p) -> str:
+    """`worker 1 (pid 123) was killed by SIGKILL; its trial 4 was reclaimed and redone by the others`."""
+    from tuner.study.runner import open_study
+
+    code = p.returncode
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
+        else f"exited with {code}"
+    try:
+        study, storage = open_study(spec, create=False)
+        try:
+            mine = f"(pid {p.pid})"
+            lost = [t.number for t in study.get_trials(deepcopy=False)
+                    if mine in str(t.user_attrs.get("fail_reason", "")) and "abandoned" in str(t.user_attrs.get("fail_reason"))]
+        finally:
+            storage.engine.dispose()
+    except TunerError:
+        lost = []
+    what = (f"its trial(s) {', '.join(map(str, lost))} were reclaimed and redone by the others" if lost
+            else "it held no trial")
+    return f"worker {i} (pid {p.pid}) {how}; {what}"
+
+
 def _summarize(spec, procs, outputs, gpus, wall: float) -> dict:
     summaries, failed = [], []
     for i, (p, out) in enumerate(zip(procs, outputs)):
@@ -146,9 +183,11 @@ def _summarize(spec, procs, outputs, gpus, wall: float) -> dict:
         if p.returncode != 0:
             last = next((line for line in reversed(out["stderr"]) if line.strip()), "no output")
             failed.append(f"worker {i} exited with {p.returncode}: {last}")
-    if failed:
-        raise TunerError("; ".join(failed))
     done = [s for s in summaries if s]
+    dead = [i for i, p in enumerate(procs) if p.returncode != 0]
+    finished = study_finished(spec, done[0]["n_trials"] if done else spec.n_trials) if dead else True
+    if failed and not finished:  # the study itself did not finish: that is a failure
+        raise TunerError("; ".join(failed))
     states: dict = {}
     for s in done:
         for name, n in (s.get("states") or {}).items():
@@ -159,6 +198,8 @@ def _summarize(spec, procs, outputs, gpus, wall: float) -> dict:
                "seeds": sorted(s["seed"] for s in done if "seed" in s),
                "finished_in_study": max((s.get("finished_in_study", 0) for s in done), default=0),
                "wall_seconds": wall}
+    if dead:  # the survivors finished the study: say who died and what was taken over
+        summary["dead_workers"] = [dead_worker_line(spec, i, procs[i]) for i in dead]
     if any(g is not None for g in gpus):
         summary["gpus"] = gpus
     if done:  # the front as the worker that saw the most trials reported it
