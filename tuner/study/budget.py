@@ -54,8 +54,8 @@ def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if counts(t)]
 
 
-def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
-    """RUNNING -> FAIL with `fail_reason`, in one transaction; False if the trial had finished meanwhile.
+def fail_trial(study: optuna.Study, trial_id: int, reason: str, state: TrialState = TrialState.RUNNING) -> bool:
+    """RUNNING (or `state`) -> FAIL with `fail_reason`, in one transaction; False if the trial had moved on.
 
     Optuna offers no call that sets an attribute and the state at once, and two separate calls let a
     worker and a survivor interleave (one's reason on the other's FAIL). So this writes Optuna's own
@@ -66,7 +66,7 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
     trials, attrs = models.TrialModel.__table__, models.TrialUserAttributeModel.__table__
     engine = study._storage._backend.engine if hasattr(study._storage, "_backend") else study._storage.engine
     with engine.begin() as conn:
-        if conn.execute(update(trials).where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
+        if conn.execute(update(trials).where(trials.c.trial_id == trial_id, trials.c.state == state)
                         .values(state=TrialState.FAIL, datetime_complete=dt.datetime.now())).rowcount != 1:
             return False
         value = json.dumps(reason)
@@ -74,6 +74,24 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
                         .values(value_json=value)).rowcount == 0:
             conn.execute(insert(attrs).values(trial_id=trial_id, key="fail_reason", value_json=value))
     return True
+
+
+QUEUED_ATTR = "fixed_params"  # Optuna's system attribute of an enqueued trial (warm start, neighbours)
+UNNEEDED = f"{ABANDONED} queued but not run: the study met its budget"
+
+
+def requeue(study: optuna.Study, trial_id: int) -> None:
+    """An abandoned trial that came from the queue is queued again, so a resumed study runs the same
+    configs as one that was never interrupted (a sampled trial is simply sampled anew)."""
+    params = study._storage.get_trial(trial_id).system_attrs.get(QUEUED_ATTR)
+    if params:
+        study.enqueue_trial(params, skip_if_exists=False)  # the failed twin must not make it skip
+
+
+def drop_waiting(study: optuna.Study) -> list[int]:
+    """A finished study keeps no WAITING trial: each queued one left over fails as not needed (not counted)."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if fail_trial(study, t._trial_id, UNNEEDED, state=TrialState.WAITING)]
 
 
 def count_slots(engine, study_name: str) -> int:
@@ -232,6 +250,7 @@ class Budget:
             host, pid, fate = gone[run]
             if self._fail(study, t._trial_id, f"{ABANDONED} its worker on {host} (pid {pid}) {fate}"):
                 out.append(f"trial {t.number}")
+                requeue(study, t._trial_id)
                 with self.engine.begin() as conn:  # its slot, if the worker died between done and tell
                     conn.execute(delete(trial_slots).where(trial_slots.c.study_name == self.study_name,
                                                            trial_slots.c.run_id == run,
@@ -254,6 +273,7 @@ class Budget:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.system_attrs.get(RUN_ATTR) == self.worker.id and self._fail(study, t._trial_id, f"{ABANDONED} {why}"):
                 out.append(f"trial {t.number}")
+                requeue(study, t._trial_id)
                 with self.engine.begin() as conn:  # its slot, even if marked done before the tell was lost
                     conn.execute(delete(trial_slots).where(trial_slots.c.study_name == self.study_name,
                                                            trial_slots.c.run_id == self.worker.id,
@@ -269,5 +289,6 @@ class Budget:
     def abandon(self, trial: optuna.Trial, slot: int, why: str) -> bool:
         """This worker gives up its own running trial (Ctrl-C, lost storage): slot back, trial FAIL."""
         released = self.release(slot)  # False: already released (a retry) or reclaimed by a survivor
-        self._fail(trial.study, trial._trial_id, f"{ABANDONED} {why}")
+        if self._fail(trial.study, trial._trial_id, f"{ABANDONED} {why}"):
+            requeue(trial.study, trial._trial_id)
         return released

@@ -38,7 +38,7 @@ from tuner.errors import TrialFailed, TunerError
 from tuner import signals
 from tuner.signals import deferred
 from tuner.study import pareto
-from tuner.study.budget import FINISHED, Budget, counted_trials, fail_trial
+from tuner.study.budget import FINISHED, Budget, counted_trials, drop_waiting, fail_trial
 from tuner.study.context import BASELINE_ATTR
 from tuner.study.objective import TrialObjective
 from tuner.study.spec import StudySpec
@@ -173,6 +173,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
     if budget.complete(study, spec.n_trials):
         held = len(counted_trials(study))
         log(f"study '{spec.name}' already holds {held} of {spec.n_trials} trials; nothing to run")
+        _drop_waiting(study, log)
         return _finish(summary, study, spec, storage, t_start, None, snapshot_now=False)
 
     from tuner.threads import set_threads
@@ -215,6 +216,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
                     trial = retrying(budget.ask, study, slot, log=log)
             if slot is None:
                 if retrying(budget.complete, study, spec.n_trials, log=log):
+                    _drop_waiting(study, log)
                     break
                 held = retrying(budget.progress, spec.n_trials)[1]
                 if not held:  # nothing free, nothing running, not complete: the study changed underneath
@@ -258,6 +260,13 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
         except Exception as e:  # the storage is gone: the others will find this worker dead
             log(f"could not mark worker {worker.id} stopped: {first_line(e)}")
     return _finish(summary, study, spec, storage, t_start, objective)
+
+
+def _drop_waiting(study, log) -> None:
+    with deferred():
+        dropped = retrying(drop_waiting, study, log=log)
+    if dropped:
+        log(f"queued trial(s) {', '.join(map(str, dropped))} not run: the study met its budget")
 
 
 def _seed_sampler(study, spec, context, worker, summary, log) -> None:
