@@ -301,3 +301,43 @@ def test_workers_parent_fails_when_the_study_did_not_finish(tmp_path, fleet):
         os.kill(pid, signal.SIGKILL)
     rc, _, err = fleet.finish(parent)
     assert rc == 2 and err.strip().splitlines()[-1].startswith("tuner: error: worker 0 exited with -9")
+
+
+# --- 4. resume equals an uninterrupted run ---------------------------------------------------------------
+def _counted_configs(url: str, study: str) -> list[str]:
+    from tuner.study.budget import counts
+
+    return sorted(json.dumps(t.params, sort_keys=True) for t in _load_trials(url, study) if counts(t))
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_an_interrupted_warm_start_trial_is_queued_again(storage_url, tmp_path, fleet, how):
+    """Warm start queues 2 known configs first; the first is interrupted. The resumed study runs the same
+    configs as an uninterrupted one, and no trial is left WAITING."""
+    whole = write_study(tmp_path, storage_url, name="whole", n_trials=4, grace=1.0, interval=0.3)
+    fleet.summary(fleet.run(whole, FAULT_TRIAL_S="0.05"))
+    cut = write_study(tmp_path, storage_url, name="cut", n_trials=4, grace=1.0, interval=0.3)
+    worker = fleet.run(cut, FAULT_TRIAL_S="30")
+    probe = Probe(storage_url, "cut")
+    first = wait_for(lambda: probe.running_trials_of(worker.pid), "the first (queued) trial")[0]
+    probe.close()
+    worker.send_signal(how)
+    worker.wait(timeout=60)
+    fleet.summary(fleet.run(cut, FAULT_TRIAL_S="0.05"))
+    trials = assert_exact(storage_url, 4, "cut")  # nothing RUNNING or WAITING, exactly 4 counted
+    assert trials[first].system_attrs.get("fixed_params")  # it was a queued (warm-start) trial
+    assert _counted_configs(storage_url, "cut") == _counted_configs(storage_url, "whole")
+
+
+def test_a_finished_study_keeps_no_waiting_trial(tmp_path, fleet):
+    import optuna
+
+    from tuner.study.budget import UNNEEDED
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    toml = write_study(tmp_path, url, n_trials=2)
+    fleet.summary(fleet.run(toml, FAULT_TRIAL_S="0.05"))
+    optuna.load_study(study_name="faults", storage=url).enqueue_trial({"tome.ratio": 0.3})  # e.g. a neighbour
+    fleet.summary(fleet.run(toml))  # "already holds 2 of 2 trials"
+    trials = assert_exact(url, 2)
+    assert [t.user_attrs["fail_reason"] for t in trials.values() if t.state == TrialState.FAIL] == [UNNEEDED]
