@@ -341,3 +341,87 @@ def test_a_finished_study_keeps_no_waiting_trial(tmp_path, fleet):
     fleet.summary(fleet.run(toml))  # "already holds 2 of 2 trials"
     trials = assert_exact(url, 2)
     assert [t.user_attrs["fail_reason"] for t in trials.values() if t.state == TrialState.FAIL] == [UNNEEDED]
+
+
+# --- 6. parsing limits: depth, sizes, line length, odd paths, odd names ----------------------------------
+QUICK = 'n_trials = 1\n[model]\ndevice = "cpu"\n'
+
+
+@pytest.mark.parametrize("kind", ["toml", "json"])
+def test_a_document_nested_10000_deep_is_one_line(tmp_path, capsys, kind):
+    if kind == "toml":
+        path = tmp_path / "deep.toml"
+        path.write_text('name = "d"\nx = ' + "[" * 10_000 + "]" * 10_000 + "\n")
+        argv = ["study", "run", str(path)]
+    else:
+        path = tmp_path / "deep.json"
+        path.write_text('{"schema_version": 2, "methods": {}, "environment": ' + '{"a": ' * 10_000 + "1"
+                        + "}" * 10_001)
+        argv = ["evaluate", str(path)]
+    err = one_line_error(capsys, main(argv))
+    assert "nested more than 64 levels deep" in err
+    assert not list(tmp_path.glob("*.db"))
+
+
+def test_a_moderately_deep_config_is_refused_before_it_is_used(tmp_path, capsys):
+    path = tmp_path / "deep.json"
+    path.write_text('{"schema_version": 2, "methods": {}, "environment": ' + '{"a": ' * 200 + "1" + "}" * 201)
+    assert "nested more than 64 levels deep" in one_line_error(capsys, main(["apply", str(path), "--out",
+                                                                              str(tmp_path / "o.png")]))
+
+
+def test_a_huge_study_name_gives_a_short_line(tmp_path, capsys):
+    path = tmp_path / "long.toml"  # 5 MB is refused as a file (next test); 900 kB fits, the line does not
+    path.write_text(f'name = "{"x" * 900_000}"\n' + QUICK)
+    err = one_line_error(capsys, main(["study", "run", str(path)]))
+    assert len(err) <= 1100 and "name=" in err and "characters cut" in err
+    assert not list(tmp_path.glob("*.db"))
+    path.write_text(f'name = "{"x" * 5_000_000}"\n' + QUICK)
+    assert "larger than 1 MB" in one_line_error(capsys, main(["study", "run", str(path)]))
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_study_names_dot_and_dotdot_are_refused(tmp_path, capsys, name):
+    path = tmp_path / "dots.toml"
+    path.write_text(f'name = "{name}"\n' + QUICK)
+    assert "not . or .." in one_line_error(capsys, main(["study", "run", str(path)]))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".db")]
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["study", "run", "/dev/zero"], "study file /dev/zero is not a regular file"),
+    (["study", "run", "{tmp}"], "study file {tmp} is a folder"),
+    (["study", "status", "{tmp}/none.toml"], "study file not found"),
+    (["evaluate", "/dev/zero"], "config file /dev/zero is not a regular file"),
+    (["evaluate", "{tmp}"], "config file {tmp} is a folder"),
+    (["apply", "/dev/zero", "--out", "{tmp}/o.png"], "config file /dev/zero is not a regular file"),
+    (["baseline", "--inception-weights", "/dev/zero", "--feature-extractor", "inception"], "is not a regular file"),
+    (["baseline", "--unet-weights", "{tmp}"], "is a folder"),
+])
+def test_devices_and_folders_are_named_as_such(tmp_path, capsys, argv, what):
+    err = one_line_error(capsys, main([a.format(tmp=tmp_path) for a in argv]))
+    assert what.format(tmp=tmp_path) in err
+
+
+def test_a_huge_study_file_is_refused_without_reading_it_all(tmp_path, capsys):
+    path = tmp_path / "big.toml"
+    path.write_text('name = "b"\n' + "# padding\n" * 200_000)
+    assert "larger than 1 MB" in one_line_error(capsys, main(["study", "run", str(path)]))
+
+
+def test_a_missing_postgres_database_is_not_called_damaged(tmp_path, capsys):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_server()).set(database="tuner_no_such_db").render_as_string(hide_password=False)
+    toml = write_study(tmp_path, url)
+    err = one_line_error(capsys, main(["study", "run", str(toml)]))
+    assert "no database 'tuner_no_such_db'" in err and "createdb" in err and "damaged" not in err
+
+
+def test_pytest_q_prints_the_summary_line(tmp_path):
+    """CI reads pytest's closing "N passed" line; `addopts = "-q"` plus `-q` hid it."""
+    (tmp_path / "test_one.py").write_text("def test_one():\n    assert True\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c",
+                          str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path), str(tmp_path / "test_one.py")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert re.match(r"^1 passed in [\d.]+s$", run.stdout.strip().splitlines()[-1]), run.stdout

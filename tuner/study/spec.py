@@ -51,6 +51,7 @@ OBJECTIVES = ("latency", "fid", "bitops", "memory", "clip_score")
 MAXIMIZED = ("clip_score",)  # higher is better; every other objective is minimized
 SAMPLERS = ("random", "tpe", "nsga2", "nsga3", "gp", "deap-nsga2", "deap-nsga3", "deap-spea2", "joint")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+MAX_STUDY_BYTES = 1_000_000  # a study TOML is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -428,8 +429,8 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     base = path.resolve().parent
     t = _Table(data, "")
     name = t.get("name", path.stem)
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise TunerError(f"name={name!r}: use 1-100 characters of A-Z a-z 0-9 _ . -")
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):  # `..db` would be hidden
+        raise TunerError(f"name={name!r}: use 1-100 characters of A-Z a-z 0-9 _ . - (not . or ..)")
     n_trials = _check_int("n_trials", t.get("n_trials", 20), 1, 100_000)
     seed = _check_int("seed", t.get("seed", 0), 0, 2**31 - 1)
     objectives = t.get("objectives", ["latency", "fid"])
@@ -495,13 +496,14 @@ def _guard(where: str, fn):
 
 
 def load_spec(path: str | Path) -> StudySpec:
+    from tuner.textfile import check_depth, nested_too_deep, read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise TunerError(f"study file not found: {p}")
+    text = read_text(p, "study file", MAX_STUDY_BYTES)
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TunerError(f"study file {p} is not valid TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise TunerError(f"study file {p} is not UTF-8 text") from None
-    return parse_spec(data, p)
+    except RecursionError:
+        raise nested_too_deep(f"study file {p}") from None
+    return parse_spec(check_depth(data, f"study file {p}"), p)
