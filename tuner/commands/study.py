@@ -9,6 +9,7 @@ import sys
 
 from tuner.commands.common import (MAX_SEED, MAX_STEPS, add_threads_option, check_int, check_out_file, clean,
                                    print_result)
+from tuner.commands.delete import register_delete
 from tuner.errors import TunerError
 from tuner.threads import check_threads
 
@@ -49,8 +50,6 @@ def register(sub) -> None:
     p.set_defaults(func=study_pareto)
 
     register_validate(ssub)
-    from tuner.commands.delete import register_delete
-
     register_delete(ssub)
 
     p = sub.add_parser("export", help="write one trial's config (or the best under a FID cap) as JSON")

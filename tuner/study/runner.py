@@ -215,16 +215,9 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
                         retrying(_warm_start, study, spec, context, log=log)
                     trial = retrying(budget.ask, study, slot, log=log)
             if slot is None:
-                if retrying(budget.complete, study, spec.n_trials, log=log):
-                    _drop_waiting(study, log)
+                finished, waiting_told = _no_free_slot(study, spec, budget, waiting_told, log)
+                if finished:
                     break
-                held = retrying(budget.progress, spec.n_trials)[1]
-                if not held:  # nothing free, nothing running, not complete: the study changed underneath
-                    retrying(budget.check, study, log=log)
-                if not waiting_told:
-                    log(f"waiting for {held} trial(s) of other workers (taken over if they die)")
-                    waiting_told = True
-                time.sleep(min(1.0, spec.liveness.heartbeat_interval))
                 continue
             waiting_told = False
             state = _run_one(study, trial, objective, budget, slot, log)
@@ -260,6 +253,20 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
         except Exception as e:  # the storage is gone: the others will find this worker dead
             log(f"could not mark worker {worker.id} stopped: {first_line(e)}")
     return _finish(summary, study, spec, storage, t_start, objective)
+
+
+def _no_free_slot(study, spec, budget: Budget, told: bool, log) -> tuple[bool, bool]:
+    """No slot to take: (finished, told) once the study is complete, else wait a moment for the others."""
+    if retrying(budget.complete, study, spec.n_trials, log=log):
+        _drop_waiting(study, log)
+        return True, told
+    held = retrying(budget.progress, spec.n_trials)[1]
+    if not held:  # nothing free, nothing running, not complete: the study changed underneath
+        retrying(budget.check, study, log=log)
+    if not told:
+        log(f"waiting for {held} trial(s) of other workers (taken over if they die)")
+    time.sleep(min(1.0, spec.liveness.heartbeat_interval))
+    return False, True
 
 
 def _drop_waiting(study, log) -> None:
