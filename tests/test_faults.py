@@ -30,6 +30,14 @@ def one_line_error(capsys, code: int) -> str:
     return err
 
 
+def _load_trials(url: str, study: str = "faults"):
+    import optuna
+
+    from tuner.study.storage import driver_url
+
+    return optuna.load_study(study_name=study, storage=driver_url(url)).get_trials()
+
+
 # --- 1. weights are data, never code ---------------------------------------------------------------------
 class _Payload:
     """Unpickling this creates `marker`: what a hostile weights file would do."""
@@ -109,62 +117,6 @@ def test_a_pickle_in_a_model_folder_is_refused(evil, tmp_path):
     with pytest.raises(TunerError, match="not a file of plain tensors"):
         check_weight_files(tmp_path / "clip", "evaluator.clip_model")
     assert not marker.exists()
-
-
-# --- 5. SIGTERM, SIGINT, SIGHUP: a plain worker and a --workers parent ------------------------------------
-STOPS = {signal.SIGTERM: ("tuner: terminated (SIGTERM)", "SIGTERM"), signal.SIGINT: ("tuner: interrupted", "Ctrl-C"),
-         signal.SIGHUP: ("tuner: hung up (SIGHUP)", "SIGHUP")}
-
-
-def _load_trials(url: str, study: str = "faults"):
-    import optuna
-
-    from tuner.study.storage import driver_url
-
-    return optuna.load_study(study_name=study, storage=driver_url(url)).get_trials()
-
-
-@pytest.mark.parametrize("signum", list(STOPS), ids=lambda s: signal.Signals(s).name)
-def test_a_stop_signal_gives_the_trial_back_and_closes_the_run(storage_url, tmp_path, fleet, signum):
-    line, name = STOPS[signum]
-    toml = write_study(tmp_path, storage_url, n_trials=3, grace=600.0)  # a resume must not need the grace period
-    worker = fleet.run(toml, FAULT_TRIAL_S="30")
-    probe = Probe(storage_url)
-    number = wait_for(lambda: probe.running_trials_of(worker.pid), "a running trial")[0]
-    worker.send_signal(signum)
-    rc, _, err = fleet.finish(worker, timeout=60)
-    assert rc == 128 + signum and err.strip().splitlines()[-1] == line, err[-2000:]
-    assert "Traceback" not in err
-    states = probe.rows("SELECT state FROM study_runs")
-    probe.close()
-    assert [s for (s,) in states] == ["stopped"]
-    trials = {t.number: t for t in _load_trials(storage_url)}
-    assert trials[number].state == TrialState.FAIL
-    assert trials[number].user_attrs["fail_reason"] == f"abandoned: interrupted ({name})"
-    fleet.summary(fleet.run(toml))  # resumes at once: nothing left RUNNING for a grace period to expire
-    assert_exact(storage_url, 3)
-
-
-@pytest.mark.parametrize("signum", list(STOPS), ids=lambda s: signal.Signals(s).name)
-def test_a_stop_signal_to_the_workers_parent_stops_every_worker(storage_url, tmp_path, fleet, signum):
-    line, name = STOPS[signum]
-    toml = write_study(tmp_path, storage_url, n_trials=4, grace=600.0)
-    parent = fleet.start("study", "run", str(toml), "--workers", "2", FAULT_TRIAL_S="30")
-    probe = Probe(storage_url)
-    pids = wait_for(lambda: [int(p) for p in re.findall(r"^worker \d: pid (\d+)", fleet.stderr(parent), re.M)]
-                    if fleet.stderr(parent).count(": pid ") == 2 else None, "two workers")
-    wait_for(lambda: all(probe.running_trials_of(p) for p in pids), "both workers running a trial")
-    parent.send_signal(signum)
-    rc, _, err = fleet.finish(parent, timeout=60)
-    assert rc == 128 + signum and err.strip().splitlines()[-1] == line, err[-2000:]
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    states = probe.rows("SELECT state FROM study_runs")
-    probe.close()
-    assert sorted(s for (s,) in states) == ["stopped", "stopped"], (states, err[-3000:])
-    reasons = [t.user_attrs.get("fail_reason") for t in _load_trials(storage_url)]
-    assert reasons.count(f"abandoned: interrupted ({name})") == 2, reasons
 
 
 # --- 2. deleted or foreign studies end in one line; `tuner study delete` ----------------------------------
@@ -341,6 +293,54 @@ def test_a_finished_study_keeps_no_waiting_trial(tmp_path, fleet):
     fleet.summary(fleet.run(toml))  # "already holds 2 of 2 trials"
     trials = assert_exact(url, 2)
     assert [t.user_attrs["fail_reason"] for t in trials.values() if t.state == TrialState.FAIL] == [UNNEEDED]
+
+
+# --- 5. SIGTERM, SIGINT, SIGHUP: a plain worker and a --workers parent ------------------------------------
+STOPS = {signal.SIGTERM: ("tuner: terminated (SIGTERM)", "SIGTERM"), signal.SIGINT: ("tuner: interrupted", "Ctrl-C"),
+         signal.SIGHUP: ("tuner: hung up (SIGHUP)", "SIGHUP")}
+
+
+@pytest.mark.parametrize("signum", list(STOPS), ids=lambda s: signal.Signals(s).name)
+def test_a_stop_signal_gives_the_trial_back_and_closes_the_run(storage_url, tmp_path, fleet, signum):
+    line, name = STOPS[signum]
+    toml = write_study(tmp_path, storage_url, n_trials=3, grace=600.0)  # a resume must not need the grace period
+    worker = fleet.run(toml, FAULT_TRIAL_S="30")
+    probe = Probe(storage_url)
+    number = wait_for(lambda: probe.running_trials_of(worker.pid), "a running trial")[0]
+    worker.send_signal(signum)
+    rc, _, err = fleet.finish(worker, timeout=60)
+    assert rc == 128 + signum and err.strip().splitlines()[-1] == line, err[-2000:]
+    assert "Traceback" not in err
+    states = probe.rows("SELECT state FROM study_runs")
+    probe.close()
+    assert [s for (s,) in states] == ["stopped"]
+    trials = {t.number: t for t in _load_trials(storage_url)}
+    assert trials[number].state == TrialState.FAIL
+    assert trials[number].user_attrs["fail_reason"] == f"abandoned: interrupted ({name})"
+    fleet.summary(fleet.run(toml))  # resumes at once: nothing left RUNNING for a grace period to expire
+    assert_exact(storage_url, 3)
+
+
+@pytest.mark.parametrize("signum", list(STOPS), ids=lambda s: signal.Signals(s).name)
+def test_a_stop_signal_to_the_workers_parent_stops_every_worker(storage_url, tmp_path, fleet, signum):
+    line, name = STOPS[signum]
+    toml = write_study(tmp_path, storage_url, n_trials=4, grace=600.0)
+    parent = fleet.start("study", "run", str(toml), "--workers", "2", FAULT_TRIAL_S="30")
+    probe = Probe(storage_url)
+    pids = wait_for(lambda: [int(p) for p in re.findall(r"^worker \d: pid (\d+)", fleet.stderr(parent), re.M)]
+                    if fleet.stderr(parent).count(": pid ") == 2 else None, "two workers")
+    wait_for(lambda: all(probe.running_trials_of(p) for p in pids), "both workers running a trial")
+    parent.send_signal(signum)
+    rc, _, err = fleet.finish(parent, timeout=60)
+    assert rc == 128 + signum and err.strip().splitlines()[-1] == line, err[-2000:]
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    states = probe.rows("SELECT state FROM study_runs")
+    probe.close()
+    assert sorted(s for (s,) in states) == ["stopped", "stopped"], (states, err[-3000:])
+    reasons = [t.user_attrs.get("fail_reason") for t in _load_trials(storage_url)]
+    assert reasons.count(f"abandoned: interrupted ({name})") == 2, reasons
 
 
 # --- 6. parsing limits: depth, sizes, line length, odd paths, odd names ----------------------------------
