@@ -21,6 +21,10 @@ class ClipScorer:
             raise TunerError(f"evaluator.clip_model: {p} is not a CLIP model folder (no config.json)")
         from transformers import CLIPModel, CLIPProcessor
 
+        from tuner.models.source import check_weight_files
+
+        check_weight_files(p, "evaluator.clip_model")  # plain tensors, before transformers opens a pickle
+
         try:
             self.model = CLIPModel.from_pretrained(str(p), local_files_only=True).eval()
             self.processor = CLIPProcessor.from_pretrained(str(p), local_files_only=True)

@@ -125,6 +125,15 @@ def cached_inception_weights() -> Path | None:
     return path if path.is_file() else None
 
 
+def _download_tensors(url: str) -> dict:
+    """torch-fidelity's own Inception file, downloaded into torch's hub cache and read as plain tensors."""
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, progress=False)
+    except Exception as e:
+        raise TunerError(f"Inception weights could not be downloaded or read ({type(e).__name__}); pass "
+                         "--inception-weights PATH") from None
+
+
 class InceptionFeatures(nn.Module):
     """torch-fidelity's Inception-v3 (the network of the original FID code) from a local weights file.
 
@@ -144,13 +153,17 @@ class InceptionFeatures(nn.Module):
                 raise TunerError("Inception FID needs torch-fidelity's weights and the machine is offline: pass "
                                  "[evaluator] inception_weights = PATH (or --inception-weights) to "
                                  "weights-inception-2015-12-05-6726825d.pth")
-        elif not Path(weights_path).is_file():
-            raise TunerError(f"Inception weights not found: {weights_path}")
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 
-        try:
+        from tuner.weights import as_buffer, load_tensors
+
+        if weights_path:  # read as plain tensors here: torch-fidelity's own torch.load would unpickle code
+            state = load_tensors(weights_path, "Inception weights")
+        else:
+            state = _download_tensors(URL_INCEPTION_V3)
+        try:  # torch-fidelity reads the verified tensors back from memory, never the user's file
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                                   feature_extractor_weights_path=str(weights_path) if weights_path else None)
+                                                   feature_extractor_weights_path=as_buffer(state))
         except Exception as e:
             where = weights_path or "torch-fidelity's download"
             raise TunerError(f"Inception weights at {where} could not be loaded: {type(e).__name__}") from None

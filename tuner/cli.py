@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
 from tuner import __version__
+from tuner import signals
 from tuner.errors import TunerError
 
 # Each module in tuner/commands registers its subcommands.
@@ -64,13 +66,15 @@ def _run(argv: list[str] | None) -> int:
     except SystemExit as e:  # --help, --version, argparse's errors: a code to return, as for commands
         return e.code if isinstance(e.code, int) else int(e.code is not None)
     try:
-        code = int(args.func(args) or 0)
+        with signals.raise_on_signals():  # SIGTERM and SIGHUP end a command as Ctrl-C does
+            code = int(args.func(args) or 0)
     except TunerError as e:
         print(f"tuner: error: {e}", file=sys.stderr)
         return TunerError.exit_code
-    except KeyboardInterrupt:
-        print("tuner: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(signals.line(e), file=sys.stderr)
+        return signals.exit_code(e)
     sys.stdout.flush()  # a reader that went away shows up here, inside the BrokenPipe handler below
     return code
 

@@ -20,6 +20,7 @@ from typing import Any
 from tuner.errors import TunerError
 
 SCHEMA_VERSION = 2
+MAX_CONFIG_BYTES = 16_000_000  # an exported config with its prompts and per-layer bits is a few kB
 TOP_LEVEL_KEYS = {"schema_version", "model_id", "methods", "objectives", "environment"}
 
 
@@ -84,6 +85,12 @@ class AccelConfig:
     model_id: str | None = None
     objectives: dict[str, Any] | None = None  # measured, filled by export
     environment: dict[str, Any] | None = None  # device, versions; filled by export
+    folder: Path | None = field(default=None, compare=False, repr=False)  # of the file it was loaded from
+
+    def path_of(self, value: str) -> str:
+        """A path the config records, relative to the config file (never to the current directory)."""
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() or self.folder is None else (self.folder / p).resolve())
 
     @classmethod
     def from_dict(cls, data: Any) -> "AccelConfig":
@@ -124,14 +131,19 @@ class AccelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "AccelConfig":
+        from tuner.textfile import check_depth, nested_too_deep, read_text
+
         p = Path(path)
-        if not p.is_file():
-            raise TunerError(f"config file not found: {p}")
+        text = read_text(p, "config file", MAX_CONFIG_BYTES)
         try:
-            data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
             raise TunerError(f"config {p} is not valid JSON: {e}") from None
-        return cls.from_dict(data)
+        except RecursionError:
+            raise nested_too_deep(f"config {p}") from None
+        config = cls.from_dict(check_depth(data, f"config {p}"))
+        config.folder = p.resolve().parent
+        return config
 
     def to_dict(self) -> dict:
         specs = method_specs()

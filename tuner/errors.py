@@ -6,8 +6,14 @@ class TunerError(Exception):
 
     exit_code = 2
 
+    max_chars = 1000  # a 5 MB value quoted in a message must not make a 5 MB line
+
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        text = " ".join(str(message).split())
+        if len(text) > self.max_chars:
+            cut = len(text) - self.max_chars + 200
+            text = f"{text[:self.max_chars - 300]} ...[{cut} characters cut]... {text[-100:]}"
+        super().__init__(text)
 
 
 class TrialFailed(Exception):

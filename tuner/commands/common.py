@@ -115,6 +115,9 @@ def model_settings(args, config=None) -> dict:
     recorded_id = recorded.get("id") or (config.model_id if config is not None else None)
     if recorded_id == MODEL_ID:
         recorded_id = "proxy"
+    if recorded_id is not None and recorded_id != "proxy" and config.folder is not None \
+            and not Path(recorded_id).is_absolute() and (config.folder / recorded_id).exists():  # a model folder next to the config, not the CWD's
+        recorded_id = config.path_of(recorded_id)
     wanted = args.model or recorded_id or "proxy"
     source = resolve_source(wanted)
     if recorded_id is not None and args.model is not None and resolve_source_id(recorded_id) != source.id:
@@ -122,6 +125,8 @@ def model_settings(args, config=None) -> dict:
                          "its own model")
     out = {k: recorded.get(k) for k in ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size",
                                         "unet_weights")} if source.id == recorded_id else {}
+    if isinstance(out.get("unet_weights"), str):
+        out["unet_weights"] = config.path_of(out["unet_weights"])
     out["source"] = source
     if getattr(args, "dtype", None):
         out["dtype"] = args.dtype
@@ -159,11 +164,22 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
     elif args.prompts is not None:
         raise TunerError("--prompts: the proxy model is conditioned on digit classes, not prompts")
     proxy_set = ProxySet(ps["n_images"], ps["steps"], ps["seed"], prompts)  # validated before the model loads
-    reference = args.reference_images or ((config.environment or {}).get("reference_images") if config else None)
+    recorded_reference = (config.environment or {}).get("reference_images") if config is not None else None
+    reference = args.reference_images or (config.path_of(recorded_reference)
+                                          if isinstance(recorded_reference, str) else None)
     if reference is not None:
         from tuner.evaluators.reference_images import image_files
 
         image_files(reference, "--reference-images")
+    extractor = args.feature_extractor or recorded_extractor or ("proxy" if source.kind == "proxy" else "inception")
+    inception = args.inception_weights
+    recorded_inception = (config.environment or {}).get("inception_weights") if config is not None else None
+    if inception is None and isinstance(recorded_inception, str) and Path(config.path_of(recorded_inception)).exists():
+        inception = config.path_of(recorded_inception)  # relative to the config file, never the CWD
+    if inception is not None:  # plain tensors, checked before the model loads (and read again from memory)
+        from tuner.weights import check_tensors_file
+
+        check_tensors_file(inception, "--inception-weights" if args.inception_weights else "environment.inception_weights")
     from tuner.threads import set_threads
 
     set_threads(getattr(args, "threads", None))
@@ -172,11 +188,6 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
                       settings.get("batch_size"))
     if args.resolution is not None:
         pipe.set_resolution(args.resolution)
-    extractor = args.feature_extractor or recorded_extractor or ("proxy" if source.kind == "proxy" else "inception")
-    inception = args.inception_weights
-    recorded_inception = (config.environment or {}).get("inception_weights") if config is not None else None
-    if inception is None and isinstance(recorded_inception, str) and Path(recorded_inception).is_file():
-        inception = recorded_inception
     return EvalContext(pipe, proxy_set, extractor, inception,
                        latency_images=ps["latency_images"], latency_repeats=args.latency_repeats, progress=progress,
                        reference_images=reference, clip_model=args.clip_model)

@@ -8,6 +8,7 @@ import json
 import sys
 
 from tuner.commands.common import add_threads_option, check_out_file, clean, print_result
+from tuner.commands.delete import register_delete
 from tuner.threads import check_threads
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -46,6 +47,7 @@ def register(sub) -> None:
     p.set_defaults(func=study_pareto)
 
     register_validate(ssub)
+    register_delete(ssub)
 
 
 def _spec(path):
@@ -70,6 +72,8 @@ def run_study(args) -> int:
         from tuner.storage.workers import run_workers
 
         summary = run_workers(spec, args.workers, args.n_trials, progress=progress, log=log)
+        for line in summary.get("dead_workers", []):  # the study finished without them: exit 0, say so
+            log(line)
     else:
         summary = run(spec, progress=progress, log=log)
     print_result(summary, args.json)

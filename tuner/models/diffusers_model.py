@@ -174,12 +174,9 @@ def _has_component(folder, name: str) -> bool:
 
 
 def _load_unet_weights(unet, path: str) -> None:
-    from safetensors.torch import load_file
+    from tuner.weights import load_tensors
 
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # safetensors raises several types for corrupt files
-        raise TunerError(f"model.unet_weights: {path} is corrupt ({type(e).__name__})") from None
+    state = load_tensors(path, "model.unet_weights")  # safetensors, or plain tensors: never a pickle's code
     try:
         unet.load_state_dict({k: v.to(unet.dtype) for k, v in state.items()}, strict=True)
     except RuntimeError:

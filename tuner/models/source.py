@@ -111,6 +111,10 @@ def check_weight_file(path: Path, what: str) -> None:
         _check_safetensors_length(path, what)
     elif path.stat().st_size == 0:
         raise TunerError(f"{what}: weights file {path} is empty")
+    else:  # .bin/.pt/.ckpt are pickles: read as plain tensors before diffusers or transformers open them
+        from tuner.weights import check_tensors_file
+
+        check_tensors_file(path, what)
 
 
 def _check_safetensors_length(path: Path, what: str) -> None:

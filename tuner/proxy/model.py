@@ -95,14 +95,11 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def load_state(path: Path, what: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from tuner.weights import load_tensors
 
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise TunerError(f"{what} weights not found: {path} (train them with `tuner proxy train`)")
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # safetensors raises several types for corrupt files
-        raise TunerError(f"{what} weights at {path} are corrupt: {type(e).__name__}") from None
+    state = load_tensors(path, f"{what} weights")  # safetensors, or plain tensors: never a pickle's code
     return {k: v.float() for k, v in state.items()}
 
 

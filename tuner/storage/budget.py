@@ -53,8 +53,8 @@ def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if counts(t)]
 
 
-def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
-    """RUNNING -> FAIL with `fail_reason`, in one transaction; False if the trial had finished meanwhile.
+def fail_trial(study: optuna.Study, trial_id: int, reason: str, state: TrialState = TrialState.RUNNING) -> bool:
+    """RUNNING (or `state`) -> FAIL with `fail_reason`, in one transaction; False if the trial had moved on.
 
     Optuna offers no call that sets an attribute and the state at once, and two separate calls let a
     worker and a survivor interleave (one's reason on the other's FAIL). So this writes Optuna's own
@@ -65,7 +65,7 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
     trials, attrs = models.TrialModel.__table__, models.TrialUserAttributeModel.__table__
     engine = study._storage._backend.engine if hasattr(study._storage, "_backend") else study._storage.engine
     with engine.begin() as conn:
-        if conn.execute(update(trials).where(trials.c.trial_id == trial_id, trials.c.state == TrialState.RUNNING)
+        if conn.execute(update(trials).where(trials.c.trial_id == trial_id, trials.c.state == state)
                         .values(state=TrialState.FAIL, datetime_complete=dt.datetime.now())).rowcount != 1:
             return False
         value = json.dumps(reason)
@@ -73,6 +73,24 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
                         .values(value_json=value)).rowcount == 0:
             conn.execute(insert(attrs).values(trial_id=trial_id, key=FAIL_REASON_ATTR, value_json=value))
     return True
+
+
+QUEUED_ATTR = "fixed_params"  # Optuna's system attribute of an enqueued trial (warm start, neighbours)
+UNNEEDED = f"{ABANDONED} queued but not run: the study met its budget"
+
+
+def requeue(study: optuna.Study, trial_id: int) -> None:
+    """An abandoned trial that came from the queue is queued again, so a resumed study runs the same
+    configs as one that was never interrupted (a sampled trial is simply sampled anew)."""
+    params = study._storage.get_trial(trial_id).system_attrs.get(QUEUED_ATTR)
+    if params:
+        study.enqueue_trial(params, skip_if_exists=False)  # the failed twin must not make it skip
+
+
+def drop_waiting(study: optuna.Study) -> list[int]:
+    """A finished study keeps no WAITING trial: each queued one left over fails as not needed (not counted)."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if fail_trial(study, t._trial_id, UNNEEDED, state=TrialState.WAITING)]
 
 
 def count_slots(engine, study_name: str) -> int:
@@ -92,16 +110,25 @@ class Budget:
     # --- consistency -----------------------------------------------------------------------------------
     def check(self, study: optuna.Study) -> None:
         """Every counted trial must own a done slot: rows deleted by hand would silently reset the study."""
-        counted = {t.number for t in counted_trials(study)}  # trials first: a trial counts only after its slot
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        counted = {n for n, t in trials.items() if counts(t)}  # trials first: a trial counts only after its slot
         with self.engine.begin() as conn:
-            bound = list(conn.execute(select(trial_slots.c.trial_number).where(
-                trial_slots.c.study_name == self.study_name, trial_slots.c.trial_number.is_not(None))).scalars())
+            rows = conn.execute(select(trial_slots.c.trial_number, trial_slots.c.run_id).where(
+                trial_slots.c.study_name == self.study_name, trial_slots.c.trial_number.is_not(None))).all()
+        bound = [n for n, _ in rows]
+        foreign = [n for n, run in rows if n not in trials or trials[n].system_attrs.get(RUN_ATTR, run) != run]
+        if foreign:  # the slots name trials this study does not have: deleted and re-created outside tuner
+            raise TunerError(f"study '{self.study_name}': tuner's table trial_slots names {len(foreign)} trial(s) "
+                             f"(#{', #'.join(map(str, sorted(foreign)[:5]))}) that this Optuna study does not hold: "
+                             "it was deleted or re-created outside tuner; `tuner study delete STUDY.toml --yes` "
+                             "removes both, or use a new study name")
         missing = sorted(counted - set(bound))
         if missing or len(bound) != len(set(bound)):
             what = (f"has no slot for {len(missing)} counted trial(s) (#{', #'.join(map(str, missing[:5]))})"
                     if missing else "binds a trial twice")
-            raise TunerError(f"study '{self.study_name}': the tuner table trial_slots {what}: it was changed "
-                             "outside tuner; refusing to guess the budget (restore a backup or use a new study name)")
+            raise TunerError(f"study '{self.study_name}': the tuner table trial_slots {what}: it was changed, or the "
+                             "study deleted and re-created, outside tuner; refusing to guess the budget (restore a "
+                             "backup, `tuner study delete STUDY.toml --yes`, or use a new study name)")
 
     # --- slots -------------------------------------------------------------------------------------------
     def take(self, n_trials: int) -> int | None:
@@ -223,6 +250,7 @@ class Budget:
             host, pid, fate = gone[run]
             if self._fail(study, t._trial_id, f"{ABANDONED} its worker on {host} (pid {pid}) {fate}"):
                 out.append(f"trial {t.number}")
+                requeue(study, t._trial_id)
                 with self.engine.begin() as conn:  # its slot, if the worker died between done and tell
                     conn.execute(delete(trial_slots).where(trial_slots.c.study_name == self.study_name,
                                                            trial_slots.c.run_id == run,
@@ -245,6 +273,7 @@ class Budget:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.system_attrs.get(RUN_ATTR) == self.worker.id and self._fail(study, t._trial_id, f"{ABANDONED} {why}"):
                 out.append(f"trial {t.number}")
+                requeue(study, t._trial_id)
                 with self.engine.begin() as conn:  # its slot, even if marked done before the tell was lost
                     conn.execute(delete(trial_slots).where(trial_slots.c.study_name == self.study_name,
                                                            trial_slots.c.run_id == self.worker.id,
@@ -260,5 +289,6 @@ class Budget:
     def abandon(self, trial: optuna.Trial, slot: int, why: str) -> bool:
         """This worker gives up its own running trial (Ctrl-C, lost storage): slot back, trial FAIL."""
         released = self.release(slot)  # False: already released (a retry) or reclaimed by a survivor
-        self._fail(trial.study, trial._trial_id, f"{ABANDONED} {why}")
+        if self._fail(trial.study, trial._trial_id, f"{ABANDONED} {why}"):
+            requeue(trial.study, trial._trial_id)
         return released

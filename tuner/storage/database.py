@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from importlib.util import find_spec
 
@@ -187,8 +188,16 @@ def is_transient(e: BaseException) -> bool:
     return False
 
 
+def missing_database(e: BaseException) -> bool:
+    """The server has no database of that name (PostgreSQL's 3D000): not damage, nothing to restore."""
+    return any(getattr(x, "sqlstate", None) == "3D000" or
+               re.search(r'database ".*" does not exist', str(x)) for x in _chain(e))
+
+
 def is_damage(e: BaseException) -> bool:
     """A missing table or column, a file that is not a database, a corrupt page."""
+    if missing_database(e):
+        return False
     for x in _chain(e):
         msg = str(x).lower()
         if any(w in msg for w in ("no such table", "no such column", "does not exist", "malformed",
@@ -249,6 +258,10 @@ def _tables(target: str, kwargs: dict, url: str) -> set[str]:
     try:
         return set(inspect(engine).get_table_names())
     except SQLAlchemyError as e:
+        if missing_database(e):
+            name = make_url(url).database
+            raise TunerError(f"storage {shown(url)}: the server has no database {name!r}; create it first "
+                             f"(`createdb {name}`) or name an existing one") from None
         if is_damage(e):
             raise damaged(url, e) from None
         raise TunerError(f"cannot open storage {shown(url)}: {first_line(e)}"

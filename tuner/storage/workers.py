@@ -7,7 +7,7 @@ This process only starts them, relays their progress and stops them:
   visible), so a 4-GPU machine evaluates 4 trials at once;
 - progress: each worker's per-trial line on stderr, prefixed with its number; the `[done/n]` count in
   those lines is study-wide (from the shared budget), and on a terminal one bar shows it;
-- Ctrl-C (or SIGTERM) here is forwarded to every worker, which gives its running trial back and exits;
+- Ctrl-C, SIGTERM or SIGHUP here is forwarded (the same signal) to every worker, which gives its running trial back and exits;
   a worker still running STOP_TIMEOUT_S later is killed, and its trial is reclaimed by heartbeat later.
 Workers run in their own process groups, so a Ctrl-C at the terminal reaches them once, through here.
 """
@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 
+from tuner import signals
 from tuner.errors import TunerError
 
 STOP_TIMEOUT_S = 30.0
@@ -101,33 +102,23 @@ def run_workers(spec, k: int, n_trials: int | None = None, progress: bool = Fals
             readers.append(t)
         say(f"worker {i}: pid {p.pid}" + (f", GPU {gpu}" if gpu is not None else ""))
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
-    interrupted = False
+    interrupted = None
     try:
-        while any(p.poll() is None for p in procs):
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        interrupted = True
+        with signals.raise_on_signals():
+            while any(p.poll() is None for p in procs):
+                time.sleep(0.2)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP: the same signal to every worker
+        interrupted = e
         say(f"stopping {sum(p.poll() is None for p in procs)} worker(s)")
-        _stop(procs)
+        _stop(procs, signals.signum_of(e))
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         for t in readers:
             t.join(timeout=5)
         if bar is not None:
             bar.close()
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise signals.Interrupted(signals.signum_of(interrupted))
     return _summarize(spec, procs, outputs, gpus, time.perf_counter() - t0)
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _raise_interrupt(*_):
-    raise KeyboardInterrupt
 
 
 def _relay(p, stream: str, sink: list, i: int, say, bar) -> None:
@@ -142,11 +133,11 @@ def _relay(p, stream: str, sink: list, i: int, say, bar) -> None:
             say(f"worker {i}: {line}")
 
 
-def _stop(procs) -> None:
-    """SIGINT to every worker (each gives its trial back and exits), SIGKILL after STOP_TIMEOUT_S."""
+def _stop(procs, signum: int = signal.SIGINT) -> None:
+    """The stop signal to every worker (each gives its trial back and exits), SIGKILL after STOP_TIMEOUT_S."""
     for p in procs:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGINT)
+            os.killpg(p.pid, signum)
     t_end = time.monotonic() + STOP_TIMEOUT_S
     for p in procs:
         try:
@@ -154,6 +145,56 @@ def _stop(procs) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def _read_only_study(spec):
+    """(study, storage) opened read-only, straight from the storage (this room never imports the runner)."""
+    import optuna
+
+    from tuner.storage.database import open_storage, study_exists
+
+    if not study_exists(spec.storage, spec.name):
+        raise TunerError(f"study '{spec.name}' does not exist")
+    storage = open_storage(spec.storage, spec.name, read_only=True)
+    try:
+        return optuna.load_study(study_name=spec.name, storage=storage), storage
+    except Exception as e:  # deleted meanwhile, or unreadable: the caller reports what it can
+        storage.engine.dispose()
+        raise TunerError(str(e)) from None
+
+
+def study_finished(spec, n_trials: int) -> bool:
+    """Does the study hold its n_trials counted trials (read-only)?"""
+    from tuner.storage.budget import counted_trials
+
+    try:
+        study, storage = _read_only_study(spec)
+    except TunerError:
+        return False
+    try:
+        return len(counted_trials(study)) >= n_trials
+    finally:
+        storage.engine.dispose()
+
+
+def dead_worker_line(spec, i: int, p) -> str:
+    """`worker 1 (pid 123) was killed by SIGKILL; its trial 4 was reclaimed and redone by the others`."""
+    code = p.returncode
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
+        else f"exited with {code}"
+    try:
+        study, storage = _read_only_study(spec)
+        try:
+            mine = f"(pid {p.pid})"
+            lost = [t.number for t in study.get_trials(deepcopy=False)
+                    if mine in str(t.user_attrs.get("fail_reason", "")) and "abandoned" in str(t.user_attrs.get("fail_reason"))]
+        finally:
+            storage.engine.dispose()
+    except TunerError:
+        lost = []
+    what = (f"its trial(s) {', '.join(map(str, lost))} were reclaimed and redone by the others" if lost
+            else "it held no trial")
+    return f"worker {i} (pid {p.pid}) {how}; {what}"
 
 
 def _summarize(spec, procs, outputs, gpus, wall: float) -> dict:
@@ -166,9 +207,11 @@ def _summarize(spec, procs, outputs, gpus, wall: float) -> dict:
         if p.returncode != 0:
             last = next((line for line in reversed(out["stderr"]) if line.strip()), "no output")
             failed.append(f"worker {i} exited with {p.returncode}: {last}")
-    if failed:
-        raise TunerError("; ".join(failed))
     done = [s for s in summaries if s]
+    dead = [i for i, p in enumerate(procs) if p.returncode != 0]
+    finished = study_finished(spec, done[0]["n_trials"] if done else spec.n_trials) if dead else True
+    if failed and not finished:  # the study itself did not finish: that is a failure
+        raise TunerError("; ".join(failed))
     states: dict = {}
     for s in done:
         for name, n in (s.get("states") or {}).items():
@@ -179,6 +222,8 @@ def _summarize(spec, procs, outputs, gpus, wall: float) -> dict:
                "seeds": sorted(s["seed"] for s in done if "seed" in s),
                "finished_in_study": max((s.get("finished_in_study", 0) for s in done), default=0),
                "wall_seconds": wall}
+    if dead:  # the survivors finished the study: say who died and what was taken over
+        summary["dead_workers"] = [dead_worker_line(spec, i, procs[i]) for i in dead]
     if any(g is not None for g in gpus):
         summary["gpus"] = gpus
     if done:  # the front as the worker that saw the most trials reported it

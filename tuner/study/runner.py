@@ -9,9 +9,10 @@ worker reserve its slot *before* a trial exists, so workers never overshoot (see
 that finds no free slot while others still hold some waits for them, and takes their slots over if
 they die (tuner/storage/heartbeat.py): the survivors alone finish the study.
 
-Ctrl-C: the running trial is failed with `fail_reason = "abandoned: interrupted (Ctrl-C)"` and its slot
-is given back, so a resumed run redoes it; database writes run with SIGINT deferred, so no write is cut
-in half. A storage that goes away (a server restart) is retried for up to a minute.
+Ctrl-C, SIGTERM, SIGHUP: the running trial is failed with `fail_reason = "abandoned: interrupted (Ctrl-C)"`
+(or `(SIGTERM)`, `(SIGHUP)`) and its slot is given back, so a resumed run redoes it; database writes run
+with those signals deferred (tuner/signals.py), so no write is cut in half. A storage that goes away
+(a server restart) is retried for up to a minute.
 
 Seeds: the sampler of a worker is seeded with `seed + 7919 * k`, k the smallest seed index no other
 worker of the study holds, claimed at the worker's first trial. A worker that stops or dies without a
@@ -25,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import signal
-import threading
 import time
 import warnings
 from dataclasses import asdict
@@ -36,8 +35,10 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from tuner.errors import TrialFailed, TunerError
+from tuner import signals
+from tuner.signals import deferred
 from tuner.study import pareto
-from tuner.storage.budget import FINISHED, Budget, counted_trials, fail_trial
+from tuner.storage.budget import FINISHED, Budget, counted_trials, drop_waiting, fail_trial
 from tuner.storage.keys import BASELINE_ATTR, FINGERPRINT_ATTR, WARM_START_ATTR
 from tuner.study.objective import TrialObjective
 from tuner.study.spec import StudySpec
@@ -63,22 +64,6 @@ def spec_fingerprint(spec: StudySpec) -> dict:
             for k, v in parts.items()}
 
 
-@contextlib.contextmanager
-def deferred_sigint():
-    """Hold Ctrl-C until the block ends (only possible in the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending = []
-    previous = signal.signal(signal.SIGINT, lambda *a: pending.append(a))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if pending:
-            raise KeyboardInterrupt
-
-
 def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = None
                ) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     """The study and its storage. create=False: the study must exist; it is then opened read-only (what
@@ -95,6 +80,7 @@ def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = No
         _storage_guard(spec, lambda: study.get_trials(deepcopy=False))  # reads every trial row: damage shows here
     else:
         storage = open_storage(spec.storage, spec.name)
+        _storage_guard(spec, lambda: check_not_orphaned(storage, spec))
         study = _storage_guard(spec, lambda: optuna.create_study(
             storage=storage, study_name=spec.name, directions=spec.directions, load_if_exists=True,
             sampler=optuna.samplers.RandomSampler(seed=spec.seed)))
@@ -104,6 +90,26 @@ def open_study(spec: StudySpec, create: bool = True, read_only: bool | None = No
     return study, storage
 
 
+def check_not_orphaned(storage, spec: StudySpec) -> None:
+    """A study deleted from Optuna's tables alone (the dashboard's delete, `optuna delete-study`) leaves
+    tuner's budget rows, which would make a new study of that name wait forever for their trials."""
+    from tuner.study.delete import tuner_rows
+    from tuner.storage.database import _study_in
+
+    if _study_in(storage.engine, spec.name):
+        return
+    rows = tuner_rows(storage.engine, spec.name)
+    if rows.get("trial_slots") or rows.get("study_runs"):
+        raise TunerError(f"study '{spec.name}' was deleted from Optuna's tables of {shown(spec.storage)} but tuner's "
+                         f"rows remain ({rows.get('trial_slots', 0)} trial slot(s)); remove them with `tuner study "
+                         f"delete {spec.path} --yes`, or use a new study name")
+
+
+def deleted(spec: StudySpec) -> TunerError:
+    return TunerError(f"study '{spec.name}' was deleted from {shown(spec.storage)} while this command ran (its "
+                      f"Optuna records are gone); `tuner study delete {spec.path} --yes` removes tuner's rows too")
+
+
 def _storage_guard(spec: StudySpec, fn):
     """fn(), with a damaged or unreachable storage reported as one line."""
     try:
@@ -111,6 +117,8 @@ def _storage_guard(spec: StudySpec, fn):
     except TunerError:
         raise
     except Exception as e:
+        if isinstance(e, KeyError) and "Record does not exist" in str(e):  # Optuna's word for a deleted study
+            raise deleted(spec) from None
         if is_damage(e):
             raise damaged(spec.storage, e) from None
         if is_transient(e):
@@ -154,7 +162,7 @@ def run_study(spec: StudySpec, context=None, progress: bool = True, log=print, p
 def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) -> dict:
     from tuner.storage.heartbeat import Worker
 
-    with deferred_sigint():
+    with deferred():
         study, storage = open_study(spec)
         check_fingerprint(study, spec)
         budget = Budget(storage, spec.name, worker=None)
@@ -164,6 +172,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
     if budget.complete(study, spec.n_trials):
         held = len(counted_trials(study))
         log(f"study '{spec.name}' already holds {held} of {spec.n_trials} trials; nothing to run")
+        _drop_waiting(study, log)
         return _finish(summary, study, spec, storage, t_start, None, snapshot_now=False)
 
     context = _study_context(spec, study, context, progress, pipe, log)
@@ -181,8 +190,8 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
     except BaseException as e:
         # Whatever stops this worker (Ctrl-C between two steps, a bug, a lost storage) leaves no trial of
         # it RUNNING and no slot held: they go back to the budget now, not after a grace period.
-        why = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"its worker stopped ({type(e).__name__})"
-        with deferred_sigint(), contextlib.suppress(Exception):
+        why = signals.reason(e) if isinstance(e, KeyboardInterrupt) else f"its worker stopped ({type(e).__name__})"
+        with deferred(), contextlib.suppress(Exception):
             for what in budget.abandon_mine(study, why):
                 log(f"gave back {what}: {why}")
         raise
@@ -217,19 +226,15 @@ def _trial_loop(study, spec: StudySpec, context, objective, budget: Budget, stor
         if worker.lost.is_set():
             log(f"worker {worker.id} missed its heartbeats and was declared dead by the others; "
                 "registering again")
-            with deferred_sigint():
+            with deferred():
                 retrying(worker.register, log=log)
             study.sampler = optuna.samplers.RandomSampler(seed=spec.seed)  # re-seeded at the next trial
             summary.pop("seed_index", None)
         slot, trial = _next_trial(study, spec, context, budget, summary, log)
         if slot is None:
-            if retrying(budget.complete, study, spec.n_trials, log=log):
+            finished, waiting_told = _no_free_slot(study, spec, budget, waiting_told, log)
+            if finished:
                 return
-            if not waiting_told:
-                held = retrying(budget.progress, spec.n_trials)[1]
-                log(f"waiting for {held} trial(s) of other workers (taken over if they die)")
-                waiting_told = True
-            time.sleep(min(1.0, spec.liveness.heartbeat_interval))
             continue
         waiting_told = False
         state = _run_one(study, trial, objective, budget, slot, log)
@@ -246,7 +251,7 @@ def _next_trial(study, spec: StudySpec, context, budget: Budget, summary: dict, 
     """Reclaim the trials of dead workers, take a budget slot and ask its trial: (slot, trial), or
     (None, None) when no slot is free."""
     trial = None
-    with deferred_sigint():  # a Ctrl-C meanwhile is raised at its end, and handled in `_run`
+    with deferred():  # a Ctrl-C meanwhile is raised at its end, and handled in `_run`
         for what in retrying(budget.reclaim, study, log=log):
             log(f"reclaimed {what}: abandoned by a dead worker, it does not count")
         slot = retrying(budget.take, spec.n_trials, log=log)
@@ -268,8 +273,29 @@ def _after_trial(study, spec: StudySpec, storage, budget: Budget, trial, state, 
     if bar.disable:  # no bar (not a terminal, or turned off): one line per trial instead
         log(progress_line(min(done, spec.n_trials), spec.n_trials, _trial_line(trial, state, spec)))
     if state is not None and done % spec.snapshot_every == 0:
-        with deferred_sigint():
+        with deferred():
             retrying(pareto.snapshot, study, spec, storage.engine, log=log)
+
+
+def _no_free_slot(study, spec, budget: Budget, told: bool, log) -> tuple[bool, bool]:
+    """No slot to take: (finished, told) once the study is complete, else wait a moment for the others."""
+    if retrying(budget.complete, study, spec.n_trials, log=log):
+        _drop_waiting(study, log)
+        return True, told
+    held = retrying(budget.progress, spec.n_trials)[1]
+    if not held:  # nothing free, nothing running, not complete: the study changed underneath
+        retrying(budget.check, study, log=log)
+    if not told:
+        log(f"waiting for {held} trial(s) of other workers (taken over if they die)")
+    time.sleep(min(1.0, spec.liveness.heartbeat_interval))
+    return False, True
+
+
+def _drop_waiting(study, log) -> None:
+    with deferred():
+        dropped = retrying(drop_waiting, study, log=log)
+    if dropped:
+        log(f"queued trial(s) {', '.join(map(str, dropped))} not run: the study met its budget")
 
 
 def _seed_sampler(study, spec, context, worker, summary, log) -> None:
@@ -303,19 +329,19 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, objective: TrialObjective
         state = TrialState.PRUNED
     except TrialFailed as e:
         state, reason = TrialState.FAIL, str(e)
-    except KeyboardInterrupt:
-        with deferred_sigint():
-            _abandon(study, trial, budget, slot, "interrupted (Ctrl-C)", log)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP (tuner/signals.py)
+        with deferred():
+            _abandon(study, trial, budget, slot, signals.reason(e), log)
         raise
     except Exception as e:
         if is_transient(e):  # the storage went away mid-trial (and stayed away): redo the trial later
-            with deferred_sigint():
+            with deferred():
                 _abandon(study, trial, budget, slot, f"storage connection lost ({first_line(e)})", log)
             return None
         if is_damage(e):
             raise
         state, reason, bug = TrialState.FAIL, f"{type(e).__name__}: {e}"[:500], e  # a bug: record it, then stop
-    with deferred_sigint():
+    with deferred():
         try:
             if not retrying(budget.finish, slot, trial.number, log=log):
                 log(f"trial {trial.number}: this worker was declared dead while the trial ran; its result is "
@@ -377,7 +403,7 @@ def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: boo
     if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study):
         snapshot_now = False  # the periodic snapshot after the last trial already holds this front
     if snapshot_now:
-        with deferred_sigint():
+        with deferred():
             data = retrying(pareto.snapshot, study, spec, storage.engine)
     else:
         data = pareto.front(study, spec) if study.user_attrs.get(BASELINE_ATTR) else None

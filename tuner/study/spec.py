@@ -51,6 +51,7 @@ OBJECTIVES = ("latency", "fid", "bitops", "memory", "clip_score")
 MAXIMIZED = ("clip_score",)  # higher is better; every other objective is minimized
 SAMPLERS = ("random", "tpe", "nsga2", "nsga3", "gp", "deap-nsga2", "deap-nsga3", "deap-spea2", "joint")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+MAX_STUDY_BYTES = 1_000_000  # a study TOML is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -302,8 +303,9 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
     if weights is not None:
         p = Path(_check_str("model.unet_weights", weights))
         p = p if p.is_absolute() else (base / p).resolve()
-        if not p.is_file():
-            raise TunerError(f"model.unet_weights: file not found: {p}")
+        from tuner.weights import check_tensors_file
+
+        check_tensors_file(p, "model.unet_weights")  # plain tensors, before any library opens it
         weights = str(p)
         if source.kind == "proxy":  # small: load it, so a corrupt file never reaches a study database
             from tuner.proxy.model import load_proxy_pipeline
@@ -368,12 +370,16 @@ def _parse_evaluator(data: Any, n_images: int, base: Path, model: ModelSpec) -> 
             raise TunerError("evaluator.clip_model: a CLIP score needs prompts; the proxy model has digit classes")
         if not (Path(clip) / "config.json").is_file():
             raise TunerError(f"evaluator.clip_model: {clip} is not a local CLIP model folder (no config.json)")
+        from tuner.models.source import check_weight_files
+
+        check_weight_files(Path(clip), "evaluator.clip_model")  # plain tensors, before transformers sees them
     weights = t.get("inception_weights")
     if weights is not None:
         p = Path(_check_str("evaluator.inception_weights", weights))
         p = p if p.is_absolute() else (base / p).resolve()
-        if not p.is_file():
-            raise TunerError(f"evaluator.inception_weights: file not found: {p} (nothing is downloaded)")
+        from tuner.weights import check_tensors_file
+
+        check_tensors_file(p, "evaluator.inception_weights")  # plain tensors, before torch-fidelity sees it
         weights = str(p)
     elif extractor == "inception" and model.is_proxy:
         raise TunerError("evaluator.feature_extractor='inception' needs evaluator.inception_weights = a local "
@@ -423,8 +429,8 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     base = path.resolve().parent
     t = _Table(data, "")
     name = t.get("name", path.stem)
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise TunerError(f"name={name!r}: use 1-100 characters of A-Z a-z 0-9 _ . -")
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):  # `..db` would be hidden
+        raise TunerError(f"name={name!r}: use 1-100 characters of A-Z a-z 0-9 _ . - (not . or ..)")
     n_trials = _check_int("n_trials", t.get("n_trials", 20), 1, 100_000)
     seed = _check_int("seed", t.get("seed", 0), 0, 2**31 - 1)
     objectives = t.get("objectives", ["latency", "fid"])
@@ -488,13 +494,14 @@ def _guard(where: str, fn):
 
 
 def load_spec(path: str | Path) -> StudySpec:
+    from tuner.textfile import check_depth, nested_too_deep, read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise TunerError(f"study file not found: {p}")
+    text = read_text(p, "study file", MAX_STUDY_BYTES)
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TunerError(f"study file {p} is not valid TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise TunerError(f"study file {p} is not UTF-8 text") from None
-    return parse_spec(data, p)
+    except RecursionError:
+        raise nested_too_deep(f"study file {p}") from None
+    return parse_spec(check_depth(data, f"study file {p}"), p)
