@@ -121,7 +121,7 @@ def model_settings(args, config=None) -> dict:
         raise TunerError(f"config is for model {recorded_id!r}, not {source.id!r}; drop --model to measure it on "
                          "its own model")
     out = {k: recorded.get(k) for k in ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size",
-                                        "unet_weights")} if source.id == recorded_id else {}
+                                        "unet_weights", "solver")} if source.id == recorded_id else {}
     out["source"] = source
     if getattr(args, "dtype", None):
         out["dtype"] = args.dtype
@@ -169,7 +169,7 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
     set_threads(getattr(args, "threads", None))
     pipe = load_model(source, args.device, settings.get("dtype"), settings.get("unet_weights"),
                       settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
-                      settings.get("batch_size"))
+                      settings.get("batch_size"), settings.get("solver"))
     if args.resolution is not None:
         pipe.set_resolution(args.resolution)
     extractor = args.feature_extractor or recorded_extractor or ("proxy" if source.kind == "proxy" else "inception")

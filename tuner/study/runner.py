@@ -46,7 +46,7 @@ from tuner.study.storage import damaged, first_line, is_damage, is_transient, op
 FINGERPRINT_ATTR = "spec_fingerprint"
 WARM_START_ATTR = "tuner:warm_start_queued"
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
-OPTIONAL_KEYS = ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
+OPTIONAL_KEYS = ("dtype", "scheduler", "solver", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
                  "reference_images", "clip_model", "max_memory_gb")  # [model]/[proxy_set]/[evaluator] keys added later
 
 
