@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuner.errors import TunerError
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_pipeline
 from tuner.methods.diffusers_schedule import apply_solver, is_diffusers_pipeline
 from tuner.methods.knobs import knob
@@ -42,6 +43,14 @@ class SolverConfig(MethodConfig):
 
     search_optional = False  # a solver always runs: the search picks one, never "none"
 
+    @classmethod
+    def from_dict(cls, data):
+        # `name` is required: its default changed from ddim (schema 2 before issue 17) to dpmsolver++, and a
+        # config must not silently change meaning, nor depend on which pipeline it lands on
+        if isinstance(data, dict) and "name" not in data:
+            raise TunerError("method 'solver': 'name' is required (ddim, ddpm, dpmsolver++, unipc, deis, euler, heun)")
+        return super().from_dict(data)
+
     def check(self) -> None:
         if self.name != "ddpm" and self.coefficients != "baseline":
             self._fail(f"coefficients apply to name 'ddpm' only ({self.name} has no noise coefficients)")
@@ -54,17 +63,20 @@ class SolverConfig(MethodConfig):
 
     @classmethod
     def schema_rules(cls) -> list[dict]:
-        def unless(names, then):
-            cond = {"not": {"properties": {"name": {"enum": list(names)}}, "required": ["name"]}}
+        default = cls.knobs()["name"][1]
+
+        def when_name(names, then):  # the rule for these names; an absent name is the default one
+            names = list(names)
+            cond = {"properties": {"name": {"enum": names}}} if default in names else \
+                {"required": ["name"], "properties": {"name": {"enum": names}}}
             return {"if": cond, "then": {"properties": then}}
 
-        rules = [unless(("ddpm",), {"coefficients": {"const": "baseline"}}),
-                 unless(MULTISTEP, {"order": {"const": 2}}),
-                 unless(KARRAS, {"karras": {"const": False}})]
-        for name, orders in ORDERS.items():
-            rules.append({"if": {"properties": {"name": {"const": name}}, "required": ["name"]},
-                          "then": {"properties": {"order": {"enum": list(orders)}}}})
-        return rules
+        others = lambda group: [n for n in SOLVERS if n not in group]  # noqa: E731
+        rules = [when_name(others(("ddpm",)), {"coefficients": {"const": "baseline"}}),
+                 when_name(others(MULTISTEP), {"order": {"const": 2}}),
+                 when_name(others(KARRAS), {"karras": {"const": False}})]
+        rules += [when_name((name,), {"order": {"enum": list(orders)}}) for name, orders in ORDERS.items()]
+        return [{"required": ["name"]}] + rules
 
     def solver(self) -> Solver:
         return Solver(self.name, self.order, self.coefficients, self.spacing, self.karras)

@@ -136,6 +136,10 @@ class TimestepsConfig(MethodConfig):
             raise TunerError("method 'timesteps': give either timesteps (a list) or count, not both")
         return super().from_dict(data)
 
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps) if self.count is None else self.count
+
     def to_dict(self) -> dict:
         return {"timesteps": self.timesteps} if self.count is None else {"count": self.count}
 
