@@ -38,7 +38,10 @@ def add_eval_options(p, set_note: str = "") -> None:
     p.add_argument("--n-images", type=int, default=None, metavar="N",
                    help=f"size of the proxy image set (default {d['n_images']}{set_note})")
     p.add_argument("--steps", type=int, default=None, metavar="S",
-                   help=f"denoising steps of the baseline, DDIM (default {d['steps']}{set_note})")
+                   help=f"denoising steps of the baseline (default {d['steps']}{set_note})")
+    p.add_argument("--solver", default=None, metavar="NAME",
+                   help="the baseline's solver: ddim, ddpm, dpmsolver++, unipc, deis, euler, heun (default: the one a "
+                        "config records, else the proxy's DPM-Solver++ 2M or a pipeline's own scheduler)")
     p.add_argument("--seed", type=int, default=None,
                    help=f"seed of the proxy set, common random numbers (default {d['seed']}{set_note})")
     p.add_argument("--model", default=None,
@@ -127,6 +130,10 @@ def model_settings(args, config=None) -> dict:
         out["dtype"] = args.dtype
     if getattr(args, "unet_weights", None):
         out["unet_weights"] = args.unet_weights
+    if getattr(args, "solver", None):
+        from tuner.study.spec import parse_solver
+
+        out["solver"] = parse_solver(args.solver, "--solver")
     return out
 
 

@@ -291,13 +291,13 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
     batch = t.get("batch_size")
     if batch is not None:
         _check_int("model.batch_size", batch, 1, 1024)
-    solver = _parse_solver(t.get("solver"))
+    solver = parse_solver(t.get("solver"))
     t.finish()
     source = resolve_source(model_id, base)  # a folder that is not a UNet2DConditionModel pipeline: error now
     if scheduler is not None and solver is not None:
         raise TunerError("model: give scheduler (a diffusers class) or solver (tuner's name), not both")
     if source.kind == "proxy" and solver is None:
-        solver = _parse_solver(DEFAULT_PROXY_SOLVER)  # recorded, so a study made before this default never resumes on it
+        solver = parse_solver(DEFAULT_PROXY_SOLVER)  # recorded, so a study made before this default never resumes on it
     if source.kind == "proxy":
         for key, value in (("scheduler", scheduler), ("batch_size", batch)):
             if value is not None:
@@ -326,8 +326,9 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
 DEFAULT_PROXY_SOLVER = "dpmsolver++"  # 2M at the study's steps: the strong baseline (BENCHMARKS.md, "Solvers users already run")
 
 
-def _parse_solver(value) -> dict | None:
-    """`[model] solver`: a solver name or a table of the `solver` method's keys, as that method's full dict."""
+def parse_solver(value, what: str = "model.solver") -> dict | None:
+    """`[model] solver` (or --solver): a solver name or a table of the `solver` method's keys, as that
+    method's full dict."""
     if value is None:
         return None
     from tuner.methods.solver import SolverConfig
@@ -335,11 +336,11 @@ def _parse_solver(value) -> dict | None:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict):
-        raise TunerError(f"model.solver must be a solver name or a table, got {value!r}")
+        raise TunerError(f"{what} must be a solver name or a table, got {value!r}")
     try:
         return SolverConfig.from_dict(dict(value)).to_dict()
     except TunerError as e:
-        raise TunerError(f"model.solver: {str(e).removeprefix('method ').removeprefix(chr(39) + 'solver' + chr(39) + ': ')}") from None
+        raise TunerError(f"{what}: {str(e).removeprefix(chr(39).join(('method ', 'solver', ': ')))}") from None
 
 
 def _parse_proxy_set(data: Any, model: ModelSpec, base: Path) -> ProxySetSpec:
