@@ -8,7 +8,7 @@ Forward marginals: X_t = √ᾱ_t X_0 + √(1-ᾱ_t) W ~ N(0, diag(v_t)), with v
 coordinates and v_t = 1-ᾱ_t on the d-k empty ones. The exact score is s_t(x) = -x / v_t.
 
 Reverse chain: Y_T ~ N(0, I_d); for t = T, ..., 2:  Y_{t-1} = (Y_t + η_t s_t(Y_t) + σ_t Z) / √α_t,
-with (α_t, η_t, σ_t²) from `tuner.sampling.ddpm_coefficients` ('baseline': η = σ² = 1-α_t;
+with (α_t, η_t, σ_t²) from `tuner.solvers.ddpm_coefficients` ('baseline': η = σ² = 1-α_t;
 'liyan': η* = 1-α_t, σ*² = (1-α_t)(α_t-ᾱ_t)/(1-ᾱ_t)). Each step is linear in Y_t plus independent
 Gaussian noise, so Y_t stays N(0, diag(u_t)) and the variance propagates exactly per coordinate:
     u_{t-1} = ((1 - η_t / v_t)² u_t + σ_t²) / α_t.
@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from tuner.sampling import ddpm_coefficients
+from tuner.solvers import ddpm_coefficients
 
 DESIGNS = ("liyan", "baseline")
 DEFAULT_T = (100, 200, 500, 1000)

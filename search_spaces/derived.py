@@ -102,7 +102,8 @@ class MethodFamily(Family):
             if r.flag("enabled", True):
                 self.methods.append(name)
                 # a method that changes the model can be left off; a choice like the solver always has a value
-                optional |= r.flag("optional", specs[name].config_cls().is_neutral() is False)
+                cls = specs[name].config_cls
+                optional |= r.flag("optional", getattr(cls, "search_optional", cls().is_neutral() is False))
                 readers[name] = r
             else:
                 r.rest.clear()  # a disabled table's other keys are not checked

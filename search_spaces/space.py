@@ -130,13 +130,14 @@ class SearchSpace:
     def warm_start(self, limit: int | None = None) -> list[dict]:
         """Configurations a study measures first (enqueued in Optuna before any sampler proposes): the
         neutral config (the baseline itself, a reference on the front), every method at its own defaults
-        (the papers' settings) and a steps-only ladder, each on top of the neutral config. Values a
+        (the papers' settings) and a steps-only ladder, each on top of the neutral config, after a solver
+        ladder (what users already run: `tuner.solvers.LADDER` at every searched count). Values a
         parameter cannot take here (fixed or narrowed by the study's [space]) are left to the sampler."""
         base: dict = {}
         for f in self.families:
             base.update(f.neutral())
         points, seen = [], set()
-        for extra in [{}] + [s for f in self.families for s in f.seeds()]:
+        for extra in [{}] + self._solver_ladder() + [s for f in self.families for s in f.seeds()]:
             values = {k: v for k, v in {**base, **extra}.items() if k in self.by_name and self.by_name[k].contains(v)}
             values = self.prune(values)
             key = tuple(sorted((k, repr(v)) for k, v in values.items()))
@@ -144,6 +145,15 @@ class SearchSpace:
                 seen.add(key)
                 points.append(values)
         return points[:limit]
+
+    def _solver_ladder(self) -> list[dict]:
+        from tuner.solvers import LADDER
+
+        counts = self.by_name.get("timesteps.count")
+        if counts is None or "solver.name" not in self.by_name:
+            return []
+        return [{"solver.name": name, "solver.order": order, "timesteps.schedule": "uniform", "timesteps.count": c}
+                for name, order in LADDER for c in counts.choices if c < self.context.steps]
 
     # --- values -> config --------------------------------------------------------------------------
     def num_steps(self, values: dict) -> int:

@@ -2,10 +2,12 @@
 
 Parameters
 - `timesteps.schedule` ∈ {uniform, tmpq} (tmpq only when the table gives `groups`).
-- uniform: `timesteps.count` ∈ counts (default: the baseline step count and 3/5, 2/5, 1/5 of it).
-  A count equal to the baseline's emits no `timesteps` method, so the baseline stays the baseline.
-  On a user model (`SpaceContext.scheduler` set) a count decodes to the list the model's own scheduler
-  makes for it, which every scheduler can run; TMPQ groupings need one that takes custom lists.
+- uniform: `timesteps.count` ∈ counts (default: the baseline step count and 3/5, 1/2, 2/5, 3/10, 1/4,
+  1/5 of it: 20 -> 12, 10, 8, 6, 5, 4, where the solvers users run sit). A count decodes to
+  `{"count": n}`, run at the solver's own spacing (every scheduler can run a count); a count equal to the
+  baseline's emits no `timesteps` method, so the baseline stays the baseline. TMPQ groupings are lists:
+  on a user model they need a scheduler that takes custom lists; on the proxy a solver that refuses one
+  (unipc, deis, karras sigmas) fails that trial with the reason.
 - tmpq: `timesteps.groups` ∈ groups (G); the 1000 training timesteps are split into G quadratic groups
   (`tuner.methods.timesteps.tmpq_group_edges`) and `timesteps.offset<i>` ∈ [0, 1] picks the timestep
   inside group i as a fraction of the group's width (so one gene means the same for every G).
@@ -27,7 +29,7 @@ SCHEDULES = ("uniform", "tmpq")
 
 
 def default_counts(steps: int) -> list[int]:
-    return sorted({max(1, round(steps * f)) for f in (1.0, 0.6, 0.4, 0.2)}, reverse=True)
+    return sorted({max(1, round(steps * f)) for f in (1.0, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2)}, reverse=True)
 
 
 class TimestepsFamily(Family):
@@ -50,7 +52,7 @@ class TimestepsFamily(Family):
         if "tmpq" in schedules and not groups:
             raise TunerError("space.timesteps: schedule 'tmpq' needs 'groups' (e.g. groups = [10, 20])")
         if "tmpq" in schedules and self.scheduler is not None:
-            from tuner.methods.diffusers_schedule import takes_custom_timesteps
+            from tuner.solvers import takes_custom_timesteps
 
             if not takes_custom_timesteps(self.scheduler):
                 raise TunerError(f"space.timesteps: TMPQ groupings need a scheduler that runs custom timestep lists; "
@@ -88,7 +90,7 @@ class TimestepsFamily(Family):
     def decode(self, values: dict, num_steps: int) -> dict[str, dict]:
         if not self.enabled:
             return {}
-        from tuner.methods.timesteps import grouping_to_timesteps, tmpq_group_edges, uniform_timesteps
+        from tuner.methods.timesteps import grouping_to_timesteps, tmpq_group_edges
 
         if self.get(values, "timesteps.schedule") == "tmpq":
             g = int(self.get(values, "timesteps.groups"))
@@ -100,11 +102,7 @@ class TimestepsFamily(Family):
         count = int(self.get(values, "timesteps.count"))
         if count == self.steps:
             return {}
-        if self.scheduler is not None:  # a user model: the list its own scheduler makes for this count
-            from tuner.methods.diffusers_schedule import own_timesteps
-
-            return {"timesteps": {"timesteps": own_timesteps(self.scheduler, count)}}
-        return {"timesteps": {"timesteps": uniform_timesteps(count, self.num_train)}}
+        return {"timesteps": {"count": count}}  # at the solver's own spacing, on any scheduler
 
 
 KEYS = ("timesteps",)

@@ -24,6 +24,16 @@ def tiny_pipe():
     return ProxyPipeline(build_unet().eval(), ClassEncoder().eval(), build_scheduler())
 
 
+@pytest.fixture
+def tiny_ddim_pipe(tiny_pipe):
+    """tiny_pipe with DDIM as its baseline solver (the proxy's default before issue 17): its timestep list
+    for n steps is uniform_timesteps(n), which the timesteps tests rely on."""
+    from tuner.solvers import Solver
+
+    tiny_pipe.baseline_solver = tiny_pipe.solver = Solver("ddim")
+    return tiny_pipe
+
+
 @pytest.fixture(scope="session")
 def proxy_pipe():
     """The shipped, trained proxy model."""

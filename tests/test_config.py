@@ -65,7 +65,9 @@ def test_version_1_configs_keep_their_meaning():
                                             "timesteps": {"timesteps": [900, 500, 100]}}}
     cfg = AccelConfig.from_dict(old)
     assert cfg.to_dict()["schema_version"] == 2
-    assert cfg.to_dict()["methods"]["solver"] == {"name": "ddpm", "coefficients": "liyan"}
+    solver = cfg.to_dict()["methods"]["solver"]
+    assert (solver["name"], solver["coefficients"]) == ("ddpm", "liyan")  # every key written: the rest at defaults
+    assert cfg.methods["solver"].solver().label() == "ddpm-liyan"
     assert "sampler" not in cfg.methods
 
 

@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, EulerDiscreteS
 from tuner.apply_config import apply
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
-from tuner.sampling import ddpm_coefficients
+from tuner.solvers import ddpm_coefficients
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuner.sampling import Sampler, per_image_noise
+from tuner.solver_run import TunerRule
+from tuner.solvers import per_image_noise
 
 _PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "liyan_check.py"
 _spec = importlib.util.spec_from_file_location("liyan_check", _PATH)
@@ -39,12 +40,12 @@ def test_schedule_matches_ho_et_al_at_T_1000():
 
 
 def _affine_step(sampler, x_value, t_idx, v, seed=0):
-    """One Sampler.step on a single coordinate with the exact score -x/v, split as a·x + c·Z."""
+    """One TunerRule.step on a single coordinate with the exact score -x/v, split as a·x + c·Z."""
     ab_t = sampler.alpha_bar(t_idx)
 
     def run(x):
         eps = x * (1.0 - ab_t) ** 0.5 / v  # s = -eps / sqrt(1 - ab_t) = -x / v
-        return sampler.step(x, eps, t_idx, t_idx - 1, [torch.Generator().manual_seed(seed)])
+        return sampler.step(eps, t_idx, x, [torch.Generator().manual_seed(seed)], t_prev=t_idx - 1)
 
     x = torch.full((1, 1), x_value, dtype=torch.float64)
     out0, out1 = run(torch.zeros_like(x)), run(x)
@@ -53,11 +54,11 @@ def _affine_step(sampler, x_value, t_idx, v, seed=0):
 
 
 @pytest.mark.parametrize("design", ["liyan", "baseline"])
-def test_closed_form_matches_the_ddpm_step_of_tuner_sampling(design):
-    """Propagate variances through tuner.sampling's actual DDPM step and compare with the closed form."""
+def test_closed_form_matches_the_ddpm_step_of_tuner_solvers(design):
+    """Propagate variances through tuner.solver_run's actual DDPM step and compare with the closed form."""
     T = 60
     ab = liyan_check.alpha_bars(T)
-    sampler = Sampler(torch.from_numpy(ab[1:]).clone(), name="ddpm", coefficients=design)  # index t-1 = LY t
+    sampler = TunerRule(torch.from_numpy(ab[1:]).clone(), [], name="ddpm", coefficients=design)  # index t-1 = LY t
     targets = {"data": lambda t: 1.0, "empty": lambda t: 1.0 - ab[t]}
     u = {kind: 1.0 for kind in targets}
     for t in range(T, 1, -1):
@@ -74,14 +75,14 @@ def test_monte_carlo_agrees_on_a_small_case():
     """Sample the actual chain (d=10, k=8) and compare per-coordinate variances with the closed form."""
     T, n = 50, 20000
     ab = liyan_check.alpha_bars(T)
-    sampler = Sampler(torch.from_numpy(ab[1:]).clone(), name="ddpm", coefficients="baseline")
+    sampler = TunerRule(torch.from_numpy(ab[1:]).clone(), [], name="ddpm", coefficients="baseline")
     v = torch.tensor([1.0] * 8 + [0.0] * 2, dtype=torch.float64)
     torch.manual_seed(0)
     y = torch.randn(n, 10, dtype=torch.float64)
     for t in range(T, 1, -1):
         vt = v * ab[t] + 1.0 - ab[t]
         eps = y * (1.0 - ab[t]) ** 0.5 / vt
-        y = sampler.step(y, eps, t - 1, t - 2, None)
+        y = sampler.step(eps, t - 1, y, None, t_prev=t - 2)
     closed = liyan_check.reverse_variances(T, "baseline")
     var = y.var(dim=0)
     assert var[:8].mean().item() == pytest.approx(closed["data"][1], rel=0.03)

@@ -130,7 +130,7 @@ def test_200_random_draws_give_valid_configs(space):
         n = space.num_steps(values)
         methods.update(list(cfg.methods))
         if "timesteps" in cfg.methods:
-            assert len(cfg.methods["timesteps"].timesteps) == n
+            assert cfg.methods["timesteps"].num_steps == n
         if "catome" in cfg.methods:
             ckpts = cfg.methods["catome"].checkpoints
             assert ckpts[0] == 0 and all(0 <= s < n for s in ckpts) and len(ckpts) <= values["catome.checkpoint_max"]
@@ -143,9 +143,11 @@ def test_200_random_draws_give_valid_configs(space):
 
 
 def test_neutral_choices_give_the_baseline_config(space):
-    values = {"timesteps.schedule": "uniform", "timesteps.count": STEPS, "solver.name": "ddim",
-              "quant.enabled": False, "token_merging": "none", "feature_cache": "none"}
-    assert sorted(space.to_config(values).methods) == []  # the baseline: an empty config (any pipeline takes it)
+    values = {"timesteps.schedule": "uniform", "timesteps.count": STEPS, "solver.name": "dpmsolver++",
+              "solver.order": 2, "quant.enabled": False, "token_merging": "none", "feature_cache": "none"}
+    # the baseline: only its solver, named (a config must not depend on which pipeline's own solver it meets)
+    assert space.to_config(values).to_dict()["methods"] == {"solver": {
+        "name": "dpmsolver++", "order": 2, "coefficients": "baseline", "spacing": "leading", "karras": False}}
 
 
 def test_quant_groups_per_block_first_and_last_alone(space):
@@ -279,11 +281,13 @@ def test_default_space_is_small_and_quant_only_with_bitops():
     assert any(p.name.startswith("quant.bits.") for p in with_bitops.params)
 
 
-def test_warm_start_is_the_baseline_then_each_method_at_its_defaults_then_fewer_steps():
+def test_warm_start_is_the_baseline_then_a_solver_ladder_then_each_method_at_its_defaults():
     space = build_space(default_families(), SpaceContext(steps=20, facts={"deepcache": {"max_branch": 2}}))
     configs = [space.to_config(values).to_dict()["methods"] for values in space.warm_start()]
-    assert configs[0] == {}  # the neutral config: the baseline itself
-    assert {len(c["timesteps"]["timesteps"]) for c in configs if list(c) == ["timesteps"]} == {12, 8, 4}
+    assert list(configs[0]) == ["solver"] and configs[0]["solver"]["name"] == "dpmsolver++"  # the baseline itself
+    ladder = [(c["solver"]["name"], c["timesteps"]["count"]) for c in configs if list(c) == ["solver", "timesteps"]]
+    assert ladder[:6] == [("unipc", k) for k in (12, 10, 8, 6, 5, 4)]  # what users swap in, right after the baseline
+    assert {k for name, k in ladder if name == "dpmsolver++"} == {12, 10, 8, 6, 5, 4}
     assert any(c.get("tome", {}).get("ratio") == 0.5 for c in configs)
     assert any(c.get("deepcache", {}).get("interval") == 3 for c in configs)
     assert len(configs) == len({json.dumps(c, sort_keys=True) for c in configs})

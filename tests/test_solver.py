@@ -1,6 +1,8 @@
-"""The `solver` method and the reverse-step rules it selects."""
+"""The `solver` method and the solvers it selects, on the proxy pipeline (tuner.solvers, tuner.solver_run)."""
 
 from __future__ import annotations
+
+import inspect
 
 import pytest
 import torch
@@ -9,40 +11,86 @@ from tuner.apply_config import apply
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.proxy.model import build_scheduler
-from tuner.sampling import Sampler
+from tuner.solver_run import TunerRule
+from tuner.solvers import SOLVERS, Solver, make_scheduler, per_image_noise
 
 CLASSES, SEEDS = [3, 7], [11, 12]
 
 
-def _config(**sampler):
-    return AccelConfig.from_dict({"schema_version": 2, "methods": {"solver": sampler}})
+def _config(methods=None, **solver):
+    return AccelConfig.from_dict({"schema_version": 2, "methods": methods if methods is not None else {"solver": solver}})
 
 
 @pytest.mark.parametrize("steps", [10, 50])
 def test_ddim_rule_equals_diffusers_ddim_step(steps):
     sched = build_scheduler()
     sched.set_timesteps(steps)
-    sampler = Sampler(sched.alphas_cumprod.double(), clip_sample=bool(sched.config.clip_sample))
     ts = [int(t) for t in sched.timesteps]
+    rule = TunerRule(sched.alphas_cumprod.double(), ts, clip_sample=bool(sched.config.clip_sample))
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 1, 16, 16, generator=gen)
-    for i, t in enumerate(ts):
+    for t in ts:
         eps = torch.randn(2, 1, 16, 16, generator=gen)
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        ours = sampler.step(x, eps, t, t_prev)
+        ours = rule.step(eps, t, x)
         ref = sched.step(eps, t, x, eta=0.0).prev_sample
         assert torch.allclose(ours, ref, atol=1e-6), (t, (ours - ref).abs().max())
         x = ref
 
 
-def test_neutral_ddim_and_remove_are_bit_identical(tiny_pipe):
+def _direct(pipe, scheduler, steps):
+    """The reverse loop of a diffusers pipeline, written out, with `scheduler` on the proxy's U-Net."""
+    scheduler.set_timesteps(steps)
+    gens = [torch.Generator().manual_seed(s) for s in SEEDS]
+    x = per_image_noise((len(SEEDS), *pipe.sample_shape), gens, "cpu", torch.float32) * scheduler.init_noise_sigma
+    classes = torch.tensor(CLASSES)
+    null = torch.full_like(classes, pipe.class_encoder.embedding.num_embeddings - 1)
+    tokens = pipe.class_encoder(torch.cat([null, classes]))
+    extra = {"generator": gens} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            inp = scheduler.scale_model_input(x, t)
+            eps = pipe.unet(torch.cat([inp, inp]), t, encoder_hidden_states=tokens).sample
+            u, c = eps.chunk(2)
+            x = scheduler.step(u + pipe.guidance_scale * (c - u), t, x, **extra).prev_sample
+    return ((x.clamp(-1, 1) + 1) / 2).float()
+
+
+@pytest.mark.parametrize("solver", [Solver("dpmsolver++", 2), Solver("dpmsolver++", 3), Solver("unipc", 2),
+                                    Solver("deis", 2), Solver("euler"), Solver("heun"),
+                                    Solver("dpmsolver++", 2, karras=True), Solver("unipc", 3, spacing="trailing"),
+                                    Solver("ddim")])
+def test_each_solver_equals_its_diffusers_scheduler_run_directly(tiny_pipe, solver):
+    """Same names, same maths: the proxy pipeline's run of a solver is that scheduler's own loop, bit for bit
+    (DDIM: tuner's rule, the same operations as DDIMScheduler.step, within float rounding)."""
+    methods = {"solver": {"name": solver.name, "order": solver.order, "spacing": solver.spacing,
+                          "karras": solver.karras}, "timesteps": {"count": 5}}
+    with apply(tiny_pipe, _config(methods)):
+        ours = tiny_pipe(CLASSES, SEEDS, num_inference_steps=20)
+    ref = _direct(tiny_pipe, make_scheduler(build_scheduler().config, solver), 5)
+    if solver.name == "ddim":
+        assert torch.allclose(ours, ref, atol=1e-5)
+    else:
+        assert torch.equal(ours, ref)
+
+
+def test_default_is_dpmsolver_2m_and_neutral_entry_and_remove_are_bit_identical(tiny_pipe):
+    assert tiny_pipe.solver == tiny_pipe.baseline_solver == Solver("dpmsolver++", 2)
     ref = tiny_pipe(CLASSES, SEEDS, num_inference_steps=4)
-    original = tiny_pipe.sampler
-    handle = apply(tiny_pipe, _config(name="ddim"))
+    original = tiny_pipe.solver
+    handle = apply(tiny_pipe, _config(name="dpmsolver++", order=2))
     assert torch.equal(tiny_pipe(CLASSES, SEEDS, num_inference_steps=4), ref)
+    with apply(tiny_pipe, _config(name="ddim")):
+        assert not torch.equal(tiny_pipe(CLASSES, SEEDS, num_inference_steps=4), ref)
     handle.remove()
-    assert tiny_pipe.sampler is original
+    assert tiny_pipe.solver is original
     assert torch.equal(tiny_pipe(CLASSES, SEEDS, num_inference_steps=4), ref)
+
+
+def test_solver_entry_is_never_dropped_as_neutral():
+    """A config names its solver even when it is the proxy's baseline: another pipeline's baseline differs."""
+    from tuner.methods.solver import SolverConfig
+
+    assert not SolverConfig().is_neutral() and not SolverConfig(name="ddim").is_neutral()
 
 
 def test_ddpm_designs_differ_are_reproducible_and_removable(tiny_pipe):
@@ -50,7 +98,7 @@ def test_ddpm_designs_differ_are_reproducible_and_removable(tiny_pipe):
     outs = {}
     for design in ("baseline", "liyan"):
         with apply(tiny_pipe, _config(name="ddpm", coefficients=design)) as h:
-            assert tiny_pipe.sampler.name == "ddpm" and tiny_pipe.sampler.coefficients == design
+            assert tiny_pipe.solver.name == "ddpm" and tiny_pipe.solver.coefficients == design
             assert h.info["solver"] == f"ddpm-{design}"
             outs[design] = tiny_pipe(CLASSES, SEEDS, num_inference_steps=4)
             assert torch.equal(tiny_pipe(CLASSES, SEEDS, num_inference_steps=4), outs[design])  # CRN
@@ -66,8 +114,34 @@ def test_ddpm_noise_is_per_image(tiny_pipe):
     assert torch.allclose(pair[1:], alone, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [{"name": "euler"}, {"name": "ddpm", "coefficients": "optimal"},
-                                 {"name": "ddim", "coefficients": "liyan"}, {"eta": 1.0}])
-def test_bad_sampler_config_is_an_error(bad):
-    with pytest.raises(TunerError, match="solver"):
+@pytest.mark.parametrize("name", SOLVERS)
+def test_every_solver_runs_a_count_and_keeps_images_per_seed(tiny_pipe, name):
+    cfg = {"name": name, "coefficients": "liyan"} if name == "ddpm" else {"name": name}
+    with apply(tiny_pipe, _config({"solver": cfg, "timesteps": {"count": 3}})):
+        pair = tiny_pipe(CLASSES, SEEDS, num_inference_steps=20)
+        alone = tiny_pipe(CLASSES[1:], SEEDS[1:], num_inference_steps=20)
+    assert torch.isfinite(pair).all() and torch.allclose(pair[1:], alone, atol=1e-5)
+
+
+def test_a_list_a_scheduler_cannot_run_fails_with_its_reason(tiny_pipe):
+    """UniPC has no custom timestep lists: a TMPQ-style list is refused at the call (a trial fails), not run wrongly."""
+    with apply(tiny_pipe, _config({"solver": {"name": "unipc"}, "timesteps": {"timesteps": [999, 600, 250, 40]}})):
+        with pytest.raises(TunerError, match="UniPCMultistepScheduler cannot run this timestep list"):
+            tiny_pipe(CLASSES, SEEDS)
+    with apply(tiny_pipe, _config({"solver": {"name": "dpmsolver++"}, "timesteps": {"timesteps": [999, 600, 250, 40]}})):
+        assert tiny_pipe.timesteps() == [999, 600, 250, 40]
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"name": "plms"}, "name must be one of"),
+    ({"name": "ddpm", "coefficients": "optimal"}, "coefficients must be one of"),
+    ({"name": "ddim", "coefficients": "liyan"}, "coefficients apply to name 'ddpm' only"),
+    ({"name": "dpmsolver++", "order": 1}, "order 1 is not one of"),
+    ({"name": "euler", "order": 3}, "order applies to"),
+    ({"name": "ddim", "karras": True}, "karras applies to"),
+    ({"name": "unipc", "spacing": "uniform"}, "spacing must be one of"),
+    ({"eta": 1.0}, "unknown key"),
+])
+def test_bad_solver_config_is_an_error(bad, why):
+    with pytest.raises(TunerError, match=why):
         _config(**bad)

@@ -46,3 +46,16 @@ def test_explicit_begin_resets(tiny_pipe):
 
 def test_one_context_per_unet(tiny_pipe):
     assert get_step_context(tiny_pipe.unet) is tiny_pipe.step_context
+
+
+def test_a_repeated_timestep_on_another_input_is_a_new_model_call():
+    """Heun evaluates t1 twice on different latents: two steps. Split CFG passes one input twice: one step."""
+    ctx = StepContext()
+    a, b, c = torch.zeros(1, 2), torch.ones(1, 2), torch.full((1, 2), 2.0)
+    for t, x in ((900, a), (600, b), (600, c), (300, c)):
+        ctx.observe(t, x)
+    assert ctx.step == 3
+    ctx.begin(None)
+    for t, x in ((900, a), (900, a), (600, b), (600, b.clone())):  # same values: the same step
+        ctx.observe(t, x)
+    assert ctx.step == 1

@@ -19,8 +19,8 @@ def _config(ts):
 
 
 @pytest.mark.parametrize("n", [1, 10, 25, 50, 1000])
-def test_uniform_matches_pipeline_default(tiny_pipe, n):
-    assert uniform_timesteps(n) == tiny_pipe.timesteps(n)
+def test_uniform_matches_the_ddim_solver_default(tiny_ddim_pipe, n):
+    assert uniform_timesteps(n) == tiny_ddim_pipe.timesteps(n)
 
 
 def test_tmpq_edges_are_quadratic_like_tmpq_dm():
@@ -66,7 +66,8 @@ def test_bad_timesteps_are_errors(bad):
         _config(bad)
 
 
-def test_neutral_full_list_and_remove_are_bit_identical(tiny_pipe):
+def test_neutral_full_list_and_remove_are_bit_identical(tiny_ddim_pipe):
+    tiny_pipe = tiny_ddim_pipe
     ref = tiny_pipe(CLASSES, SEEDS, num_inference_steps=5)
     handle = apply(tiny_pipe, _config(uniform_timesteps(5)))
     assert torch.equal(tiny_pipe(CLASSES, SEEDS, num_inference_steps=5), ref)
@@ -95,3 +96,19 @@ def test_needs_a_tuner_pipeline(tiny_pipe):
 
 def test_config_default_is_the_50_step_list():
     assert TimestepsConfig().timesteps == uniform_timesteps(50)
+
+
+def test_count_runs_at_the_solver_spacing_and_not_with_a_list():
+    cfg = AccelConfig.from_dict({"schema_version": 2, "methods": {"timesteps": {"count": 5}}})
+    assert cfg.to_dict()["methods"]["timesteps"] == {"count": 5}
+    with pytest.raises(TunerError, match="either timesteps"):
+        AccelConfig.from_dict({"schema_version": 2, "methods": {"timesteps": {"count": 5, "timesteps": [900, 10]}}})
+
+
+def test_count_and_remove_on_the_proxy(tiny_pipe):
+    ref = tiny_pipe(CLASSES, SEEDS, num_inference_steps=5)
+    cfg = AccelConfig.from_dict({"schema_version": 2, "methods": {"timesteps": {"count": 5}}})
+    with apply(tiny_pipe, cfg):
+        assert len(tiny_pipe.timesteps(50)) == 5
+        assert torch.equal(tiny_pipe(CLASSES, SEEDS, num_inference_steps=50), ref)
+    assert tiny_pipe.steps_override is None and len(tiny_pipe.timesteps(50)) == 50

@@ -43,6 +43,8 @@ def migrate_v1(data: dict) -> dict:
             if "solver" in methods:
                 raise TunerError("config: schema_version 1 config names both 'sampler' and 'solver'")
             methods["solver"] = methods.pop("sampler")
+        if isinstance(methods.get("solver"), dict):  # DDIM was the default then; the name is required now
+            methods["solver"].setdefault("name", "ddim")
         dc = methods.get("deepcache")
         if isinstance(dc, dict) and "cut" in method_specs()["deepcache"].config_cls.knobs():
             dc.setdefault("cut", "block")

@@ -2,8 +2,10 @@
 
 Written for this project (not a copy of a diffusers `__call__`): per-image seeds so that every candidate
 sees the same noise as the baseline (common random numbers), batched classifier-free guidance, and the
-reverse-step rules of `tuner.sampling` on any descending timestep list. Methods reach it only through
-the attributes `timesteps_override` and `sampler`, and the U-Net's step context.
+solvers of `tuner.solvers` (diffusers' schedulers, and tuner's DDIM/DDPM rules on any descending timestep
+list). Methods reach it only through the attributes `solver`, `timesteps_override` and `steps_override`,
+and the U-Net's step context. `baseline_solver` is the study's baseline (`[model] solver`; default
+DPM-Solver++ 2M, what users already run).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from tuner.sampling import Sampler, per_image_noise
+from tuner.solver_run import start_run
+from tuner.solvers import Solver, per_image_noise
 from tuner.step_context import get_step_context
 
 DEFAULT_STEPS = 50
@@ -24,15 +27,19 @@ class ProxyPipeline:
 
     kind = "proxy"
 
-    def __init__(self, unet, class_encoder, scheduler, guidance_scale: float = 2.0, batch_size: int = 32):
+    def __init__(self, unet, class_encoder, scheduler, guidance_scale: float = 2.0, batch_size: int = 32,
+                 solver: Solver | None = None):
         self.unet = unet
         self.class_encoder = class_encoder
         self.scheduler = scheduler
         self.guidance_scale = guidance_scale
         self.batch_size = batch_size
         self.model_id = "custom"
-        self.timesteps_override: list[int] | None = None  # set by the `timesteps` method
-        self.sampler = Sampler(scheduler.alphas_cumprod.double(), clip_sample=bool(scheduler.config.clip_sample))
+        self.timesteps_override: list[int] | None = None  # set by the `timesteps` method (a list)
+        self.steps_override: int | None = None  # set by the `timesteps` method (a count)
+        self.baseline_solver = solver or Solver()  # the noise schedule is `scheduler`'s; the rule is the solver's
+        self.solver = self.baseline_solver  # swapped by the `solver` method
+        self._schedulers: dict = {}  # one diffusers scheduler object per solver, reused between calls
         self.step_context = get_step_context(unet, pin=True)
         self.resolution = int(unet.config.sample_size)  # pixels; any multiple of the U-Net's downsampling
 
@@ -46,7 +53,7 @@ class ProxyPipeline:
 
     @property
     def target(self) -> "ProxyPipeline":
-        """What `tuner.apply` patches: this pipeline (its U-Net, timesteps and sampler)."""
+        """What `tuner.apply` patches: this pipeline (its U-Net, timesteps and solver)."""
         return self
 
     @property
@@ -57,11 +64,14 @@ class ProxyPipeline:
     def sample_shape(self) -> tuple[int, int, int]:
         return (self.unet.config.in_channels, self.resolution, self.resolution)
 
+    def start_run(self, num_inference_steps: int = DEFAULT_STEPS):
+        """The solver set for one call (tuner.solver_run): a `timesteps` method's list or count wins."""
+        count = self.steps_override or num_inference_steps
+        return start_run(self.solver, self.scheduler, count, self.timesteps_override, self._schedulers)
+
     def timesteps(self, num_inference_steps: int = DEFAULT_STEPS) -> list[int]:
-        if self.timesteps_override is not None:
-            return list(self.timesteps_override)
-        self.scheduler.set_timesteps(num_inference_steps)
-        return [int(t) for t in self.scheduler.timesteps]
+        """The timesteps of one call's model calls, in order (Heun visits most twice)."""
+        return list(self.start_run(num_inference_steps).timesteps)
 
     def initial_noise(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -84,16 +94,17 @@ class ProxyPipeline:
 
     def _generate(self, classes, seeds, num_inference_steps, guidance_scale):
         g = self.guidance_scale if guidance_scale is None else guidance_scale
-        timesteps = self.timesteps(num_inference_steps)
+        run = self.start_run(num_inference_steps)
         x, gens = self.initial_noise(seeds)
+        x = x * run.init_noise_sigma if run.init_noise_sigma != 1.0 else x
         dev = self.device
         null = torch.full_like(classes, self.class_encoder.embedding.num_embeddings - 1)
         tokens = self.class_encoder(torch.cat([null, classes]).to(dev))
-        self.step_context.begin(timesteps)  # resets every method's per-call state
-        for i, t in enumerate(timesteps):
-            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-            eps = self.unet(torch.cat([x, x]), torch.tensor(t, device=dev), encoder_hidden_states=tokens).sample
+        self.step_context.begin(run.timesteps)  # resets every method's per-call state
+        for t in run.timesteps:
+            inp = run.scale(x, t)
+            eps = self.unet(torch.cat([inp, inp]), torch.tensor(t, device=dev), encoder_hidden_states=tokens).sample
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + g * (eps_cond - eps_uncond)
-            x = self.sampler.step(x, eps, t, t_prev, gens)
+            x = run.step(eps, t, x, gens)
         return ((x.clamp(-1, 1) + 1) / 2).float()

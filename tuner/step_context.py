@@ -1,8 +1,10 @@
 """The one place the current denoising step comes from.
 
-A forward pre-hook on the U-Net observes the timestep of every call. The step index advances when the
-timestep changes (so batched or split classifier-free guidance both count as one step), and a timestep
-that is not lower than the previous one starts a new pipeline call, which resets every stateful hook.
+A forward pre-hook on the U-Net observes the timestep and input of every call. The step index counts model
+calls: it advances when the timestep changes, or when it repeats with another input (Heun evaluates most
+timesteps twice, on different latents), while a second forward on the same input at the same timestep
+(classifier-free guidance split into two forwards) stays in its step. A timestep higher than the
+previous one starts a new pipeline call, which resets every stateful hook.
 Our own pipeline also calls `begin()` explicitly with its timestep list, so the reset never depends on
 guessing; diffusers pipelines get the same behaviour through the observation alone.
 We never look the step up with `timesteps.index(t)`: a timestep list may repeat values or be edited.
@@ -25,6 +27,7 @@ class StepContext:
         self.step = -1  # index of the step being run; -1 before the first U-Net call of a pipeline call
         self.timesteps: list[int] | None = None  # the call's timestep list, when the pipeline told us
         self.last_t: float | None = None
+        self._last_sample: torch.Tensor | None = None  # the last forward's input (same step when reused)
         self._stateful: list[Stateful] = []
         self.pinned = False  # a pipeline that owns the context keeps it attached
         self.detach = None  # removes the context from its U-Net
@@ -44,20 +47,28 @@ class StepContext:
         """Start a pipeline call: reset every hook's state."""
         self.step = -1
         self.last_t = None
+        self._last_sample = None
         self.timesteps = [int(t) for t in timesteps] if timesteps is not None else None
         for hook in self._stateful:
             hook.reset_state()
 
-    def observe(self, t: float) -> None:
-        """Called once per U-Net forward with the (scalar) timestep."""
-        if self.last_t is not None and t == self.last_t:
+    def observe(self, t: float, sample: torch.Tensor | None = None) -> None:
+        """Called once per U-Net forward with the (scalar) timestep and the input sample."""
+        if self.last_t is not None and t == self.last_t and self._same_input(sample):
             return  # same step (e.g. CFG split into two forwards)
+        self._last_sample = sample
         if self.last_t is not None and t > self.last_t:
             self.begin(None)  # timestep went up: a new pipeline call that did not announce itself
         elif self.last_t is None and self.step >= 0:
             self.begin(None)
         self.step += 1
         self.last_t = t
+
+    def _same_input(self, sample) -> bool:
+        last = self._last_sample
+        if sample is None or last is None or sample is last:
+            return True
+        return sample.shape == last.shape and torch.equal(sample, last)
 
     @property
     def num_steps(self) -> int | None:
@@ -81,7 +92,7 @@ def get_step_context(unet: torch.nn.Module, pin: bool = False) -> StepContext:
         ctx = StepContext()
 
         def _pre_hook(module, args, kwargs):
-            ctx.observe(_scalar_timestep(args, kwargs))
+            ctx.observe(_scalar_timestep(args, kwargs), kwargs.get("sample", args[0] if args else None))
 
         handle = unet.register_forward_pre_hook(_pre_hook, with_kwargs=True)
         _CONTEXTS[unet] = ctx

@@ -72,7 +72,7 @@ def run_apply(args) -> int:
     set_threads(args.threads)
     pipe = load_model(source, args.device, settings.get("dtype"), settings.get("unet_weights"),
                       settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
-                      settings.get("batch_size"))
+                      settings.get("batch_size"), settings.get("solver"))
     seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
     with apply(pipe.target, config):
         images = pipe(conditions, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())

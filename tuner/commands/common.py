@@ -38,7 +38,10 @@ def add_eval_options(p, set_note: str = "") -> None:
     p.add_argument("--n-images", type=int, default=None, metavar="N",
                    help=f"size of the proxy image set (default {d['n_images']}{set_note})")
     p.add_argument("--steps", type=int, default=None, metavar="S",
-                   help=f"denoising steps of the baseline, DDIM (default {d['steps']}{set_note})")
+                   help=f"denoising steps of the baseline (default {d['steps']}{set_note})")
+    p.add_argument("--solver", default=None, metavar="NAME",
+                   help="the baseline's solver: ddim, ddpm, dpmsolver++, unipc, deis, euler, heun (default: the one a "
+                        "config records, else the proxy's DPM-Solver++ 2M or a pipeline's own scheduler)")
     p.add_argument("--seed", type=int, default=None,
                    help=f"seed of the proxy set, common random numbers (default {d['seed']}{set_note})")
     p.add_argument("--model", default=None,
@@ -124,7 +127,7 @@ def model_settings(args, config=None) -> dict:
         raise TunerError(f"config is for model {recorded_id!r}, not {source.id!r}; drop --model to measure it on "
                          "its own model")
     out = {k: recorded.get(k) for k in ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size",
-                                        "unet_weights")} if source.id == recorded_id else {}
+                                        "unet_weights", "solver")} if source.id == recorded_id else {}
     if isinstance(out.get("unet_weights"), str):
         out["unet_weights"] = config.path_of(out["unet_weights"])
     out["source"] = source
@@ -132,6 +135,10 @@ def model_settings(args, config=None) -> dict:
         out["dtype"] = args.dtype
     if getattr(args, "unet_weights", None):
         out["unet_weights"] = args.unet_weights
+    if getattr(args, "solver", None):
+        from tuner.study.spec import parse_solver
+
+        out["solver"] = parse_solver(args.solver, "--solver")
     return out
 
 
@@ -185,7 +192,7 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
     set_threads(getattr(args, "threads", None))
     pipe = load_model(source, args.device, settings.get("dtype"), settings.get("unet_weights"),
                       settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
-                      settings.get("batch_size"))
+                      settings.get("batch_size"), settings.get("solver"))
     if args.resolution is not None:
         pipe.set_resolution(args.resolution)
     return EvalContext(pipe, proxy_set, extractor, inception,

@@ -1,15 +1,14 @@
-"""The pipeline-level methods (timesteps, sampler) on a diffusers pipeline, through its scheduler.
+"""The pipeline-level methods (timesteps, solver) on a diffusers pipeline, through its scheduler.
 
-A tuner pipeline runs its own reverse step on any timestep list; a diffusers pipeline runs whatever its
-`scheduler` says, so here the methods act on the scheduler and never on the pipeline's `__call__`:
-- timesteps: the scheduler instance's `set_timesteps` is wrapped to install the list. Schedulers whose
-  `set_timesteps` accepts `timesteps=` (DDPM, Euler, DPM-Solver++) take a list when their own
-  `set_timesteps(timesteps=...)` does (probed on a copy at apply time: e.g. Karras sigmas refuse custom
-  lists); count-only schedulers (DDIM, PNDM) compute the previous step as t - T/n, so they accept only the
-  list they would make themselves for that count (repeats removed: PNDM's PLMS warm-up repeats one).
-  Anything else is refused at apply time rather than run wrongly. Without a `sampler` entry the list runs
-  with the pipeline's own scheduler (the proxy study measured it with DDIM).
-- sampler: the scheduler is swapped for one with the same noise schedule. `ddim` = DDIMScheduler;
+A tuner pipeline runs its own reverse loop; a diffusers pipeline runs whatever its `scheduler` says, so here
+the methods act on the scheduler and never on the pipeline's `__call__`:
+- timesteps: the scheduler instance's `set_timesteps` is wrapped to install a step count (at the
+  scheduler's own spacing) or a list. Schedulers whose `set_timesteps` accepts `timesteps=` (DDPM, Euler,
+  Heun, DPM-Solver++) take a list when their own `set_timesteps(timesteps=...)` does (probed on a copy at
+  apply time: e.g. Karras sigmas refuse custom lists); count-only schedulers (DDIM, PNDM, UniPC, DEIS)
+  accept only the list they would make themselves for that count (repeats removed: PNDM's PLMS warm-up
+  repeats one). Anything else is refused at apply time rather than run wrongly.
+- solver: the scheduler is swapped for the named one on the same noise schedule (tuner.solvers.make_scheduler).
   `ddpm` + `liyan` = DDPMScheduler with `fixed_small` variance and no clipping, which is Li & Yan's design
   exactly: their update (Y + η* s + σ* Z)/√α_t has mean and variance σ*²/α_t = (1-ᾱ_prev)/(1-ᾱ_t)·(1-α_t),
   DDPM's posterior ones (tests/test_diffusers_schedule.py checks both). `ddpm` + `baseline`
@@ -19,20 +18,16 @@ A tuner pipeline runs its own reverse step on any timestep list; a diffusers pip
 from __future__ import annotations
 
 import copy
-import inspect
 
 from tuner.errors import TunerError
 from tuner.methods.base import Handle
+from tuner.solvers import make_scheduler, takes_custom_timesteps
 
 
 def is_diffusers_pipeline(target) -> bool:
     from diffusers import DiffusionPipeline
 
     return isinstance(target, DiffusionPipeline) and getattr(target, "scheduler", None) is not None
-
-
-def takes_custom_timesteps(scheduler) -> bool:
-    return "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
 
 
 def own_timesteps(scheduler, count: int) -> list[int]:
@@ -42,6 +37,28 @@ def own_timesteps(scheduler, count: int) -> list[int]:
     probe = copy.deepcopy(scheduler)
     probe.set_timesteps(count)
     return sorted({int(t) for t in probe.timesteps}, reverse=True)
+
+
+def apply_steps(pipe, count: int) -> Handle:
+    """Every later call runs `count` steps (at the scheduler's own spacing), whatever num_inference_steps says."""
+    scheduler = pipe.scheduler
+    original = scheduler.set_timesteps
+
+    def set_timesteps(num_inference_steps=None, device=None, **kwargs):
+        kwargs.pop("timesteps", None)
+        return original(count, device=device, **kwargs)
+
+    return _install(scheduler, set_timesteps, count)
+
+
+def _install(scheduler, set_timesteps, num_steps: int) -> Handle:
+    scheduler.set_timesteps = set_timesteps  # instance attribute: shadows the class method until removed
+
+    def restore():
+        if scheduler.__dict__.get("set_timesteps") is set_timesteps:
+            del scheduler.set_timesteps
+
+    return Handle("timesteps", undo=[restore], info={"num_steps": num_steps})
 
 
 def apply_timesteps(pipe, timesteps: list[int]) -> Handle:
@@ -63,36 +80,21 @@ def apply_timesteps(pipe, timesteps: list[int]) -> Handle:
         if made != ts:
             raise TunerError(f"method 'timesteps': {type(scheduler).__name__} cannot run this timestep list "
                              f"(for {len(ts)} steps it makes {made[:4]}...); use a scheduler whose set_timesteps "
-                             "accepts timesteps= (DDPM, Euler, DPM-Solver++) or a tuner pipeline")
+                             "accepts timesteps= (DDPM, Euler, Heun, DPM-Solver++), a step count, or a tuner pipeline")
 
         def set_timesteps(num_inference_steps=None, device=None, **kwargs):
             return original(len(ts), device=device, **kwargs)
 
-    scheduler.set_timesteps = set_timesteps  # instance attribute: shadows the class method until removed
-
-    def restore():
-        if scheduler.__dict__.get("set_timesteps") is set_timesteps:
-            del scheduler.set_timesteps
-
-    return Handle("timesteps", undo=[restore], info={"num_steps": len(ts)})
+    return _install(scheduler, set_timesteps, len(ts))
 
 
-def apply_sampler(pipe, name: str, coefficients: str) -> Handle:
-    from diffusers import DDIMScheduler, DDPMScheduler
-
+def apply_solver(pipe, solver) -> Handle:
+    """`pipe.scheduler` becomes `solver`'s scheduler (tuner.solvers.Solver) on the same noise schedule."""
     previous = pipe.scheduler
-    if name == "ddim":
-        scheduler = DDIMScheduler.from_config(previous.config)
-    elif coefficients == "liyan":
-        scheduler = DDPMScheduler.from_config(previous.config, variance_type="fixed_small", clip_sample=False,
-                                              thresholding=False)
-    else:
-        raise TunerError("method 'solver': DDPM with the baseline coefficients (eta = sigma^2 = 1 - alpha_t) has no "
-                         "diffusers scheduler; use coefficients 'liyan' (DDPMScheduler, fixed_small) or a tuner pipeline")
+    scheduler = make_scheduler(previous.config, solver)
     pipe.scheduler = scheduler
 
     def restore():
         pipe.scheduler = previous
 
-    return Handle("solver", undo=[restore], info={"solver": name if name == "ddim" else f"ddpm-{coefficients}",
-                                                   "scheduler": type(scheduler).__name__})
+    return Handle("solver", undo=[restore], info={"solver": solver.label(), "scheduler": type(scheduler).__name__})

@@ -204,8 +204,8 @@ def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: st
 
 def calibrate(pipe, classes: Sequence[int] | None = None, seeds: Sequence[int] | None = None,
               steps: int | None = None, method: str = "mse") -> QuantCalibration:
-    """Calibrate a tuner pipeline's U-Net on its baseline trajectory: the default timesteps and DDIM,
-    whatever the pipeline currently has set (per-step U-Net methods must not be applied meanwhile)."""
+    """Calibrate a tuner pipeline's U-Net on its baseline trajectory: the default step count and the
+    baseline solver, whatever the pipeline currently has set (per-step U-Net methods must not be applied meanwhile)."""
     from tuner.pipeline import DEFAULT_STEPS
 
     n = DEFAULT_CALIBRATION_IMAGES
@@ -221,20 +221,13 @@ def calibrate(pipe, classes: Sequence[int] | None = None, seeds: Sequence[int] |
     classes = list(classes) if classes is not None else [i % 10 for i in range(n)]
     seeds = list(seeds) if seeds is not None else [DEFAULT_CALIBRATION_SEED + i for i in range(len(classes))]
     steps = steps or DEFAULT_CALIBRATION_STEPS or DEFAULT_STEPS
-    saved = (pipe.timesteps_override, pipe.sampler)
-    pipe.timesteps_override = None
-    pipe.sampler = _default_sampler(pipe)
+    saved = (pipe.timesteps_override, pipe.steps_override, pipe.solver)
+    pipe.timesteps_override, pipe.steps_override, pipe.solver = None, None, pipe.baseline_solver
     try:
         return calibrate_with(pipe.unet, lambda: pipe(classes, seeds, num_inference_steps=steps),
                               source=f"baseline trajectory, {len(seeds)} images x {steps} steps", method=method)
     finally:
-        pipe.timesteps_override, pipe.sampler = saved
-
-
-def _default_sampler(pipe):
-    import dataclasses
-
-    return dataclasses.replace(pipe.sampler, name="ddim", coefficients="baseline")
+        pipe.timesteps_override, pipe.steps_override, pipe.solver = saved
 
 
 def get_calibration(target, unet: nn.Module, need_activations: bool) -> QuantCalibration:

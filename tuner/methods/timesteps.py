@@ -1,8 +1,10 @@
-"""Timestep selection (TMPQ-DM, arXiv 2404.09532): run the sampler on a chosen descending timestep list.
+"""Timestep selection (TMPQ-DM, arXiv 2404.09532): run the solver on a chosen descending timestep list, or
+for a step count at the solver's own spacing (`{"count": 5}`: what "UniPC at 5 steps" means to a user).
 
-The method itself only sets `pipe.timesteps_override`; the reverse-step rules of `tuner.sampling` accept
-any descending list (DDIM with the real previous timestep). The helpers below build the lists the
-search proposes:
+The method itself only sets `pipe.timesteps_override` (a list) or `pipe.steps_override` (a count); tuner's
+DDIM/DDPM rules accept any descending list, diffusers' schedulers those their `set_timesteps` accepts
+(tuner.solvers.set_schedule; a refused list fails that trial with the reason). The helpers below build
+the lists the search proposes:
 
 - `uniform_timesteps(n)`: the pipeline's default DDIM spacing ("leading": t = i·(T//n), i = n-1..0).
 - `tmpq_group_edges(T, G)`: TMPQ-DM's quadratic, non-uniform groups. TMPQ-DM places G points at
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from tuner.errors import TunerError
-from tuner.methods.diffusers_schedule import apply_timesteps, is_diffusers_pipeline
+from tuner.methods.diffusers_schedule import apply_steps, apply_timesteps, is_diffusers_pipeline
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_pipeline
 from tuner.methods.knobs import as_integer, knob
 
@@ -119,26 +121,49 @@ def _timestep_set(v) -> list[int]:
 @register_method("timesteps", order=11, default_space=True)  # after solver: it wraps the scheduler in use
 @dataclass
 class TimestepsConfig(MethodConfig):
-    """Which denoising timesteps run (uniform spacing or a TMPQ-DM grouping); the list's length is the step count."""
+    """Which denoising timesteps run: a list (e.g. a TMPQ-DM grouping; its length is the step count) or a step count."""
 
     timesteps: list = knob(uniform_timesteps(50), kind="custom", parse=_timestep_set,
                            schema={"type": "array", "minItems": 1, "uniqueItems": True,
                                    "items": {"type": "integer", "minimum": 0, "maximum": NUM_TRAIN_TIMESTEPS - 1}},
                            help="training timesteps to run, each below the model's num_train_timesteps")
+    count: int = knob(None, kind="int", low=1, high=NUM_TRAIN_TIMESTEPS, nullable=True,
+                      help="number of steps at the solver's own spacing, instead of a timesteps list")
+
+    @classmethod
+    def from_dict(cls, data):
+        if isinstance(data, dict) and "timesteps" in data and data.get("count") is not None:
+            raise TunerError("method 'timesteps': give either timesteps (a list) or count, not both")
+        return super().from_dict(data)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps) if self.count is None else self.count
+
+    def to_dict(self) -> dict:
+        return {"timesteps": self.timesteps} if self.count is None else {"count": self.count}
+
+    @classmethod
+    def schema_rules(cls) -> list[dict]:
+        both = {"required": ["timesteps", "count"], "properties": {"count": {"not": {"type": "null"}}}}
+        return [{"not": both}]
 
 
 @TimestepsConfig.register_apply
 def apply(target, cfg: TimestepsConfig) -> Handle:
-    """Makes every later pipeline call run on `cfg.timesteps` (whatever num_inference_steps says)."""
+    """Makes every later pipeline call run on `cfg.timesteps`, or `cfg.count` steps (whatever
+    num_inference_steps says)."""
     if is_diffusers_pipeline(target):
+        if cfg.count is not None:
+            return apply_steps(target, cfg.count)
         return apply_timesteps(target, check_timesteps(cfg.timesteps, int(target.scheduler.config.num_train_timesteps)))
     pipe = resolve_pipeline(target, "timesteps")
     num_train = int(pipe.scheduler.config.num_train_timesteps)
-    ts = check_timesteps(cfg.timesteps, num_train)
-    previous = pipe.timesteps_override
+    ts = None if cfg.count is not None else check_timesteps(cfg.timesteps, num_train)
+    previous = (pipe.timesteps_override, pipe.steps_override)
 
     def restore():
-        pipe.timesteps_override = previous
+        pipe.timesteps_override, pipe.steps_override = previous
 
-    pipe.timesteps_override = list(ts)
-    return Handle("timesteps", undo=[restore], info={"num_steps": len(ts)})
+    pipe.timesteps_override, pipe.steps_override = (None, cfg.count) if ts is None else (list(ts), None)
+    return Handle("timesteps", undo=[restore], info={"num_steps": cfg.count if ts is None else len(ts)})

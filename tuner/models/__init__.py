@@ -23,9 +23,11 @@ from tuner.models.source import PROXY_ID, ModelSource, resolve_source
 
 def load_model(source: "ModelSource | str" = PROXY_ID, device: str | None = None, dtype: str | None = None,
                unet_weights: str | None = None, scheduler: str | None = None, guidance_scale: float | None = None,
-               resolution: int | None = None, batch_size: int | None = None):
+               resolution: int | None = None, batch_size: int | None = None, solver: dict | None = None):
     """The model named by `source` (a resolved ModelSource, "proxy", a folder or a hub id), ready to
-    generate on `device`. Bad input raises a one-line TunerError."""
+    generate on `device`. `solver` ({"name": ..., "order": ...}, the `solver` method's keys) is the baseline's
+    solver: the proxy's default is DPM-Solver++ 2M, a user pipeline's its own scheduler. Bad input raises a
+    one-line TunerError."""
     if isinstance(source, str):
         source = resolve_source(source)
     if source.kind == "proxy":
@@ -35,11 +37,11 @@ def load_model(source: "ModelSource | str" = PROXY_ID, device: str | None = None
             from tuner.errors import TunerError
 
             raise TunerError(f"model.dtype={dtype!r}: the proxy model runs in float32 only")
-        return load_proxy_model(device, unet_weights, guidance_scale, resolution)
+        return load_proxy_model(device, unet_weights, guidance_scale, resolution, solver)
     from tuner.models.diffusers_model import load_diffusers_model
 
     return load_diffusers_model(source, device, dtype, scheduler, guidance_scale, resolution, batch_size,
-                                unet_weights)
+                                unet_weights, solver)
 
 
 __all__ = ["PROXY_ID", "ModelSource", "load_model", "resolve_source"]

@@ -104,7 +104,7 @@ class DiffusersModel:
 def load_diffusers_model(source: ModelSource, device: str | None = None, dtype: str | None = None,
                          scheduler: str | None = None, guidance_scale: float | None = None,
                          resolution: int | None = None, batch_size: int | None = None,
-                         unet_weights: str | None = None) -> DiffusersModel:
+                         unet_weights: str | None = None, solver: dict | None = None) -> DiffusersModel:
     from diffusers import DiffusionPipeline
 
     from tuner.models.dtype import check_dtype
@@ -133,6 +133,11 @@ def load_diffusers_model(source: ModelSource, device: str | None = None, dtype: 
         _load_unet_weights(pipe.unet, unet_weights)
     if scheduler is not None:
         pipe.scheduler = scheduler_class(scheduler).from_config(pipe.scheduler.config)
+    if solver is not None:  # a baseline solver by tuner's name, on the pipeline's noise schedule
+        from tuner.models.proxy import solver_of
+        from tuner.solvers import make_scheduler
+
+        pipe.scheduler = make_scheduler(pipe.scheduler.config, solver_of(solver))
     pipe = pipe.to(dev)
     pipe.unet.eval()
     return DiffusersModel(pipe, source.id, guidance_scale, resolution, batch_size)

@@ -57,12 +57,15 @@ def environment(study: optuna.Study, spec: StudySpec, trial: optuna.trial.Frozen
         m = spec.model
         out["model"] = {k: v for k, v in (("id", m.id), ("dtype", m.dtype), ("scheduler", m.scheduler),
                                           ("guidance_scale", m.guidance_scale), ("resolution", m.resolution),
-                                          ("batch_size", m.batch_size), ("unet_weights", m.unet_weights))
+                                          ("batch_size", m.batch_size), ("unet_weights", m.unet_weights),
+                                          ("solver", m.solver))
                         if v is not None}
         if spec.evaluator.reference_images is not None:
             out["reference_images"] = spec.evaluator.reference_images
         if spec.evaluator.inception_weights is not None:  # used by `tuner evaluate` when the file is still there
             out["inception_weights"] = spec.evaluator.inception_weights
+    elif spec.model.solver is not None:  # the proxy's baseline solver, so `tuner evaluate` measures against it
+        out["model"] = {"solver": spec.model.solver}
     return out
 
 

@@ -46,7 +46,7 @@ from tuner.storage.workers import progress_line
 from tuner.storage.database import damaged, first_line, is_damage, is_transient, open_storage, retrying, shown
 
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
-OPTIONAL_KEYS = ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
+OPTIONAL_KEYS = ("dtype", "scheduler", "solver", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
                  "reference_images", "clip_model", "max_memory_gb")  # [model]/[proxy_set]/[evaluator] keys added later
 
 

@@ -19,6 +19,9 @@
                   # a user's model: id = a diffusers pipeline folder (relative to the TOML) or a hub id,
                   # dtype = "float16" (default on CUDA; float32 on CPU) | "float32" | "bfloat16",
                   # scheduler = "DDIMScheduler" (default: the folder's own), guidance_scale = 7.5
+                  solver = "dpmsolver++"  # the baseline's solver by tuner's name, or a table of the `solver`
+                                # method's keys ({name = "dpmsolver++", order = 3}); the proxy's default
+                                # is DPM-Solver++ 2M (what users run), a pipeline's its own scheduler
                   # (default: the pipeline's), resolution = 512 (default: the model's), batch_size = 4
     [proxy_set]   n_images = 32; steps = 20; seed = 0
                   prompts = "prompts.txt"  # user models: one prompt a line (default: tuner's shipped set)
@@ -65,6 +68,7 @@ class ModelSpec:
     guidance_scale: float | None = None  # None: the model's own default
     resolution: int | None = None  # pixels; None: the model's default
     batch_size: int | None = None  # images per pipeline call (user models)
+    solver: dict | None = None  # the baseline's solver (the `solver` method's keys); None: a pipeline's own
 
     @property
     def is_proxy(self) -> bool:
@@ -75,7 +79,7 @@ class ModelSpec:
         from tuner.models import load_model
 
         return load_model(self.id, self.device, self.dtype, self.unet_weights, self.scheduler, self.guidance_scale,
-                          self.resolution, self.batch_size)
+                          self.resolution, self.batch_size, self.solver)
 
 
 @dataclass(frozen=True)
@@ -288,8 +292,13 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
     batch = t.get("batch_size")
     if batch is not None:
         _check_int("model.batch_size", batch, 1, 1024)
+    solver = parse_solver(t.get("solver"))
     t.finish()
     source = resolve_source(model_id, base)  # a folder that is not a UNet2DConditionModel pipeline: error now
+    if scheduler is not None and solver is not None:
+        raise TunerError("model: give scheduler (a diffusers class) or solver (tuner's name), not both")
+    if source.kind == "proxy" and solver is None:
+        solver = parse_solver(DEFAULT_PROXY_SOLVER)  # recorded, so a study made before this default never resumes on it
     if source.kind == "proxy":
         for key, value in (("scheduler", scheduler), ("batch_size", batch)):
             if value is not None:
@@ -313,7 +322,27 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
             load_proxy_pipeline("cpu", p)
         else:
             check_weight_file(p, "model.unet_weights")
-    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch)
+    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch, solver)
+
+
+DEFAULT_PROXY_SOLVER = "dpmsolver++"  # 2M at the study's steps: the strong baseline (BENCHMARKS.md, "Solvers users already run")
+
+
+def parse_solver(value, what: str = "model.solver") -> dict | None:
+    """`[model] solver` (or --solver): a solver name or a table of the `solver` method's keys, as that
+    method's full dict."""
+    if value is None:
+        return None
+    from tuner.methods.solver import SolverConfig
+
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise TunerError(f"{what} must be a solver name or a table, got {value!r}")
+    try:
+        return SolverConfig.from_dict(dict(value)).to_dict()
+    except TunerError as e:
+        raise TunerError(f"{what}: {str(e).removeprefix(chr(39).join(('method ', 'solver', ': ')))}") from None
 
 
 def _parse_proxy_set(data: Any, model: ModelSpec, base: Path) -> ProxySetSpec:
