@@ -47,13 +47,14 @@ FINGERPRINT_ATTR = "spec_fingerprint"
 WARM_START_ATTR = "tuner:warm_start_queued"
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
 OPTIONAL_KEYS = ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
-                 "reference_images", "clip_model", "max_memory_gb")  # [model]/[proxy_set]/[evaluator] keys added later
+                 "reference_images", "clip_model", "max_memory_gb", "race_rungs")
+NOT_FINGERPRINTED = ("certify_rungs", "certify_budget_images")  # end-of-run work: may change between runs  # [model]/[proxy_set]/[evaluator] keys added later
 
 
 def spec_fingerprint(spec: StudySpec) -> dict:
     """What must not change between runs of one study (n_trials, sampler and snapshot cadence may)."""
     def unset_dropped(d: dict) -> dict:  # keys added with user models count only when set (old studies resume)
-        return {k: v for k, v in d.items() if not (k in OPTIONAL_KEYS and v is None)}
+        return {k: v for k, v in d.items() if not (k in OPTIONAL_KEYS and v is None) and k not in NOT_FINGERPRINTED}
 
     parts = {"objectives": list(spec.objectives),
              "model": unset_dropped({k: v for k, v in asdict(spec.model).items() if k != "threads"}),
@@ -165,6 +166,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
     if budget.complete(study, spec.n_trials):
         held = len(counted_trials(study))
         log(f"study '{spec.name}' already holds {held} of {spec.n_trials} trials; nothing to run")
+        _certify(summary, study, spec, storage, pipe or getattr(context, "pipe", None), log)  # an interrupted one
         return _finish(summary, study, spec, storage, t_start, None, snapshot_now=False)
 
     from tuner.threads import set_threads
@@ -247,7 +249,21 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             worker.stop(counted=counted_here > 0)
         except Exception as e:  # the storage is gone: the others will find this worker dead
             log(f"could not mark worker {worker.id} stopped: {first_line(e)}")
+    if retrying(budget.complete, study, spec.n_trials, log=log):
+        _certify(summary, study, spec, storage, context.pipe, log)
     return _finish(summary, study, spec, storage, t_start, objective)
+
+
+def _certify(summary: dict, study, spec: StudySpec, storage, pipe, log) -> None:
+    """The front candidates re-proved on held-out seeds (certify.py), before the final snapshot."""
+    from tuner.study.certify import certify
+
+    if not study.user_attrs.get(BASELINE_ATTR):
+        return
+    state = certify(study, spec, storage.engine, pipe=pipe, log=log)
+    if state is not None:
+        summary["certification"] = {k: state[k] for k in ("cap", "spent_images", "budget_images", "exhausted", "seconds")}
+        summary["certification"]["certified"] = sorted(int(n) for n, v in state["trials"].items() if v["status"] == "feasible")
 
 
 def _seed_sampler(study, spec, context, worker, summary, log) -> None:
@@ -352,7 +368,8 @@ def _trial_line(trial: optuna.Trial, state: TrialState | None, spec: StudySpec) 
 def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: bool = True) -> dict:
     from tuner.study.storage import last_snapshot_trials
 
-    if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study):
+    if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study) \
+            and "certification" not in summary:  # a certification just run changes what the front says
         snapshot_now = False  # the periodic snapshot after the last trial already holds this front
     if snapshot_now:
         with deferred_sigint():
