@@ -80,6 +80,8 @@ def test_decide():
     assert race.decide(11, 30, 10, 8, last=False) == "infeasible"
     assert race.decide(-1, 9, 10, 32, last=False) == "feasible"
     assert race.decide(-1, 9, 10, 8, last=False) == "straddles"  # 8 images never certify feasibility
+    assert race.decide(-5, 40, 10, 32, last=False, point=18) == "above cap"  # would most likely prove infeasible
+    assert race.decide(-50, 70, 10, 8, last=False, point=18) == "straddles"  # 8 images: the point is too noisy
 
 
 def _trial(number, lat, fid_pct, lo, hi, macs, methods, speedup_ci=(0.97, 1.03)):

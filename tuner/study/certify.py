@@ -117,7 +117,8 @@ def _race_one(study, spec, ctx, t, rungs, state, base_fid) -> tuple[dict | None,
         r.update(latency)
         held = race.sized(ctx.proxy_set, n)
         row = measured_row(spec, t, r, baseline_of(study), held, base_fid, cap)
-        decision = race.decide(row["fid_increase_pct_lo"], row["fid_increase_pct_hi"], cap, n, i == len(rungs) - 1)
+        decision = race.decide(row["fid_increase_pct_lo"], row["fid_increase_pct_hi"], cap, n, i == len(rungs) - 1,
+                               row["fid_increase_pct"])
         if decision != "straddles":
             return row, decision, race.reason(decision, r, cap)
     return row, "undecided", race.reason("undecided", r, cap)

@@ -150,7 +150,8 @@ class TrialObjective:
                 self.eval_seconds += time.perf_counter() - t
             history.append([n, row["fid_increase_pct"], row["fid_increase_pct_lo"], row["fid_increase_pct_hi"]])
             trial.set_user_attr("race", history)
-            decision = race.decide(row["fid_increase_pct_lo"], row["fid_increase_pct_hi"], cap, n, i == len(rungs) - 1)
+            decision = race.decide(row["fid_increase_pct_lo"], row["fid_increase_pct_hi"], cap, n, i == len(rungs) - 1,
+                                   row["fid_increase_pct"])
             if decision == "infeasible" and i == 0 and len(rungs) > 1:
                 self._reject(trial, row, cost, cap)
             if latency is None:
