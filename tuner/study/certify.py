@@ -27,7 +27,7 @@ from tuner.study import race
 from tuner.study.fid_scale import FidScale
 from tuner.study.pareto import CERTIFICATION_ATTR, baseline_of, front_trials
 from tuner.study.spec import StudySpec
-from tuner.study.validate import candidates_for_cap, distinct_configs, held_out_context, held_out_proxy_set, measured_row
+from tuner.study.held_out import candidates_for_cap, distinct_configs, held_out_context, held_out_proxy_set, measured_row
 
 DECIDED = ("feasible", "infeasible")
 

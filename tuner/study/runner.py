@@ -47,8 +47,8 @@ FINGERPRINT_ATTR = "spec_fingerprint"
 WARM_START_ATTR = "tuner:warm_start_queued"
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
 OPTIONAL_KEYS = ("dtype", "scheduler", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
-                 "reference_images", "clip_model", "max_memory_gb", "race_rungs")
-NOT_FINGERPRINTED = ("certify_rungs", "certify_budget_images")  # end-of-run work: may change between runs  # [model]/[proxy_set]/[evaluator] keys added later
+                 "reference_images", "clip_model", "max_memory_gb", "race_rungs")  # keys added later
+NOT_FINGERPRINTED = ("certify_rungs", "certify_budget_images")  # end-of-run work: may change between runs
 
 
 def spec_fingerprint(spec: StudySpec) -> dict:
@@ -166,8 +166,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
     if budget.complete(study, spec.n_trials):
         held = len(counted_trials(study))
         log(f"study '{spec.name}' already holds {held} of {spec.n_trials} trials; nothing to run")
-        _certify(summary, study, spec, storage, pipe or getattr(context, "pipe", None), log)  # an interrupted one
-        return _finish(summary, study, spec, storage, t_start, None, snapshot_now=False)
+        return _finish(summary, study, spec, storage, t_start, None, False, pipe or getattr(context, "pipe", None), log)
 
     from tuner.threads import set_threads
 
@@ -249,9 +248,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             worker.stop(counted=counted_here > 0)
         except Exception as e:  # the storage is gone: the others will find this worker dead
             log(f"could not mark worker {worker.id} stopped: {first_line(e)}")
-    if retrying(budget.complete, study, spec.n_trials, log=log):
-        _certify(summary, study, spec, storage, context.pipe, log)
-    return _finish(summary, study, spec, storage, t_start, objective)
+    return _finish(summary, study, spec, storage, t_start, objective, pipe=context.pipe, log=log)
 
 
 def _certify(summary: dict, study, spec: StudySpec, storage, pipe, log) -> None:
@@ -365,9 +362,13 @@ def _trial_line(trial: optuna.Trial, state: TrialState | None, spec: StudySpec) 
     return f"trial {trial.number} {state.name.lower()}" + (f": {reason}" if reason else "")
 
 
-def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: bool = True) -> dict:
+def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: bool = True, pipe=None,
+            log=print) -> dict:
     from tuner.study.storage import last_snapshot_trials
 
+    if retrying(Budget(storage, spec.name, worker=None).complete, study, spec.n_trials, log=log):
+        _certify(summary, study, spec, storage, pipe, log)  # the whole budget is spent: prove the answer
+        snapshot_now = snapshot_now or "certification" in summary
     if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study) \
             and "certification" not in summary:  # a certification just run changes what the front says
         snapshot_now = False  # the periodic snapshot after the last trial already holds this front
