@@ -139,3 +139,60 @@ def test_one_scale_on_a_user_model_baseline():
     assert scale.cap_value(10) == pytest.approx(0.4) and scale.normalized(0.4) == pytest.approx(1.1)
     proxy = FidScale.of(BASE)
     assert proxy.change_of(proxy.objective(0.5)) == pytest.approx(10.0) == proxy.change_pct(0.5)
+
+
+SHORT = """
+name = "short"
+n_trials = 3
+seed = 0
+[model]
+threads = 1
+[proxy_set]
+n_images = 8
+steps = 4
+[evaluator]
+latency_images = 2
+latency_repeats = 1
+race_rungs = [4, 8]
+certify_rungs = [32]
+certify_budget_images = 96
+[constraints]
+max_fid_increase = 5000
+[sampler]
+name = "random"
+[space.timesteps]
+counts = [3, 2]
+"""
+
+
+def test_export_best_right_after_study_run_takes_a_certified_member_or_says_why(tmp_path, capsys):
+    from tuner.cli import main
+    from tuner.study.runner import open_study
+    from tuner.study.spec import load_spec
+    from tuner.study.validations import latest_validations
+
+    path = tmp_path / "short.toml"
+    path.write_text(SHORT)
+    assert main(["study", "run", str(path), "--no-progress", "--json"]) == 0
+    import json
+
+    summary = json.loads(capsys.readouterr().out)
+    cert = summary["certification"]
+    assert cert["spent_images"] <= cert["budget_images"] == 96 and cert["certified"]
+    spec = load_spec(path)
+    study, storage = open_study(spec, create=False)
+    rows = latest_validations(storage.engine, spec.name)
+    assert set(cert["certified"]) <= set(rows) and all(rows[n]["seed"] == 1 for n in cert["certified"])
+
+    assert main(["study", "pareto", str(path)]) == 0
+    assert "certification at +5000 % on held-out seed 1" in capsys.readouterr().out
+
+    out = tmp_path / "best.json"
+    assert main(["export", str(path), "--best", "--max-fid-increase", "5000", "-o", str(out)]) == 0
+    o = json.loads(out.read_text())["objectives"]
+    assert o["validated_n_images"] == 32 and o["validated_fid_increase_pct_hi"] <= 5000  # the certified score
+
+    capsys.readouterr()
+    assert main(["export", str(path), "--best", "--max-fid-increase", "0", "-o", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tuner: error: ") and "lowest upper bound" in err and not (tmp_path / "none.json").exists()
