@@ -196,3 +196,11 @@ def test_export_best_right_after_study_run_takes_a_certified_member_or_says_why(
     assert main(["export", str(path), "--best", "--max-fid-increase", "0", "-o", str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tuner: error: ") and "lowest upper bound" in err and not (tmp_path / "none.json").exists()
+
+
+def test_a_stochastic_candidate_says_whether_its_noise_is_paired_with_the_baseline():
+    from tuner.study.objective import solver_pairing
+
+    assert solver_pairing({"timesteps": {}}, {}) is None
+    assert solver_pairing({"solver": {"name": "ddpm", "coefficients": "liyan"}}, {}).startswith("unpaired")
+    assert solver_pairing({"solver": {"name": "ddpm"}}, {"solver": "ddpm-baseline"}).startswith("paired")

@@ -223,7 +223,8 @@ def solver_pairing(methods: dict, baseline: dict) -> str | None:
     solver = (methods.get("solver") or {}).get("name") or (methods.get("solver") or {}).get("solver")
     if solver not in STOCHASTIC_SOLVERS:
         return None
-    if str(baseline.get("solver", "ddim")) in STOCHASTIC_SOLVERS:
-        return "paired: per-image generators shared with the stochastic baseline"
-    return (f"unpaired: stochastic solver {solver} against a deterministic baseline "
-            f"({baseline.get('solver', 'ddim')}); its FID interval narrows only with more images")
+    base = str(baseline.get("solver") or "its deterministic solver")  # the study's baseline, whichever it is
+    if base.split("-")[0] in STOCHASTIC_SOLVERS:
+        return "paired: per-step noise from the per-image generators the stochastic baseline uses too"
+    return (f"unpaired: stochastic solver {solver} against a deterministic baseline ({base}); its FID "
+            "interval narrows only with more images")
