@@ -91,7 +91,7 @@ class EvaluatorSpec:
     latency_images: int = 8
     latency_repeats: int = 3
     cheap_reject_images: int = 8  # 0 = no cheap reject
-    cheap_reject_margin: float = 1.0  # reject when subset FID ratio > margin x the allowed ratio
+    cheap_reject_margin: float = 1.0  # unused since the race (rung 1 rejects on its lower bound); old files load
     feature_extractor: str = "proxy"
     inception_weights: str | None = None
     reference_images: str | None = None  # absolute folder path
