@@ -76,8 +76,10 @@ def test_trial_log_line_has_units(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('name = "s"\nobjectives = ["latency", "fid", "bitops"]\n')
     line = objectives_line(load_spec(path), {"seconds_per_image": 0.1232, "speedup": 1.8, "fid": 5.5,
-                                             "fid_ratio": 1.1, "bitops": 2e12})
-    assert line == "latency 0.1232 s/image (1.80x), fid 5.500 (+10.0 %), bitops 2e+12 BitOPs/image"
+                                             "fid_increase_pct": 10.0, "fid_increase_pct_hi": 14.0, "n_images": 32,
+                                             "bitops": 2e12})
+    assert line == ("latency 0.1232 s/image (1.80x), fid 5.500 (+10.0 %, upper +14.0 %, 32 images), "
+                    "bitops 2e+12 BitOPs/image")
 
 
 # --- one thread policy --------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_tiny_study_records_metrics_and_pareto_tables(shared, capsys):
     members = json.loads(capsys.readouterr().out)
     assert isinstance(members, list) and members == json.loads(json.dumps(members))
     for m in members:
-        assert set(m) == {"trial", "objectives", "config"} and "seconds_per_image" in m["objectives"]
+        assert set(m) == {"trial", "objectives", "config", "certified"} and "seconds_per_image" in m["objectives"]
     assert (folder / "front.png").stat().st_size > 1000
     assert main(["study", "status", str(spec.path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
@@ -328,8 +328,8 @@ def test_a_config_measured_once_is_replayed_not_re_measured(shared, monkeypatch)
     folder, _, ctx = shared
     for name, expected in (("dup", TrialState.COMPLETE), ("dup_pruned", TrialState.PRUNED)):
         spec = write_spec(folder, name)
-        if expected == TrialState.PRUNED:  # a tiny subset baseline: every candidate fails the cheap reject
-            monkeypatch.setattr(ctx, "subset_baseline_fid", 1e-9)
+        if expected == TrialState.PRUNED:  # every first rung says infeasible: the cheap reject prunes
+            monkeypatch.setattr("tuner.study.race.decide", lambda *a, **k: "infeasible")
         run_study(spec.with_n_trials(1), context=ctx, progress=False, log=lambda m: None)
         study = optuna.load_study(study_name=spec.name, storage=spec.storage)
         first = study.trials[0]
@@ -337,7 +337,8 @@ def test_a_config_measured_once_is_replayed_not_re_measured(shared, monkeypatch)
         for _ in range(2):
             study.enqueue_trial(first.params, skip_if_exists=False)
         calls, lines = [], []
-        monkeypatch.setattr(ctx.eval, "evaluate", lambda *a, **k: calls.append(1) or pytest.fail("re-measured"))
+        monkeypatch.setattr("tuner.study.race.grow_candidate", lambda *a, **k: calls.append(1) or pytest.fail("re-measured"))
+        monkeypatch.setattr("tuner.study.certify.certify", lambda *a, **k: None)  # held-out work is not a trial
         run_study(spec, context=ctx, progress=False, log=lines.append)
         monkeypatch.undo()
         trials = finished(spec)

@@ -85,27 +85,36 @@ def test_increase_pct():
     assert increase_pct(0.5, 5.0) == pytest.approx(10.0)
 
 
-def _objective(result: dict, cap: float):
+def _objective(result: dict, cap: float, monkeypatch):
+    """A TrialObjective whose one rung scores `result` (no model runs)."""
+    from tuner.study import race
     from tuner.study.objective import TrialObjective
 
     space = SimpleNamespace(suggest=lambda trial: {}, to_config=lambda values: SimpleNamespace(
         to_dict=lambda: {"methods": {"tome": {"ratio": 0.5}}}))
-    spec = SimpleNamespace(objectives=["latency", "fid"], constraints=SimpleNamespace(max_fid_increase=cap, max_memory_gb=None),
-                           evaluator=SimpleNamespace(cheap_reject_images=0))
-    ev = SimpleNamespace(evaluate=lambda config, **kw: dict(result))
-    ctx = SimpleNamespace(space=space, spec=spec, eval=ev, subset_baseline_fid=None,
-                          baseline={"fid": 5.0, "seconds_per_image": 0.1})
-    return TrialObjective(ctx, spec)
+    spec = SimpleNamespace(objectives=["latency", "fid"], maximized=[False, False],
+                           constraints=SimpleNamespace(max_fid_increase=cap, max_memory_gb=None),
+                           evaluator=SimpleNamespace(rungs=lambda n, capped: (n,)), proxy_set=SimpleNamespace(n_images=64))
+    ctx = SimpleNamespace(space=space, spec=spec, eval=None, baseline={"fid": 5.0, "seconds_per_image": 0.1})
+    keys = ("fid", "fid_delta", "fid_delta_lo", "fid_delta_hi")
+    monkeypatch.setattr(race, "grow_candidate", lambda *a: ([0] * 64, {"bitops": result["bitops"]}, {}))
+    monkeypatch.setattr(race, "score", lambda ectx, images, scale: {
+        **{k: result[k] for k in keys}, "n_images": 64,
+        **{f"fid_increase_pct{s}": scale.change_pct(result[f"fid_delta{s}"]) for s in ("", "_lo", "_hi")}})
+    objective = TrialObjective(ctx, spec)
+    monkeypatch.setattr(objective, "_latency", lambda config: {k: result[k] for k in (
+        "speedup", "seconds_per_image", "speedup_lo", "speedup_hi")})
+    return objective
 
 
-def test_constraint_uses_the_upper_bound_not_the_point():
+def test_constraint_uses_the_upper_bound_not_the_point(monkeypatch):
     # point +5 %, upper bound +15 %: infeasible under a 10 % cap, feasible under 20 %
     result = {"fid": 5.25, "fid_delta": 0.25, "fid_delta_lo": 0.05, "fid_delta_hi": 0.75, "speedup": 2.0,
               "seconds_per_image": 0.05, "bitops": 1.0, "speedup_lo": 1.8, "speedup_hi": 2.2}
     for cap, feasible in ((10.0, False), (20.0, True)):
         study = optuna.create_study(directions=["minimize", "minimize"])
         trial = study.ask()
-        values = _objective(result, cap)(trial)
+        values = _objective(result, cap, monkeypatch)(trial)
         study.tell(trial, values)
         frozen = study.trials[0]
         assert frozen.user_attrs["fid_increase_pct"] == pytest.approx(5.0)

@@ -24,6 +24,7 @@ seed = 0
 latency_images = 2
 latency_repeats = 2
 cheap_reject_images = 0
+certify_budget_images = 0   # these tests validate by hand; study run's own certification: test_certified.py
 [constraints]
 max_fid_increase = {cap}
 [sampler]

@@ -96,7 +96,9 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
                max_fid_increase: float | None = None, validated: dict | None = None) -> optuna.trial.FrozenTrial:
     """Trial `number`, or the fastest completed trial whose FID increase is at most X percent *at its upper
     bound* (X given, else the study's constraint). `validated` (trial number -> newest row of
-    `tuner study validate`) takes precedence over the study's own scores, for the cap and the latency."""
+    `tuner study validate` or of the certification at the end of `study run`) takes precedence over the
+    study's own scores, for the cap and the latency; trials that meet X on held-out seeds are preferred to
+    trials that meet it only on the search's own."""
     if number is not None:
         trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
         if not trials:
@@ -115,6 +117,8 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
         candidates, what = done, ""
     else:
         candidates = [t for t in done if fid_increase_upper(study, spec, t, validated) <= cap]
+        held_out = [t for t in candidates if t.number in validated]  # proved on held-out seeds: these first
+        candidates = held_out or candidates
         what = f" with FID increase <= {cap:g}% (upper bound{', validated where available' if validated else ''})"
     if not candidates:
         hint = ""

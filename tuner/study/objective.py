@@ -1,10 +1,12 @@
-"""One trial: suggest -> config -> cheap reject on a subset -> full evaluation -> record.
+"""One trial: suggest -> config -> the race over image rungs (race.py) -> latency -> record.
 
 Objectives (minimized, except the CLIP score):
 - latency: seconds per image, as the study's stored baseline latency divided by the speedup this trial
   measured with the candidate and the baseline timed interleaved. The ratio is robust to the machine's
   load changing between trials; the raw seconds are kept as user attributes.
-- fid: proxy FID on the full proxy set.
+- fid: the study's one FID scale (fid_scale.py): the baseline's FID plus the paired FID difference at the
+  images the race reached (`n_images`; the raw FID there is `fid_at_n`). At the study's own proxy set this
+  is the candidate's proxy FID.
 - bitops (optional): BitOPs per image (MACs x weight bits x activation bits, summed per layer).
 - memory (optional, CUDA): peak GPU memory of the candidate's generation, GB (`memory_gb`); also a
   constraint with `[constraints] max_memory_gb`.
@@ -12,18 +14,15 @@ Objectives (minimized, except the CLIP score):
   prompts, maximized; `clip_score_change_pct` is its change from the baseline's, in percent.
 
 Constraint (with `[constraints] max_fid_increase = X`): `fid_increase_pct` = U - X, feasible when <= 0,
-set with Optuna 5's `trial.set_constraint`. U is the upper bound of the FID increase in percent of the
-baseline's FID (paired seed splits, one-sided 95 %, user attribute `fid_increase_pct_hi`), not
-the point estimate (`fid_increase_pct`): a trial counts as feasible only when the noise of N images cannot
-explain it away. The speedup's interval over timing rounds is stored too (`speedup_lo`, `speedup_hi`).
+set with Optuna 5's `trial.set_constraint`. U is the upper bound of the FID change (`fid_increase_pct_hi`;
+paired seed splits, one-sided 95 %), not the point estimate (`fid_increase_pct`): a trial counts as
+feasible only when the noise of its N images cannot explain it away. The speedup's interval over timing
+rounds is stored too (`speedup_lo`, `speedup_hi`).
 
-Cheap reject: Optuna cannot prune multi-objective trials by intermediate values, so the candidate is
-first scored on `cheap_reject_images` images; when its FID ratio to the baseline's on the same subset
-exceeds `margin` x the allowed ratio, it is clearly infeasible: the constraint is set from the subset
-estimate and the trial is pruned with its reason (user attribute `prune_reason`). FID's small-sample bias
-adds about the same amount to candidate and baseline (FID_N ~ FID + c/N), so the subset ratio is pulled
-towards 1 and under-states the full-set ratio: margin 1 is already conservative (measured in the default
-study: subset ratios 1.01/1.08/1.62 for full-set ratios 1.91/2.30/5.05).
+The race: Optuna cannot prune multi-objective trials by intermediate values, so the trial itself runs
+its rungs (race.py) and stores them (`race`: [n, change, lo, hi] per rung, `race_decision`, `race_reason`).
+A trial whose first rung is already infeasible is pruned with its reason (`prune_reason`, the cheap
+reject of earlier rounds); the others complete with the scores of their last rung.
 """
 
 from __future__ import annotations
@@ -32,11 +31,16 @@ import math
 import time
 
 import optuna
+from optuna.trial import TrialState
 
 from tuner.errors import TrialFailed, TunerError
 from tuner.study.context import StudyContext
+
+from tuner.study import race
 from tuner.study.duplicates import measured_twin, queue_neighbour, replay
-from tuner.uncertainty import increase_pct
+from tuner.study.fid_scale import FidScale
+from tuner.study.noise_front import noise_front
+from tuner.uncertainty import speedup_interval
 
 FID_CONSTRAINT = "fid_increase_pct"
 MEMORY_CONSTRAINT = "memory_gb_excess"
@@ -97,18 +101,18 @@ class TrialObjective:
         if twin is not None:  # measured already: replay it instead of spending a full evaluation,
             queue_neighbour(trial, self.ctx.space, values)  # and look next to it with the next trial
             return replay(trial, twin)
-        self._cheap_reject(trial, config)
-
-        result = self._evaluate(config)
+        pairing = solver_pairing(methods, self.ctx.baseline)
+        if pairing:
+            trial.set_user_attr("noise_pairing", pairing)
+        result = self._race(trial, config)
         base = self.ctx.baseline
         latency = float(base["seconds_per_image"]) / float(result["speedup"])
-        fid = float(result["fid"])
+        fid = FidScale.of(base).objective(result["fid_delta"])  # the study's one scale (fid_scale.py)
         result["seconds_per_image_raw"] = result.pop("seconds_per_image")
         result["seconds_per_image"] = latency
-        result["fid_ratio"] = fid / float(base["fid"])
-        for suffix in ("", "_lo", "_hi"):  # interval of the change (tuner/uncertainty.py); < 4 images: the point
-            delta = result.get(f"fid_delta{suffix}", fid - float(base["fid"]))
-            result[f"fid_increase_pct{suffix}"] = increase_pct(delta, float(base["fid"]))
+        result["fid_at_n"] = result.pop("fid")  # the raw FID at the images the race reached
+        result["fid"] = fid
+        result["fid_ratio"] = 1.0 + result["fid_increase_pct"] / 100.0
         for key, value in sorted(result.items()):
             trial.set_user_attr(key, _jsonable(value))
         trial.set_user_attr("stage", "full")
@@ -127,22 +131,100 @@ class TrialObjective:
                       "clip_score": float(result.get("clip_score", float("nan")))}
         return [objectives[o] for o in self.spec.objectives]
 
-    def _cheap_reject(self, trial: optuna.Trial, config) -> None:
-        ev = self.spec.evaluator
-        if self.ctx.subset_baseline_fid is None:
-            return
-        subset = self.ctx.eval.proxy_set.subset(ev.cheap_reject_images)
-        quick = self._evaluate(config, proxy_set=subset, with_latency=False)
-        ratio = float(quick["fid"]) / self.ctx.subset_baseline_fid
-        trial.set_user_attr("cheap_fid_ratio", ratio)
-        allowed = 1.0 + self.spec.constraints.max_fid_increase / 100.0
-        if ratio > ev.cheap_reject_margin * allowed:
-            reason = (f"cheap reject: FID ratio {ratio:.2f} on {subset.n_images} images > "
-                      f"{ev.cheap_reject_margin:g} x allowed {allowed:.2f}")
-            for key in ("fid", "kid", "class_accuracy", "psnr", "ssim", "macs", "bitops"):
-                if key in quick:
-                    trial.set_user_attr(f"subset_{key}", _jsonable(quick[key]))
-            trial.set_user_attr("stage", "cheap_reject")
-            trial.set_user_attr("prune_reason", reason)
-            trial.set_constraint(FID_CONSTRAINT, self.fid_excess(ratio))
-            raise optuna.TrialPruned(reason)
+    def _race(self, trial: optuna.Trial, config) -> dict:
+        """Rung after rung (race.py) until the interval decides; latency once the first rung is passed.
+        Returns the last rung's scores with the speedup; prunes a trial infeasible on its first rung."""
+        cap = self.spec.constraints.max_fid_increase
+        rungs = self.spec.evaluator.rungs(self.spec.proxy_set.n_images, cap is not None)
+        scale = FidScale.of(self.ctx.baseline)
+        images = cost = latency = None
+        history = []
+        for i, n in enumerate(rungs):
+            t = time.perf_counter()
+            try:
+                images, cost, info = race.grow_candidate(self.ctx.eval, config, images, n, cost)
+                row = race.score(self.ctx.eval, images, scale)
+            except TunerError as e:
+                raise TrialFailed(f"config rejected: {e}") from None
+            finally:
+                self.eval_seconds += time.perf_counter() - t
+            history.append([n, row["fid_increase_pct"], row["fid_increase_pct_lo"], row["fid_increase_pct_hi"]])
+            trial.set_user_attr("race", history)
+            decision = race.decide(row["fid_increase_pct_lo"], row["fid_increase_pct_hi"], cap, n, i == len(rungs) - 1,
+                                   row["fid_increase_pct"])
+            if decision == "infeasible" and i == 0 and len(rungs) > 1:
+                self._reject(trial, row, cost, cap)
+            if latency is None:
+                latency = self._latency(config)
+            dominated = None
+            if decision == "straddles":
+                dominated = self._dominated_by(trial, row, latency)
+                decision = "dominated" if dominated is not None else decision
+            if decision != "straddles":
+                trial.set_user_attr("race_decision", decision)
+                trial.set_user_attr("race_reason", race.reason(decision, row, cap, dominated))
+                break
+        return {**row, **cost, **{k: v for k, v in info.items() if k != "layer_bits"}, **latency}
+
+    def _latency(self, config) -> dict:
+        t = time.perf_counter()
+        try:
+            ev = self.ctx.eval
+            lat = ev.latency(config)
+        finally:
+            self.eval_seconds += time.perf_counter() - t
+        out = {"seconds_per_image": lat["candidate"], "baseline_seconds_per_image": lat["baseline"],
+               "speedup": lat["baseline"] / lat["candidate"]}
+        out.update(speedup_interval(ev.last_latency_rounds["baseline"], ev.last_latency_rounds["candidate"]))
+        return out
+
+    def _dominated_by(self, trial: optuna.Trial, row: dict, latency: dict) -> int | None:
+        """A decided-feasible trial that dominates this one beyond the noise, whatever more images show."""
+        base = self.ctx.baseline
+        if self.spec.objectives != ["latency", "fid"]:
+            return None  # other objectives are not known before the trial ends
+        scale, s = FidScale.of(base), latency["speedup"]
+        lat = float(base["seconds_per_image"]) / s
+        e_lat = max(lat * (s / latency["speedup_lo"] - 1.0), lat * (1.0 - s / latency["speedup_hi"]), 0.0)
+        e_fid = scale.scale * max(row["fid_increase_pct_hi"] - row["fid_increase_pct"],
+                                  row["fid_increase_pct"] - row["fid_increase_pct_lo"]) / 100.0
+        decided = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.user_attrs.get("race_decision") == "feasible" and all(v <= 0 for v in t.constraints.values())]
+        point = [lat, scale.objective(row["fid_delta"])]  # the front's own rule (noise_front.py) on this rung
+        found = noise_front(decided, self.spec.objectives, self.spec.maximized, base, candidate=(point, [e_lat, e_fid]))
+        return found[0].number if found else None
+
+    def _reject(self, trial: optuna.Trial, row: dict, cost: dict, cap: float) -> None:
+        """The first rung says infeasible: prune with the reason (the cheap reject of earlier rounds)."""
+        reason = f"cheap reject: {race.reason('infeasible', row, cap)}"
+        for key in ("fid", "kid", "class_accuracy", "psnr", "ssim"):
+            if key in row:
+                trial.set_user_attr(f"subset_{key}", _jsonable(row[key]))
+        for key in ("macs", "bitops"):
+            trial.set_user_attr(f"subset_{key}", _jsonable(cost[key]))
+        for key in ("fid_increase_pct", "fid_increase_pct_lo", "fid_increase_pct_hi", "n_images"):
+            trial.set_user_attr(key, _jsonable(row[key]))
+        trial.set_user_attr("stage", "cheap_reject")
+        trial.set_user_attr("race_decision", "infeasible")
+        trial.set_user_attr("prune_reason", reason)
+        trial.set_constraint(FID_CONSTRAINT, row["fid_increase_pct_hi"] - cap)
+        raise optuna.TrialPruned(reason)
+
+
+STOCHASTIC_SOLVERS = ("ddpm",)
+
+
+def solver_pairing(methods: dict, baseline: dict) -> str | None:
+    """How a stochastic solver's noise relates to the baseline's (None for deterministic solvers).
+    Per-step noise comes from each image's own generator (tuner.sampling.per_image_noise), so a stochastic
+    candidate is paired with a stochastic baseline of the same seeds; against a deterministic baseline
+    (DDIM, DPM-Solver++) its trajectories decorrelate and the paired interval stays wide: the race and
+    certification then simply spend the images it takes."""
+    solver = (methods.get("solver") or {}).get("name") or (methods.get("solver") or {}).get("solver")
+    if solver not in STOCHASTIC_SOLVERS:
+        return None
+    base = str(baseline.get("solver") or "its deterministic solver")  # the study's baseline, whichever it is
+    if base.split("-")[0] in STOCHASTIC_SOLVERS:
+        return "paired: per-step noise from the per-image generators the stochastic baseline uses too"
+    return (f"unpaired: stochastic solver {solver} against a deterministic baseline ({base}); its FID "
+            "interval narrows only with more images")

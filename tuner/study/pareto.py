@@ -2,7 +2,7 @@
 hypervolume against a fixed reference point derived from the stored baseline, and a plot.
 
 Hypervolume is computed on baseline-normalized objectives, all minimized, 1 = the baseline: latency /
-baseline latency, FID / baseline FID, BitOPs / baseline BitOPs, and for the CLIP score (maximized) 1 plus
+baseline latency, FID as 1 + its change / 100 (the study's one scale, fid_scale.py), BitOPs / baseline BitOPs, and for the CLIP score (maximized) 1 plus
 its relative loss, 2 - CLIP / baseline CLIP (linear like the others, finite at a score of 0). The
 reference point is (1, 1 + X/100, 1, ..., 1 + CLIP_REF_DECREASE/100) — X the study's `max_fid_increase`,
 100 when it has none — so nothing slower than the baseline, worse than the FID cap or losing more than
@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from tuner.errors import TunerError
 from tuner.storage.keys import BASELINE_ATTR
+from tuner.study.fid_scale import FidScale
 from tuner.study.spec import MAXIMIZED, METRIC_NAMES, StudySpec
 
 DEFAULT_FID_REF_INCREASE = 100.0  # percent, when the study has no FID constraint
@@ -40,13 +41,19 @@ def completed(study: optuna.Study, feasible_only: bool = True) -> list[optuna.tr
     return [t for t in trials if not feasible_only or is_feasible(t)]
 
 
-def front_trials(trials: list[optuna.trial.FrozenTrial], maximise: bool | Sequence[bool] = False
-                 ) -> list[optuna.trial.FrozenTrial]:
-    """The non-dominated trials, by latency; `maximise`: per objective (`StudySpec.maximized`), or one for all."""
+def front_trials(trials: list[optuna.trial.FrozenTrial], maximise: bool | Sequence[bool] = False,
+                 spec: StudySpec | None = None, baseline: dict | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The non-dominated trials, by latency; `maximise`: per objective (`StudySpec.maximized`), or one for all.
+    With the study's `spec` and `baseline`: dominance beyond the noise, one trial per executed work
+    (noise_front.py), what every study output uses."""
     import moocore
 
     if not trials:
         return []
+    if spec is not None and baseline is not None:
+        from tuner.study.noise_front import noise_front
+
+        return sorted(noise_front(trials, spec.objectives, spec.maximized, baseline), key=lambda t: t.values[0])
     points = np.array([t.values for t in trials], dtype=float)
     keep = moocore.is_nondominated(points, maximise=maximise, keep_weakly=False)
     return sorted([t for t, k in zip(trials, keep) if k], key=lambda t: t.values[0])
@@ -74,6 +81,9 @@ def normalized(spec: StudySpec, baseline: dict, values) -> np.ndarray:
     scale = np.array([float(baseline[BASELINE_KEYS[o]]) for o in spec.objectives])
     with np.errstate(divide="ignore", invalid="ignore"):  # a baseline CLIP score of 0: nan/inf, never inside
         ratio = np.asarray(values, dtype=float) / scale
+    if "fid" in spec.objectives and len(ratio):  # FID: 1 + change/100, the study's one scale (fid_scale.py)
+        at = spec.objectives.index("fid")
+        ratio[:, at] = [FidScale.of(baseline).normalized(v) for v in np.asarray(values, dtype=float)[:, at]]
     return np.where(spec.maximized, 2.0 - ratio, ratio)
 
 
@@ -103,11 +113,13 @@ def objectives_line(spec: StudySpec, attrs: dict) -> str:
         text = f"{name} {value:.3f}" if name == "fid" else f"{name} {value:.4g}"
         if OBJECTIVE_UNITS.get(name):
             text += f" {OBJECTIVE_UNITS[name]}"
-        speedup, ratio = attrs.get("speedup"), attrs.get("fid_ratio")
+        speedup, change = attrs.get("speedup"), attrs.get("fid_increase_pct")
         if name == "latency" and isinstance(speedup, (int, float)):
             text += f" ({speedup:.2f}x)"
-        if name == "fid" and isinstance(ratio, (int, float)):
-            text += f" ({100 * (ratio - 1):+.1f} %)"
+        if name == "fid" and isinstance(change, (int, float)):  # the study's one scale (fid_scale.py)
+            hi, n = attrs.get("fid_increase_pct_hi"), attrs.get("n_images")
+            upper = f", upper {hi:+.1f} %" if isinstance(hi, (int, float)) else ""
+            text += f" ({change:+.1f} %{upper}" + (f", {n} images)" if n else ")")
         change = attrs.get("clip_score_change_pct")
         if name == "clip_score" and isinstance(change, (int, float)):
             text += f" ({change:+.1f} %, higher is better)"
@@ -115,27 +127,40 @@ def objectives_line(spec: StudySpec, attrs: dict) -> str:
     return ", ".join(parts)
 
 
-def member(spec: StudySpec, t: optuna.trial.FrozenTrial) -> dict:
+MEMBER_KEYS = ("kid", "psnr", "ssim", "class_accuracy", "clip_score", "memory_gb", "speedup", "speedup_lo",
+               "speedup_hi", "macs", "bitops", "fid_increase_pct", "fid_increase_pct_lo", "fid_increase_pct_hi",
+               "n_images")
+CERTIFICATION_ATTR = "certification"  # study user attribute written by certify.py
+
+
+def member(spec: StudySpec, t: optuna.trial.FrozenTrial, baseline: dict | None = None,
+           certification: dict | None = None) -> dict:
     objectives = {METRIC_NAMES[o]: v for o, v in zip(spec.objectives, t.values)}
-    for key in ("kid", "psnr", "ssim", "class_accuracy", "clip_score", "memory_gb", "speedup", "macs", "bitops"):
+    for key in MEMBER_KEYS:
         if key in t.user_attrs:
             objectives.setdefault(key, t.user_attrs[key])
-    return {"trial": t.number, "objectives": objectives, "config": t.user_attrs.get("config", {})}
+    if "fid" in spec.objectives and baseline is not None and "fid_increase_pct" not in objectives:
+        objectives["fid_increase_pct"] = FidScale.of(baseline).change_of(objectives["fid"])  # stored before the scale
+    cert = ((certification or {}).get("trials") or {}).get(str(t.number))
+    return {"trial": t.number, "objectives": objectives, "config": t.user_attrs.get("config", {}),
+            "certified": None if cert is None else cert.get("status")}
 
 
 def front(study: optuna.Study, spec: StudySpec) -> dict:
     """The current front as plain data (what `tuner study pareto --json` prints)."""
     baseline = baseline_of(study)
     feasible = completed(study)
-    members = front_trials(feasible, spec.maximized)
+    members = front_trials(feasible, spec.maximized, spec, baseline)
     _, ref_raw = reference_point(spec, baseline)
+    certification = study.user_attrs.get(CERTIFICATION_ATTR)
     return {"study": spec.name, "n_finished": len(study.get_trials(deepcopy=False, states=(
                 TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))),
             "n_feasible": len(feasible),
             "baseline": {METRIC_NAMES[o]: baseline[BASELINE_KEYS[o]] for o in spec.objectives},
             "reference_point": {METRIC_NAMES[o]: v for o, v in ref_raw.items()},
             "hypervolume": hypervolume(spec, baseline, members),
-            "members": [member(spec, t) for t in members]}
+            "members": [member(spec, t, baseline, certification) for t in members],
+            "certification": certification}
 
 
 def snapshot(study: optuna.Study, spec: StudySpec, engine) -> dict:
@@ -160,7 +185,7 @@ def plot_front(study: optuna.Study, spec: StudySpec, path: str | Path) -> Path:
     baseline = baseline_of(study)
     done = completed(study, feasible_only=False)
     feasible = [t for t in done if is_feasible(t)]
-    members = front_trials(feasible, spec.maximized)
+    members = front_trials(feasible, spec.maximized, spec, baseline)
     ms = 1000.0  # plot milliseconds per image
     fig, ax = plt.subplots(figsize=(7, 5))
     infeasible = [t for t in done if not is_feasible(t)]
@@ -178,10 +203,10 @@ def plot_front(study: optuna.Study, spec: StudySpec, path: str | Path) -> Path:
         for t, x, y in zip(members, xs, ys):  # a third objective is not on the axes: the CLIP score as a label
             label = f"#{t.number}" + ("" if clip_at is None else f" CLIP {t.values[clip_at]:.2f}")
             ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    bl, bf = float(baseline["seconds_per_image"]) * ms, float(baseline["fid"])
+    bl, bf = float(baseline["seconds_per_image"]) * ms, FidScale.of(baseline).anchor
     ax.scatter([bl], [bf], marker="*", s=160, c="k", label="baseline", zorder=4)
     if spec.constraints.max_fid_increase is not None:
-        cap = bf * (1 + spec.constraints.max_fid_increase / 100)
+        cap = FidScale.of(baseline).cap_value(spec.constraints.max_fid_increase)
         ax.axhline(cap, color="k", ls=":", lw=0.8, label=f"FID cap (+{spec.constraints.max_fid_increase:g}%)")
     ax.set_xlabel("latency (ms / image, normalized to the stored baseline)")
     ax.set_ylabel("proxy FID" if spec.model.is_proxy else "FID (Inception space)")

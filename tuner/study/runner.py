@@ -46,14 +46,15 @@ from tuner.storage.workers import progress_line
 from tuner.storage.database import damaged, first_line, is_damage, is_transient, open_storage, retrying, shown
 
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
-OPTIONAL_KEYS = ("dtype", "scheduler", "solver", "guidance_scale", "resolution", "batch_size", "prompts_file", "prompts",
-                 "reference_images", "clip_model", "max_memory_gb")  # [model]/[proxy_set]/[evaluator] keys added later
+OPTIONAL_KEYS = ("dtype", "scheduler", "solver", "guidance_scale", "resolution", "batch_size", "prompts_file",
+                 "prompts", "reference_images", "clip_model", "max_memory_gb", "race_rungs")  # keys added later
+NOT_FINGERPRINTED = ("certify_rungs", "certify_budget_images")  # end-of-run work: may change between runs
 
 
 def spec_fingerprint(spec: StudySpec) -> dict:
     """What must not change between runs of one study (n_trials, sampler and snapshot cadence may)."""
     def unset_dropped(d: dict) -> dict:  # keys added with user models count only when set (old studies resume)
-        return {k: v for k, v in d.items() if not (k in OPTIONAL_KEYS and v is None)}
+        return {k: v for k, v in d.items() if not (k in OPTIONAL_KEYS and v is None) and k not in NOT_FINGERPRINTED}
 
     parts = {"objectives": list(spec.objectives),
              "model": unset_dropped({k: v for k, v in asdict(spec.model).items() if k != "threads"}),
@@ -173,7 +174,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
         held = len(counted_trials(study))
         log(f"study '{spec.name}' already holds {held} of {spec.n_trials} trials; nothing to run")
         _drop_waiting(study, log)
-        return _finish(summary, study, spec, storage, t_start, None, snapshot_now=False)
+        return _finish(summary, study, spec, storage, t_start, None, False, pipe or getattr(context, "pipe", None), log)
 
     context = _study_context(spec, study, context, progress, pipe, log)
     summary["setup_seconds"] = context.setup_seconds
@@ -202,7 +203,19 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             worker.stop(counted=bool(summary.get("states")))  # a counted trial of this worker keeps its seed
         except Exception as e:  # the storage is gone: the others will find this worker dead
             log(f"could not mark worker {worker.id} stopped: {first_line(e)}")
-    return _finish(summary, study, spec, storage, t_start, objective)
+    return _finish(summary, study, spec, storage, t_start, objective, pipe=context.pipe, log=log)
+
+
+def _certify(summary: dict, study, spec: StudySpec, storage, pipe, log) -> None:
+    """The front candidates re-proved on held-out seeds (certify.py), before the final snapshot."""
+    from tuner.study.certify import certify
+
+    if not study.user_attrs.get(BASELINE_ATTR):
+        return
+    state = certify(study, spec, storage.engine, pipe=pipe, log=log)
+    if state is not None:
+        summary["certification"] = {k: state[k] for k in ("cap", "spent_images", "budget_images", "exhausted", "seconds")}
+        summary["certification"]["certified"] = sorted(int(n) for n, v in state["trials"].items() if v["status"] == "feasible")
 
 
 def _study_context(spec: StudySpec, study, context, progress: bool, pipe, log):
@@ -397,10 +410,15 @@ def _trial_line(trial: optuna.Trial, state: TrialState | None, spec: StudySpec) 
     return f"trial {trial.number} {state.name.lower()}" + (f": {reason}" if reason else "")
 
 
-def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: bool = True) -> dict:
+def _finish(summary, study, spec, storage, t_start, objective, snapshot_now: bool = True, pipe=None,
+            log=print) -> dict:
     from tuner.storage.database import last_snapshot_trials
 
-    if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study):
+    if retrying(Budget(storage, spec.name, worker=None).complete, study, spec.n_trials, log=log):
+        _certify(summary, study, spec, storage, pipe, log)  # the whole budget is spent: prove the answer
+        snapshot_now = snapshot_now or "certification" in summary
+    if snapshot_now and last_snapshot_trials(storage.engine, spec.name) == count_finished(study) \
+            and "certification" not in summary:  # a certification just run changes what the front says
         snapshot_now = False  # the periodic snapshot after the last trial already holds this front
     if snapshot_now:
         with deferred():

@@ -96,11 +96,27 @@ class EvaluatorSpec:
     latency_images: int = 8
     latency_repeats: int = 3
     cheap_reject_images: int = 8  # 0 = no cheap reject
-    cheap_reject_margin: float = 1.0  # reject when subset FID ratio > margin x the allowed ratio
+    cheap_reject_margin: float = 1.0  # unused since the race (rung 1 rejects on its lower bound); old files load
     feature_extractor: str = "proxy"
     inception_weights: str | None = None
     reference_images: str | None = None  # absolute folder path
     clip_model: str | None = None  # absolute folder path
+    # the race (tuner/study/race.py): images per rung; None: cheap_reject_images, then n_images
+    race_rungs: tuple[int, ...] | None = None
+    # held-out certification at the end of `study run` (tuner/study/certify.py): rungs of held-out images
+    # (None: 4 x n_images) and the images it may generate in all (None: 2 x the last rung; 0: off)
+    certify_rungs: tuple[int, ...] | None = None
+    certify_budget_images: int | None = None
+
+    def rungs(self, n_images: int, capped: bool) -> tuple[int, ...]:
+        if self.race_rungs is not None:
+            return self.race_rungs if capped else (self.race_rungs[-1],)
+        cheap = self.cheap_reject_images
+        return (cheap, n_images) if capped and 0 < cheap < n_images else (n_images,)
+
+    def certification(self, n_images: int) -> tuple[tuple[int, ...], int]:
+        rungs = self.certify_rungs or (4 * n_images,)
+        return rungs, 2 * rungs[-1] if self.certify_budget_images is None else self.certify_budget_images
 
 
 @dataclass(frozen=True)
@@ -413,8 +429,24 @@ def _parse_evaluator(data: Any, n_images: int, base: Path, model: ModelSpec) -> 
     elif extractor == "inception" and model.is_proxy:
         raise TunerError("evaluator.feature_extractor='inception' needs evaluator.inception_weights = a local "
                          "torch-fidelity Inception weights file (nothing is downloaded)")
+    race, certify, budget = _rungs(t, "race_rungs"), _rungs(t, "certify_rungs"), t.get("certify_budget_images")
+    if budget is not None:
+        budget = _check_int("evaluator.certify_budget_images", budget, 0, 10_000_000)
     t.finish()
-    return EvaluatorSpec(lat, rep, cheap, margin, extractor, weights, reference, clip)
+    return EvaluatorSpec(lat, rep, cheap, margin, extractor, weights, reference, clip, race, certify, budget)
+
+
+def _rungs(t: "_Table", key: str) -> tuple[int, ...] | None:
+    """An increasing list of image counts (2..100000), or None when not given."""
+    value = t.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise TunerError(f"evaluator.{key} must be a non-empty list of image counts, e.g. [8, 32, 128]")
+    out = tuple(_check_int(f"evaluator.{key}", v, 2, 100_000) for v in value)
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise TunerError(f"evaluator.{key}={list(out)} must increase")
+    return out
 
 
 def _parse_constraints(data: Any) -> ConstraintSpec:
