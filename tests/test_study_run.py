@@ -341,7 +341,7 @@ def test_a_config_measured_once_is_replayed_not_re_measured(shared, monkeypatch)
         monkeypatch.setattr("tuner.study.certify.certify", lambda *a, **k: None)  # held-out work is not a trial
         run_study(spec, context=ctx, progress=False, log=lines.append)
         monkeypatch.undo()
-        from tuner.study.budget import UNNEEDED  # the queued neighbour left when the budget is met
+        from tuner.storage.budget import UNNEEDED  # the queued neighbour left when the budget is met
 
         trials = [t for t in finished(spec) if t.user_attrs.get("fail_reason") != UNNEEDED]
         assert len(trials) == 3 and not calls
