@@ -222,7 +222,6 @@ def test_memory_constraint_and_objective(tiny_pipe, tmp_path, monkeypatch):
 
     class Ctx:
         baseline = {"seconds_per_image": 1.0, "fid": 2.0}
-        subset_baseline_fid = None
 
         class space:
             @staticmethod
@@ -235,14 +234,20 @@ def test_memory_constraint_and_objective(tiny_pipe, tmp_path, monkeypatch):
 
                 return AccelConfig()
 
-        class eval:
-            @staticmethod
-            def evaluate(config, **kw):
-                return {"fid": 3.0, "speedup": 2.0, "seconds_per_image": 0.5, "bitops": 1.0, "memory_gb": 2.5}
+        eval = None
 
+    from tuner.study import race
+
+    monkeypatch.setattr(race, "grow_candidate", lambda *a: ([0] * 4, {"bitops": 1.0, "memory_gb": 2.5}, {}))
+    monkeypatch.setattr(race, "score", lambda ectx, images, scale: {  # FID 3.0 against the baseline's 2.0
+        "fid": 3.0, "n_images": 4, **{f"fid_delta{s}": 1.0 for s in ("", "_lo", "_hi")},
+        **{f"fid_increase_pct{s}": scale.change_pct(1.0) for s in ("", "_lo", "_hi")}})
     study = optuna.create_study(directions=["minimize"] * 3)
     trial = study.ask()
-    values = TrialObjective(Ctx(), spec)(trial)
+    objective = TrialObjective(Ctx(), spec)
+    monkeypatch.setattr(objective, "_latency", lambda config: {
+        "speedup": 2.0, "seconds_per_image": 0.5, "speedup_lo": 2.0, "speedup_hi": 2.0})
+    values = objective(trial)
     assert values == [0.5, 3.0, 2.5]
     study.tell(trial, values)
     assert study.trials[0].constraints[MEMORY_CONSTRAINT] == pytest.approx(0.5)

@@ -203,7 +203,7 @@ def _run(spec: StudySpec, context, progress: bool, log, pipe, t_start: float) ->
             worker.stop(counted=bool(summary.get("states")))  # a counted trial of this worker keeps its seed
         except Exception as e:  # the storage is gone: the others will find this worker dead
             log(f"could not mark worker {worker.id} stopped: {first_line(e)}")
-    return _finish(summary, study, spec, storage, t_start, objective, pipe=context.pipe, log=log)
+    return _finish(summary, study, spec, storage, t_start, objective, pipe=getattr(context, "pipe", None), log=log)
 
 
 def _certify(summary: dict, study, spec: StudySpec, storage, pipe, log) -> None:
