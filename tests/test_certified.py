@@ -204,3 +204,36 @@ def test_a_stochastic_candidate_says_whether_its_noise_is_paired_with_the_baseli
     assert solver_pairing({"timesteps": {}}, {}) is None
     assert solver_pairing({"solver": {"name": "ddpm", "coefficients": "liyan"}}, {}).startswith("unpaired")
     assert solver_pairing({"solver": {"name": "ddpm"}}, {"solver": "ddpm-baseline"}).startswith("paired")
+
+
+def test_when_the_fastest_front_member_fails_certification_the_front_behind_it_is_raced(monkeypatch):
+    # the default study's case: a fast member (+9 % point) noise-dominates slower ones near 0 %, then fails on
+    # held-out seeds; the slower ones must still get their chance, fastest first, until one certifies
+    from tuner.study import certify
+
+    fast = _trial(0, 0.030, 9.0, -20, 40, 1e8, ["tome"])
+    mid = _trial(1, 0.050, 0.0, -25, 30, 2e8, ["deepcache"])
+    slow = _trial(2, 0.055, -1.0, -30, 25, 3e8, ["frdiff"])
+    for i, t in enumerate((fast, mid, slow)):
+        t.number = i
+    trials = [fast, mid, slow]
+    monkeypatch.setattr(certify, "candidates_for_cap", lambda study, spec, cap: list(trials))
+    monkeypatch.setattr(certify, "baseline_of", lambda study: BASE)
+    monkeypatch.setattr(certify, "held_out_context", lambda spec, ps, pipe: SimpleNamespace(
+        evaluate_baseline=lambda: {"fid": BASE["fid"]}))
+    monkeypatch.setattr(certify, "held_out_proxy_set", lambda spec, n: None)
+    outcome = {0: "above cap", 1: "feasible", 2: "feasible"}
+    raced = []
+
+    def race_one(study, spec, ctx, t, rungs, state, base_fid):
+        raced.append(t.number)
+        return None, outcome[t.number], "stub"
+
+    monkeypatch.setattr(certify, "_race_one", race_one)
+    spec = SimpleNamespace(objectives=["latency", "fid"], maximized=[False, False], name="s",
+                           constraints=SimpleNamespace(max_fid_increase=10.0))
+    assert [t.number for t in certify.certification_candidates(None, spec, 10.0)] == [0]  # the front hides 1, 2
+    state = {"trials": {}, "spent_images": 0, "budget_images": 10_000}
+    certify._race_all(None, spec, None, (256, 1024), state, None, lambda msg: None)
+    assert raced == [0, 1]  # the front behind the failed member came forward; it stops at the first certified
+    assert state["trials"]["1"]["status"] == "feasible" and "2" not in state["trials"]

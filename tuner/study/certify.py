@@ -2,7 +2,8 @@
 
 Which trials: the accelerated trials whose point estimate of the FID change is within the study's cap
 X (`validate.candidates_for_cap`, one per config), reduced to the noise-aware front among them
-(noise_front.py), fastest first. Each runs the race of race.py on the held-out seeds of
+(noise_front.py), fastest first; when none of those certifies, the front of the candidates behind them
+comes forward, until one certifies (a fast member that fails must not hide a slower one that holds). Each runs the race of race.py on the held-out seeds of
 `tuner study validate` (the study's seed + 1: image i has seed (seed + 1) * 1_000_003 + i, disjoint from
 every search image while i < 1_000_003) over `[evaluator] certify_rungs` (default 4 x n_images), the
 baseline's held-out images made once and extended, the candidate's kept from rung to rung, until its
@@ -32,10 +33,21 @@ from tuner.study.held_out import candidates_for_cap, distinct_configs, held_out_
 DECIDED = ("feasible", "infeasible")
 
 
-def certification_candidates(study: optuna.Study, spec: StudySpec, cap: float) -> list:
-    """Front candidates for the cap, fastest first (see the module docstring)."""
+def certification_candidates(study: optuna.Study, spec: StudySpec, cap: float, exclude=frozenset()) -> list:
+    """Front candidates for the cap, fastest first (see the module docstring); trials in `exclude`
+    (raced already) leave the pool, so the front behind them comes forward."""
     pool = distinct_configs(sorted(candidates_for_cap(study, spec, cap), key=lambda t: (t.values[0], t.number)))
+    pool = [t for t in pool if t.number not in exclude]
     return front_trials(pool, spec.maximized, spec, baseline_of(study))
+
+
+def _decided(state: dict) -> set[int]:
+    """Trials an earlier run decided (a re-run resumes the undecided and the unreached ones)."""
+    return {int(n) for n, v in state["trials"].items() if v.get("status") in DECIDED}
+
+
+def _certified_any(state: dict) -> bool:
+    return any(v.get("status") == "feasible" for v in state["trials"].values())
 
 
 def seed_sets(spec: StudySpec) -> tuple[set[int], set[int]]:
@@ -56,13 +68,11 @@ def certify(study: optuna.Study, spec: StudySpec, engine, pipe=None, log=print) 
         return None
     previous = study.user_attrs.get(CERTIFICATION_ATTR) or {}
     done = previous.get("trials", {}) if previous.get("cap") == cap and previous.get("rungs") == list(rungs) else {}
-    todo = [t for t in certification_candidates(study, spec, cap) if (done.get(str(t.number)) or {}).get("status") not in DECIDED]
     state = {"cap": cap, "rungs": list(rungs), "budget_images": budget, "spent_images": 0, "trials": dict(done),
              "seed": spec.proxy_set.seed + 1, "seconds": 0.0}
-    if todo:
-        t0 = time.perf_counter()
-        _race_all(study, spec, engine, todo, rungs, state, pipe, log)
-        state["seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _race_all(study, spec, engine, rungs, state, pipe, log)
+    state["seconds"] = time.perf_counter() - t0
     state["exhausted"] = any(v.get("status") == "not reached" for v in state["trials"].values())
     study.set_user_attr(CERTIFICATION_ATTR, state)
     n_ok = sum(v.get("status") == "feasible" for v in state["trials"].values())
@@ -71,13 +81,28 @@ def certify(study: optuna.Study, spec: StudySpec, engine, pipe=None, log=print) 
     return state
 
 
-def _race_all(study, spec, engine, todo, rungs, state, pipe, log) -> None:
+def _race_all(study, spec, engine, rungs, state, pipe, log) -> None:
+    """Race the front candidates; when none of them certifies, the front of the candidates behind them,
+    and so on (a faster member that fails must not hide a slower one that holds), until one certifies,
+    none is left, or the budget runs out."""
+    cap, ctx, base, raced = spec.constraints.max_fid_increase, None, None, _decided(state)
+    while not _certified_any(state):
+        todo = certification_candidates(study, spec, cap, exclude=raced)
+        if not todo:
+            return
+        if ctx is None:
+            ctx = held_out_context(spec, held_out_proxy_set(spec, rungs[0]), pipe)
+            base = ctx.evaluate_baseline()  # rung 0 of the held-out baseline (and its latency, a user model's floor)
+            state["spent_images"] += rungs[0]
+        raced |= {t.number for t in todo}
+        if not _race_batch(study, spec, engine, ctx, base, todo, rungs, state, log):
+            return
+
+
+def _race_batch(study, spec, engine, ctx, base, todo, rungs, state, log) -> bool:
+    """Race `todo` in order; False once the budget stopped one (nothing more can be raced)."""
     from tuner.storage.validation_table import write_validations
 
-    held_out = held_out_proxy_set(spec, rungs[0])
-    ctx = held_out_context(spec, held_out, pipe)
-    base = ctx.evaluate_baseline()  # rung 0 of the held-out baseline (and its latency, a user model's floor)
-    state["spent_images"] += rungs[0]
     for t in todo:
         try:
             row, status, why = _race_one(study, spec, ctx, t, rungs, state, float(base["fid"]))
@@ -87,6 +112,9 @@ def _race_all(study, spec, engine, todo, rungs, state, pipe, log) -> None:
         log(f"certification: trial {t.number} {status}: {why}")
         if row is not None and status != "not reached":
             write_validations(engine, spec.name, [row])
+        if status == "not reached":
+            return False
+    return True
 
 
 def _summary(row: dict | None) -> dict:
