@@ -175,7 +175,24 @@ class SearchSpace:
         methods: dict[str, dict] = {}
         for family in self.families:
             methods.update(family.decode(active, n))
-        return AccelConfig.from_dict({"schema_version": SCHEMA_VERSION, "methods": methods})
+        return AccelConfig.from_dict({"schema_version": SCHEMA_VERSION, "methods": self._runnable(methods)})
+
+    def _runnable(self, methods: dict) -> dict:
+        """A TMPQ grouping is a timestep list; with a solver that runs only its own spacing of a count
+        (unipc, deis, Karras sigmas) the trial runs the grouping's step count at that spacing instead of
+        failing: the combination is left out up front, and the group offsets then do not matter."""
+        from tuner.solvers import runs_timestep_lists
+
+        steps, solver = methods.get("timesteps", {}), methods.get("solver")
+        if "timesteps" not in steps or solver is None or runs_timestep_lists(
+                solver.get("name"), bool(solver.get("karras")), tuner_pipeline=self.context.scheduler is None):
+            return methods
+        out, n = dict(methods), len(steps["timesteps"])
+        if n == int(self.context.steps):
+            out.pop("timesteps")  # the baseline's own count, as a uniform count decodes it
+        else:
+            out["timesteps"] = {"count": n}
+        return out
 
 
 def migrate_tables(families: dict) -> dict:

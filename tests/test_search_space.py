@@ -294,3 +294,18 @@ def test_warm_start_is_the_baseline_then_a_solver_ladder_then_each_method_at_its
     assert len(space.warm_start(limit=3)) == 3
     narrowed = build_space({"tome": {"ratio": [0.6, 0.7]}}, SpaceContext(steps=20))
     assert [v.get("tome.ratio") for v in narrowed.warm_start()] == [None, 0.6]  # the default, clamped into range
+
+
+@pytest.mark.parametrize("solver,runs_list", [("deis", False), ("unipc", False), ("dpmsolver++", True), ("ddim", True)])
+def test_a_grouping_with_a_solver_that_runs_only_counts_decodes_to_its_step_count(solver, runs_list):
+    # the merged default study lost 10 of 40 trials to "DEISMultistepScheduler cannot run this timestep list"
+    fixed = {"name": solver, **({"order": 2} if solver in ("deis", "unipc", "dpmsolver++") else {}), "karras": False}
+    space = build_space({"solver": fixed, "timesteps": {"groups": [4], "schedules": ["tmpq"]}}, SpaceContext(steps=20))
+    values = {"timesteps.schedule": "tmpq", "timesteps.groups": 4,
+              **{f"timesteps.offset{i}": 0.5 for i in range(4)}}
+    methods = space.to_config({k: v for k, v in values.items() if k in space.by_name}).to_dict()["methods"]
+    assert methods["solver"]["name"] == solver
+    if runs_list:
+        assert len(methods["timesteps"]["timesteps"]) == 4
+    else:
+        assert methods["timesteps"] == {"count": 4}

@@ -145,3 +145,25 @@ def test_a_list_a_scheduler_cannot_run_fails_with_its_reason(tiny_pipe):
 def test_bad_solver_config_is_an_error(bad, why):
     with pytest.raises(TunerError, match=why):
         _config(**bad)
+
+
+def test_which_solvers_run_timestep_lists_matches_the_schedulers_themselves():
+    # the table the search space relies on (runs_timestep_lists), asked of each diffusers scheduler
+    from diffusers import DDIMScheduler
+
+    from tuner.solvers import KARRAS, ORDERS, SOLVERS, TUNER_RULES, Solver, make_scheduler, runs_timestep_lists, set_schedule
+
+    config = DDIMScheduler(num_train_timesteps=1000).config
+    grouping = [803, 598, 576, 405, 148, 142, 17, 0]  # a TMPQ-like list no spacing of 8 steps makes
+    for name in SOLVERS:
+        for karras in ((False, True) if name in KARRAS else (False,)):
+            solver = Solver(name=name, order=2 if name in ORDERS else 2, karras=karras,
+                            coefficients="liyan" if name == "ddpm" else "baseline")
+            try:
+                set_schedule(make_scheduler(config, solver), None, grouping)
+                runs = True
+            except TunerError:
+                runs = False
+            assert runs_timestep_lists(name, karras, tuner_pipeline=False) == runs, (name, karras)
+            if name in TUNER_RULES:
+                assert runs_timestep_lists(name, karras)  # tuner's own rules take any list on a tuner pipeline

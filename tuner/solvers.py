@@ -83,6 +83,19 @@ def make_scheduler(config, solver: Solver):
     return cls.from_config(config, **kwargs)
 
 
+LIST_SCHEDULERS = ("ddpm", "dpmsolver++", "euler", "heun")  # diffusers schedulers that take timesteps= (no Karras)
+
+
+def runs_timestep_lists(name: str, karras: bool = False, tuner_pipeline: bool = True) -> bool:
+    """Can this solver run an arbitrary descending timestep list (a TMPQ grouping)? tuner's own rules
+    (ddim, ddpm) run any list on a tuner pipeline; of the schedulers, those whose `set_timesteps` takes
+    `timesteps=`, and none with Karras sigmas. UniPC and DEIS run only their own spacing of a count
+    (tests/test_solver.py checks this table against the schedulers themselves)."""
+    if tuner_pipeline and name in TUNER_RULES:
+        return True
+    return name in LIST_SCHEDULERS and not karras
+
+
 def takes_custom_timesteps(scheduler) -> bool:
     return "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
 
