@@ -41,7 +41,7 @@ def test_ddim_does_not_clip_x0(proxy_pipe):
     from tuner.proxy.model import PROXY_INFO, build_scheduler
 
     assert build_scheduler().config.clip_sample is False
-    assert proxy_pipe.sampler.clip_sample is False
+    assert proxy_pipe.scheduler.config.clip_sample is False  # the noise schedule tuner's DDIM rule reads
     assert json.loads(PROXY_INFO.read_text())["ddim_clip_sample"] is False
 
 
