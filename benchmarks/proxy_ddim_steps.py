@@ -19,6 +19,7 @@ def main(variants: str, n_images: int = 64) -> None:
     from tuner.evaluators.fidelity import frechet_distance_of_features
     from tuner.evaluate import EvalContext, ProxySet
     from tuner.proxy.model import load_proxy_pipeline
+    from tuner.solvers import Solver
 
     pipe = load_proxy_pipeline("cpu")
     ctx = EvalContext(pipe, ProxySet(n_images, 20, 0))
@@ -27,8 +28,8 @@ def main(variants: str, n_images: int = 64) -> None:
     ps = ProxySet(n_images, 20, 0)
     for variant in variants.split(","):
         clip, spacing, guidance, steps = variant.split(":")
-        pipe.sampler.clip_sample = clip == "1"
-        pipe.scheduler.register_to_config(timestep_spacing=spacing)
+        pipe.scheduler.register_to_config(clip_sample=clip == "1")  # the DDIM rule reads it from the noise schedule
+        pipe.solver = Solver("ddim", spacing=spacing)
         t0 = time.time()
         images = pipe(ps.classes, ps.seeds, num_inference_steps=int(steps), guidance_scale=float(guidance))
         with torch.no_grad():

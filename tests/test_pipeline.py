@@ -25,10 +25,18 @@ def test_image_depends_on_its_own_seed_not_its_batch(tiny_pipe):
     torch.testing.assert_close(pair[1:], alone, atol=1e-5, rtol=0)
 
 
-def test_default_timesteps_are_ddim_uniform(tiny_pipe):
-    ts = tiny_pipe.timesteps(50)
-    assert ts[0] == 980 and ts[-1] == 0 and len(ts) == 50
+def test_default_timesteps_are_dpmsolver_leading_and_ddim_keeps_its_own(tiny_pipe):
+    ts = tiny_pipe.timesteps(50)  # DPM-Solver++'s leading spacing: step 1000 // 51 = 19
+    assert ts[0] == 950 and ts[-1] == 19 and len(ts) == 50  # (arange(51) * 19)[::-1][:-1]
     assert all(a > b for a, b in zip(ts, ts[1:]))
+    from tuner.solvers import Solver
+
+    tiny_pipe.solver = Solver("ddim")
+    try:
+        ddim = tiny_pipe.timesteps(50)
+    finally:
+        tiny_pipe.solver = tiny_pipe.baseline_solver
+    assert ddim[0] == 980 and ddim[-1] == 0 and len(ddim) == 50
 
 
 def test_override_timesteps(tiny_pipe):

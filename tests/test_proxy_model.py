@@ -41,7 +41,7 @@ def test_ddim_does_not_clip_x0(proxy_pipe):
     from tuner.proxy.model import PROXY_INFO, build_scheduler
 
     assert build_scheduler().config.clip_sample is False
-    assert proxy_pipe.sampler.clip_sample is False
+    assert proxy_pipe.scheduler.config.clip_sample is False  # the noise schedule tuner's DDIM rule reads
     assert json.loads(PROXY_INFO.read_text())["ddim_clip_sample"] is False
 
 
@@ -49,9 +49,15 @@ def test_more_ddim_steps_do_not_make_fid_worse(proxy_pipe):
     """With x0 clipping, 50 steps had 1.6x the 20-step FID (N=64); without it FID falls."""
     from tuner.evaluate import EvalContext, ProxySet
 
+    from tuner.solvers import Solver
+
     ctx = EvalContext(proxy_pipe, ProxySet(32, 20, 0))
     fid = {}
-    for steps in (20, 50):
-        ps = ProxySet(32, steps, 0)
-        fid[steps] = ctx.quality(ctx.generate(ps), ps)["fid"]
+    proxy_pipe.solver = Solver("ddim")  # the clipping question is DDIM's (the default solver is DPM-Solver++)
+    try:
+        for steps in (20, 50):
+            ps = ProxySet(32, steps, 0)
+            fid[steps] = ctx.quality(ctx.generate(ps), ps)["fid"]
+    finally:
+        proxy_pipe.solver = proxy_pipe.baseline_solver
     assert fid[50] <= 1.1 * fid[20], fid

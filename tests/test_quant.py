@@ -162,7 +162,7 @@ def test_sd15_unet_calibrate_once_and_quantize(sd15_unet):
 
 
 def test_composes_with_pipeline_and_per_step_methods(calibrated):
-    """timesteps + sampler + quant + ToMe + DeepCache on one model, removed in one go."""
+    """timesteps + solver + quant + ToMe + DeepCache on one model, removed in one go."""
     ref = _run(calibrated)
     methods = {"timesteps": {"timesteps": [900, 500, 100]}, "solver": {"name": "ddpm", "coefficients": "liyan"},
                "quant": {"weight_bits": 6, "act_bits": 8}, "tome": {"ratio": 0.5}, "deepcache": {"interval": 2}}
@@ -206,10 +206,11 @@ def test_first_apply_calibrates_on_the_baseline_trajectory_not_the_candidate(tin
         "quant": {"weight_bits": 8, "act_bits": 8}}})
     with apply(tiny_pipe, cfg):
         calib = quant.CALIBRATIONS[tiny_pipe.unet]
-        assert tiny_pipe.timesteps_override == [900, 600, 300] and tiny_pipe.sampler.name == "ddpm"
-    # conv_in sees the whole CFG batch (2 x 1 x 16 x 16 values) once per step: 2 default DDIM steps, not 3
+        assert tiny_pipe.timesteps_override == [900, 600, 300] and tiny_pipe.solver.name == "ddpm"
+    # conv_in sees the whole CFG batch (2 x 1 x 16 x 16 values) once per step: 2 steps of the baseline
+    # solver (DPM-Solver++ 2M), not the candidate's 3
     assert calib.act_samples["conv_in"].numel() == 2 * 512
-    assert tiny_pipe.timesteps_override is None and tiny_pipe.sampler.name == "ddim"
+    assert tiny_pipe.timesteps_override is None and tiny_pipe.solver == tiny_pipe.baseline_solver
 
 
 def test_torchao_kernels_cover_int8_linear_layers_and_remove_restores(calibrated):

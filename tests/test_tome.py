@@ -81,8 +81,11 @@ def test_neutral_is_bit_identical_and_remove_restores(tiny_pipe):
     h.remove()  # idempotent
 
 
-def test_images_do_not_interact_in_a_batch(tiny_pipe):
-    """Batched CFG with per-image matching: an image's output does not depend on its batch mates."""
+def test_images_do_not_interact_in_a_batch(tiny_ddim_pipe):
+    """Batched CFG with per-image matching: an image's output does not depend on its batch mates. On DDIM:
+    the random-weight tiny U-Net saturates its images, and DPM-Solver++'s multistep update amplifies the batch
+    size's float rounding (~1e-7) past 1e-5 at a saturated pixel; the property checked here is ToMe's."""
+    tiny_pipe = tiny_ddim_pipe
     with tome.apply(tiny_pipe, tome.ToMeConfig(ratio=0.6, use_rand=False)):
         both = run(tiny_pipe, [1, 7, 3], [11, 12, 13])
         alone = run(tiny_pipe, [7], [12])
