@@ -237,3 +237,19 @@ def test_when_the_fastest_front_member_fails_certification_the_front_behind_it_i
     certify._race_all(None, spec, None, (256, 1024), state, None, lambda msg: None)
     assert raced == [0, 1]  # the front behind the failed member came forward; it stops at the first certified
     assert state["trials"]["1"]["status"] == "feasible" and "2" not in state["trials"]
+
+
+def test_held_out_certification_decides_front_feasibility_over_the_search_interval():
+    # the merged default study's case: 2.07x, upper bound +10.8 % at 128 search images (over the +10 % cap),
+    # certified at 1,024 held-out images (+5.9 %); the front showed only the baseline config before
+    from tuner.study.pareto import CERTIFICATION_ATTR, completed
+
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for number, excess in ((0, 0.8), (1, 3.0), (2, -1.0)):
+        t = create_trial(values=[0.05 + number / 100, 5.0], constraints=[excess])
+        study.add_trial(t)
+    assert [t.number for t in completed(study)] == [2]
+    study.set_user_attr(CERTIFICATION_ATTR, {"trials": {"0": {"status": "feasible"}, "2": {"status": "infeasible"},
+                                                        "1": {"status": "undecided"}}})
+    assert [t.number for t in completed(study)] == [0]
+    assert len(completed(study, feasible_only=False)) == 3

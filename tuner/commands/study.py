@@ -140,6 +140,12 @@ def study_pareto(args) -> int:
               f"{o['fid']:8.3f}  {o.get('fid_increase_pct', nan):+7.1f}  {o.get('fid_increase_pct_hi', nan):+7.1f}  "
               f"{o.get('n_images', 0):>6}  {m.get('certified') or '-':>11}  {o.get('kid', nan):8.4f}  {last}  "
               f"{methods or 'baseline'}")
+    for m in data["members"]:
+        h = m.get("held_out")
+        if h:  # what certification measured on held-out seeds: the numbers the certified status rests on
+            print(f"trial {m['trial']} on held-out seeds: FID change {h['fid_increase_pct']:+.1f} % "
+                  f"[{h['fid_increase_pct_lo']:+.1f}, {h['fid_increase_pct_hi']:+.1f}] at {h['n_images']} images, "
+                  f"{h['speedup']:.2f}x")
     cert = data.get("certification")
     if cert:
         print(f"certification at +{cert['cap']:g} % on held-out seed {cert['seed']}: "

@@ -32,13 +32,26 @@ BASELINE_KEYS = {"latency": "seconds_per_image", "fid": "fid", "bitops": "bitops
                  "clip_score": "clip_score"}
 
 
-def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+def is_feasible(trial: optuna.trial.FrozenTrial, certified: dict[int, str] | None = None) -> bool:
+    """Within the study's constraints. Held-out certification (certify.py) decides over the search's
+    own interval: a trial whose upper bound at 128 images straddled the cap but that 1,024 held-out
+    images certified feasible is feasible, and one certified infeasible is not."""
+    status = (certified or {}).get(trial.number)
+    if status in ("feasible", "infeasible"):
+        return status == "feasible"
     return all(v <= 0.0 for v in trial.constraints.values())
+
+
+def certified_statuses(study: optuna.Study) -> dict[int, str]:
+    """{trial number: certification status} of the study's last certification."""
+    trials = (study.user_attrs.get(CERTIFICATION_ATTR) or {}).get("trials") or {}
+    return {int(n): v.get("status") for n, v in trials.items()}
 
 
 def completed(study: optuna.Study, feasible_only: bool = True) -> list[optuna.trial.FrozenTrial]:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [t for t in trials if not feasible_only or is_feasible(t)]
+    certified = certified_statuses(study) if feasible_only else None
+    return [t for t in trials if not feasible_only or is_feasible(t, certified)]
 
 
 def front_trials(trials: list[optuna.trial.FrozenTrial], maximise: bool | Sequence[bool] = False,
@@ -143,7 +156,10 @@ def member(spec: StudySpec, t: optuna.trial.FrozenTrial, baseline: dict | None =
         objectives["fid_increase_pct"] = FidScale.of(baseline).change_of(objectives["fid"])  # stored before the scale
     cert = ((certification or {}).get("trials") or {}).get(str(t.number))
     return {"trial": t.number, "objectives": objectives, "config": t.user_attrs.get("config", {}),
-            "certified": None if cert is None else cert.get("status")}
+            "certified": None if cert is None else cert.get("status"),
+            "held_out": None if not cert or "fid_increase_pct" not in cert else {
+                k: cert.get(k) for k in ("n_images", "fid_increase_pct", "fid_increase_pct_lo", "fid_increase_pct_hi",
+                                         "speedup", "speedup_lo")}}
 
 
 def front(study: optuna.Study, spec: StudySpec) -> dict:
@@ -183,12 +199,12 @@ def plot_front(study: optuna.Study, spec: StudySpec, path: str | Path) -> Path:
     if path.parent and not path.parent.is_dir():
         raise TunerError(f"--plot: folder {path.parent} does not exist")
     baseline = baseline_of(study)
-    done = completed(study, feasible_only=False)
-    feasible = [t for t in done if is_feasible(t)]
+    done, certified = completed(study, feasible_only=False), certified_statuses(study)
+    feasible = [t for t in done if is_feasible(t, certified)]
     members = front_trials(feasible, spec.maximized, spec, baseline)
     ms = 1000.0  # plot milliseconds per image
     fig, ax = plt.subplots(figsize=(7, 5))
-    infeasible = [t for t in done if not is_feasible(t)]
+    infeasible = [t for t in done if not is_feasible(t, certified)]
     if infeasible:
         ax.scatter([t.values[0] * ms for t in infeasible], [t.values[1] for t in infeasible], c="lightgray",
                    s=18, label="infeasible")
