@@ -246,7 +246,7 @@ def test_held_out_certification_decides_front_feasibility_over_the_search_interv
 
     study = optuna.create_study(directions=["minimize", "minimize"])
     for number, excess in ((0, 0.8), (1, 3.0), (2, -1.0)):
-        t = create_trial(values=[0.05 + number / 100, 5.0], constraints=[excess])
+        t = create_trial(values=[0.05 + number / 100, 5.0], constraints={"fid_increase_pct": excess})
         study.add_trial(t)
     assert [t.number for t in completed(study)] == [2]
     study.set_user_attr(CERTIFICATION_ATTR, {"trials": {"0": {"status": "feasible"}, "2": {"status": "infeasible"},
