@@ -66,7 +66,7 @@ def measure(rows: dict[str, dict], n_images: int, steps: int, cache: Path) -> di
     from tuner.proxy.model import load_proxy_pipeline
 
     torch.set_num_threads(1)
-    store = torch.load(cache) if cache.is_file() else {}
+    store = torch.load(cache, weights_only=True) if cache.is_file() else {}
     pipe = load_proxy_pipeline("cpu")
     pipe.batch_size = 64  # images are independent (one generator each): the batch changes speed only
     ps = ProxySet(n_images, steps, HELD_OUT_SEED)
