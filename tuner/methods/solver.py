@@ -11,6 +11,8 @@ omitted it would run another solver elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 from tuner.errors import TunerError
@@ -47,7 +49,7 @@ class SolverConfig(MethodConfig):
     def from_dict(cls, data):
         # `name` is required: its default changed from ddim (schema 2 before issue 17) to dpmsolver++, and a
         # config must not silently change meaning, nor depend on which pipeline it lands on
-        if isinstance(data, dict) and "name" not in data:
+        if isinstance(data, dict) and "name" not in data and set(data) <= {f.name for f in dataclasses.fields(cls)}:
             raise TunerError("method 'solver': 'name' is required (ddim, ddpm, dpmsolver++, unipc, deis, euler, heun)")
         return super().from_dict(data)
 
