@@ -46,15 +46,15 @@ def front_rows(study_toml: str) -> dict[str, dict]:
     """The study's feasible front members, by trial number, as configs."""
     import optuna
 
-    from tuner.study.pareto import completed, front_trials
+    from tuner.study.pareto import baseline_of, completed, front_trials
     from tuner.study.runner import open_study
     from tuner.study.spec import load_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = load_spec(study_toml)
     study, _ = open_study(spec, create=False)
-    return {f"front #{t.number}": t.user_attrs["config"]["methods"] for t in front_trials(completed(study))
-            if isinstance(t.user_attrs.get("config"), dict)}
+    members = front_trials(completed(study), spec.maximized, spec, baseline_of(study))  # what `study pareto` shows
+    return {f"front #{t.number}": t.user_attrs["config"] for t in members if t.user_attrs.get("config")}
 
 
 def measure(rows: dict[str, dict], n_images: int, steps: int, cache: Path) -> dict:
