@@ -153,8 +153,10 @@ NOTES = [
     "(DPM-Solver++ 2M 20, which the proxy's studies now use: `[model] solver`) the same rows cost FID, and "
     "a tight cap needs more images (the intervals above are half-split, paired). The study's front joins this "
     "table with `--front-from STUDY.toml` (front members measured on the same held-out seeds; \"dominated by\" "
-    "then names the members at least as fast whose FID interval lies wholly below the row's). Not run here: a "
-    "default study under the new baseline did not fit the session (the CPU was shared by three helpers).",
+    "then names the members at least as fast whose FID interval lies wholly below the row's). The merged "
+    "default study's one front member (trial 35, DPM-Solver++ 3M at 10 steps, certified at +10 % on 1,024 "
+    "held-out images on the study's scale) is the row `front #35`: at the same 2x it has the lowest FID change "
+    "of the 10-step rows here, but its interval overlaps UniPC 10's, so no row is dominated beyond the noise.",
     "",
     "512 images, not 1,024: generation ran at ~0.05 s per image-step on the shared CPU (whole run ~30 min). "
     "An FID moves with the image set (DDIM 20: 4.61 on the first 256 of these seeds, 5.19 on 512), which is "
