@@ -121,7 +121,7 @@ def test_tiny_study_records_metrics_and_pareto_tables(shared, capsys):
     members = json.loads(capsys.readouterr().out)
     assert isinstance(members, list) and members == json.loads(json.dumps(members))
     for m in members:
-        assert set(m) == {"trial", "objectives", "config", "certified"} and "seconds_per_image" in m["objectives"]
+        assert set(m) == {"trial", "objectives", "config", "certified", "held_out"} and "seconds_per_image" in m["objectives"]
     assert (folder / "front.png").stat().st_size > 1000
     assert main(["study", "status", str(spec.path), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
