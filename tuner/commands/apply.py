@@ -74,13 +74,14 @@ def run_apply(args) -> int:
                       settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
                       settings.get("batch_size"), settings.get("solver"))
     seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
-    with apply(pipe.target, config):
+    with apply(pipe.target, config) as handle:
         images = pipe(conditions, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
+    run = handle.info.get("num_steps", steps)  # a `timesteps` entry sets what runs, whatever --steps says
     from torchvision.utils import save_image
 
     try:
         save_image(images, str(out), nrow=10, padding=1)
     except OSError as e:
         raise TunerError(f"--out {out}: cannot write ({e.strerror or type(e).__name__})") from None
-    print(f"{args.n_images} images ({config.describe()}, {steps} steps) -> {out}")
+    print(f"{args.n_images} images ({config.describe()}, {run} steps run) -> {out}")
     return 0
