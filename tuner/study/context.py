@@ -4,7 +4,6 @@
 - the baseline's metrics: measured in the study's first process and stored as the study user attribute
   `baseline`, so every process and every resume normalizes latency and places the hypervolume reference
   point against the same numbers,
-- the baseline's FID on the cheap-reject subset,
 - each searched method's model facts, measured by its own `prepare` hook once (ToMe: its first attention
   level; DeepCache: its deepest branch; CA-ToMe: the Jaccard profile, stored as the study user attribute
   `jaccard_profile` and reused on resume and by other processes; quantization: the calibration on the
@@ -57,7 +56,6 @@ class StudyContext:
     eval: Any  # tuner.evaluate.EvalContext
     space: Any  # search_spaces.space.SearchSpace
     baseline: dict  # stored baseline metrics (fid, seconds_per_image, bitops, macs, ...)
-    subset_baseline_fid: float | None  # baseline FID on the cheap-reject subset
     model_id: str
     setup_seconds: float = 0.0
     timings: dict = field(default_factory=dict)
@@ -90,12 +88,6 @@ class StudyContext:
         baseline = stored.get(BASELINE_ATTR) or {k: v for k, v in measured.items() if isinstance(v, (int, float, str))}
         timings["baseline"] = time.perf_counter() - t
 
-        subset_fid = None
-        k = ev.cheap_reject_images
-        if k and k < ps.n_images and spec.constraints.max_fid_increase is not None:
-            subset = ectx.proxy_set.subset(k)
-            subset_fid = float(ectx.quality(ectx.baseline_subset(k), subset)["fid"])
-
         facts: dict = {}
         prep = PrepareContext(spec, pipe, study, log, progress)
         specs = method_specs()
@@ -108,7 +100,7 @@ class StudyContext:
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
                                  **shared_model_facts(pipe), facts=facts)
         space = build_space(spec.space, space_ctx)
-        context = cls(spec, ectx, space, baseline, subset_fid, getattr(pipe, "model_id", "custom"),
+        context = cls(spec, ectx, space, baseline, getattr(pipe, "model_id", "custom"),
                       time.perf_counter() - t0, timings)
         if study is not None:
             context.record(study)
