@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
 
 from optuna.distributions import BaseDistribution
 
@@ -40,9 +39,6 @@ class SpaceContext:
 
     steps: int  # baseline step count
     num_train_timesteps: int = 1000
-    scheduler: Any = None  # a user model's diffusers scheduler (its own timestep lists); None: the proxy
-    # DDPM coefficients the model's pipeline can run (a solver fact, kept here until the solver declares it)
-    solver_coefficients: tuple = ("baseline", "liyan")
     facts: dict[str, dict] = field(default_factory=dict)
 
     def fact(self, method: str, name: str):
@@ -56,7 +52,7 @@ class SpaceContext:
         return getattr(self, name, None) if name in SHARED_FACTS else None
 
 
-SHARED_FACTS = ("steps", "num_train_timesteps", "scheduler", "solver_coefficients")
+SHARED_FACTS = ("steps", "num_train_timesteps")
 
 
 class SearchSpace:
@@ -185,7 +181,7 @@ class SearchSpace:
 
         steps, solver = methods.get("timesteps", {}), methods.get("solver")
         if "timesteps" not in steps or solver is None or runs_timestep_lists(
-                solver.get("name"), bool(solver.get("karras")), tuner_pipeline=self.context.scheduler is None):
+                solver.get("name"), bool(solver.get("karras")), tuner_pipeline=self.context.fact("timesteps", "scheduler") is None):
             return methods
         out, n = dict(methods), len(steps["timesteps"])
         if n == int(self.context.steps):

@@ -37,7 +37,7 @@ class TimestepsFamily(Family):
         super().__init__()
         self.steps = int(context.steps)
         self.num_train = int(context.num_train_timesteps)
-        self.scheduler = getattr(context, "scheduler", None)
+        self.scheduler = context.fact("timesteps", "scheduler")  # None: the proxy, which runs any list
         r = TableReader("timesteps", table)
         self.enabled = r.flag("enabled", True)
         if not self.enabled:

@@ -97,14 +97,15 @@ def test_methods_adapt_to_the_model(user_models):
     from tuner.config import AccelConfig
     from tuner.models import load_model
     from tuner.methods.token_merge_patch import first_attention_level
-    from tuner.study.context import shared_model_facts
+
+    def facts(model, **more):  # what the solver's and timesteps' `prepare` measure on a user model
+        return {"timesteps": {"scheduler": model.scheduler}, "solver": {"solver_coefficients": ("liyan",)}, **more}
 
     sdxl = load_model(str(user_models["sdxl"]), "cpu", resolution=32)
     sd15 = load_model(str(user_models["sd15"]), "cpu", resolution=32)
     assert first_attention_level(sdxl.unet) == 2 and first_attention_level(sd15.unet) == 1
     space = build_space({"tome": {"optional": False}, "timesteps": {"counts": [3, 2]}, "solver": {}},
-                        SpaceContext(3, **shared_model_facts(sd15),
-                                     facts={"tome": {"first_attention_level": first_attention_level(sd15.unet)}}))
+                        SpaceContext(3, facts=facts(sd15, tome={"first_attention_level": first_attention_level(sd15.unet)})))
     assert space.to_config(space.prune({"token_merging": "tome", "tome.ratio": 0.5, "timesteps.schedule": "uniform",
                                         "timesteps.count": 3, "solver.name": "ddim"})).methods["tome"].max_downsample == 1
     ddpm = space.to_config({"token_merging": "tome", "tome.ratio": 0.5,
@@ -117,8 +118,8 @@ def test_methods_adapt_to_the_model(user_models):
         assert sd15.timesteps(3) == [501, 1]  # DDIM (steps_offset=1, leading) for 2 steps
         images = sd15(["a cat"], [0], num_inference_steps=3)
     assert images.shape == (1, 3, 32, 32) and sd15.scheduler.set_timesteps.__self__ is sd15.scheduler
-    xl_facts = {"tome": {"first_attention_level": first_attention_level(sdxl.unet)}}
-    xl_space = build_space({"tome": {"optional": False}}, SpaceContext(3, **shared_model_facts(sdxl), facts=xl_facts))
+    xl_facts = facts(sdxl, tome={"first_attention_level": first_attention_level(sdxl.unet)})
+    xl_space = build_space({"tome": {"optional": False}}, SpaceContext(3, facts=xl_facts))
     xl_tome = xl_space.to_config({"token_merging": "tome", "tome.ratio": 0.5}).methods["tome"]
     assert xl_tome.max_downsample == 2
     with apply(sdxl.pipe, AccelConfig.from_dict({"schema_version": 2, "methods": {"tome": {"ratio": 0.5, "max_downsample": 2}}})) as h:

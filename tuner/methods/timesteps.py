@@ -130,6 +130,15 @@ class TimestepsConfig(MethodConfig):
     count: int = knob(None, kind="int", low=1, high=NUM_TRAIN_TIMESTEPS, nullable=True,
                       help="number of steps at the solver's own spacing, instead of a timesteps list")
 
+    # The diffusers scheduler whose own timestep lists a user model's search proposes; None (the proxy):
+    # tuner's pipeline runs any list.
+    unmeasured_facts = {"scheduler": None}
+
+    @classmethod
+    def prepare(cls, study) -> dict:
+        pipe = study.pipe
+        return {} if getattr(pipe, "kind", "proxy") == "proxy" else {"scheduler": pipe.scheduler}
+
     @classmethod
     def from_dict(cls, data):
         if isinstance(data, dict) and "timesteps" in data and data.get("count") is not None:

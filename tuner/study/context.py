@@ -98,7 +98,7 @@ class StudyContext:
                 timings[f"prepare_{name}"] = time.perf_counter() - t
 
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
-                                 **shared_model_facts(pipe), facts=facts)
+                                 facts=facts)
         space = build_space(spec.space, space_ctx)
         context = cls(spec, ectx, space, baseline, getattr(pipe, "model_id", "custom"),
                       time.perf_counter() - t0, timings)
@@ -124,16 +124,6 @@ def proxy_set_of(spec: StudySpec, n_images: int | None = None):
 
     ps = spec.proxy_set
     return ProxySet(n_images or ps.n_images, ps.steps, ps.seed, ps.prompts)
-
-
-def shared_model_facts(pipe) -> dict:
-    """The model facts of the pipeline-level methods (SpaceContext fields): the diffusers scheduler whose
-    own timestep lists a user model's `timesteps` family uses (None for the proxy, which runs any list),
-    and the DDPM coefficients its pipeline can run. Per-method facts come from each method's `prepare`."""
-    if getattr(pipe, "kind", "proxy") == "proxy":
-        return {}
-    # diffusers has no scheduler with DDPM's 'baseline' coefficients: those trials could only fail
-    return {"scheduler": pipe.scheduler, "solver_coefficients": ("liyan",)}
 
 
 def check_runnable(spec: StudySpec, cuda=None) -> None:
