@@ -22,11 +22,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     args = ap.parse_args()
 
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.proxy.model import PROXY_INFO, load_proxy_pipeline
 
     pipe = load_proxy_pipeline("cpu")
-    ctx = EvalContext(pipe, ProxySet(args.n_images, args.steps, 0))  # default latency batch and repeats
+    ctx = ScoringContext(pipe, ImageSet(args.n_images, args.steps, 0))  # default latency batch and repeats
     ctx.reference.features()  # cached reference, as in a study
     t0 = time.perf_counter()
     result = ctx.evaluate_baseline()

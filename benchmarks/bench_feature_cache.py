@@ -7,7 +7,7 @@ NAME: deepcache-b0 | deepcache-b1 | deepcache-b2 (N = 2, 3, 5, 10 at that branch
 (branch 0, center 15, power 1.4), frdiff-interval (M = 2, 3, 5 at b = 0.5; M = 2, 3 without mixing),
 frdiff-bias (M = 2, b = 0, 0.3, 0.7, 1).
 
-Each config is scored by `EvalContext.evaluate` against the baseline of the same run: speedup is the ratio
+Each config is scored by `ScoringContext.evaluate` against the baseline of the same run: speedup is the ratio
 of medians of interleaved timings (baseline and candidate alternate, 8 images per timed call); FID/KID
 (proxy classifier features vs held-out digits), class accuracy, PSNR/SSIM against the baseline images with
 the same seeds, and MACs per image counted by hooks (what really ran). Prints Markdown table rows as each
@@ -47,11 +47,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from tuner.config import AccelConfig
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.proxy.model import load_proxy_pipeline
 
     t_start = time.perf_counter()
-    ctx = EvalContext(load_proxy_pipeline("cpu"), ProxySet(args.n_images, args.steps, 0),
+    ctx = ScoringContext(load_proxy_pipeline("cpu"), ImageSet(args.n_images, args.steps, 0),
                       latency_repeats=args.repeats)
     base = ctx.evaluate_baseline()
     print("| config | speedup | MACs ratio | FID | KID | PSNR (dB) | SSIM | class acc. |")

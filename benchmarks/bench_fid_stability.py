@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SECTION = "## FID estimator stability at small N (issue 10)"
 STEPS = 20  # the default study's baseline: DDIM, 20 steps
-TRUTH_SEED, SETS_SEED = 5_000_000, 6_000_000  # apart from every proxy set, calibration and the study's seeds
+TRUTH_SEED, SETS_SEED = 5_000_000, 6_000_000  # apart from every image set, calibration and the study's seeds
 LAYERS = {"block1": "block1 (16-d)", "block2": "block2 (32-d)", "block3": "block3 (64-d)",
           "final": "final (32-d, study's)", "logits": "logits (10-d)", "block2map": "block2 map (2048-d)"}
 INCEPTION_LAYERS = {"64": "Inception 64", "192": "Inception 192", "768": "Inception 768",
@@ -73,7 +73,7 @@ def configs(proxy: bool, steps: int) -> dict[str, tuple[dict, int]]:
 def generate_all(pipe, model_id: str, conditions, cfgs: dict, truth_n: int, n_sets: int, set_n: int,
                  cache: Path) -> dict:
     """{config: {"truth": [truth_n,...], "sets": [n_sets, set_n, ...]}} images, cached per config. Image j of
-    a set uses conditions(j) (as a study's proxy set: balanced classes or prompts in order) and its own seed."""
+    a set uses conditions(j) (as a study's image set: balanced classes or prompts in order) and its own seed."""
     from tuner.apply_config import apply
     from tuner.config import AccelConfig
     from tuner.methods.quant import calibrate

@@ -7,7 +7,7 @@ quantization, and DDPM with Li & Yan's σ* vs the baseline coefficients.
     flock /tmp/bench.lock python benchmarks/bench_sampler_precision.py --part ddpm
     python benchmarks/bench_sampler_precision.py --write      # renders BENCHMARKS.md sections
 
-Every part scores configs with `EvalContext(load_proxy_pipeline('cpu'), ProxySet(32, 50, 0))` (FID/KID in
+Every part scores configs with `ScoringContext(load_proxy_pipeline('cpu'), ImageSet(32, 50, 0))` (FID/KID in
 the proxy classifier's feature space vs held-out digits, PSNR/SSIM vs the 50-step DDIM baseline with the
 same seeds, MACs/BitOPs counted by hooks) and times each candidate interleaved with the baseline in the
 same run. Parts append to a results file (--results) so each run stays short; --write renders them.
@@ -52,11 +52,11 @@ def _slim(result: dict) -> dict:
 
 
 def _context():
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.proxy.model import load_proxy_pipeline
 
     torch.manual_seed(0)
-    ctx = EvalContext(load_proxy_pipeline("cpu"), ProxySet(32, 50, 0))
+    ctx = ScoringContext(load_proxy_pipeline("cpu"), ImageSet(32, 50, 0))
     ctx.reference.features()
     return ctx
 
@@ -70,9 +70,9 @@ def _search_fid(ctx, timesteps: list[int]) -> float:
     """FID of a timestep list on the search set (seed 1), without touching the main set."""
     from tuner.evaluators.fidelity import fid_kid
     from tuner.apply_config import apply
-    from tuner.evaluate import ProxySet
+    from tuner.scoring import ImageSet
 
-    ps = ProxySet(32, len(timesteps), seed=1)
+    ps = ImageSet(32, len(timesteps), seed=1)
     with apply(ctx.pipe, _config({"timesteps": {"timesteps": timesteps}})):
         images = ctx.pipe(ps.classes, ps.seeds)
     return fid_kid(images, ctx.extractor, ctx.reference.features())["fid"]
@@ -171,7 +171,7 @@ def _f(v, spec=".2f"):
 def render(results: dict) -> tuple[str, str]:
     base = results.get("baseline", {})
     lines = [SECTION_TS, ""]
-    lines.append("Proxy model, `EvalContext(load_proxy_pipeline('cpu'), ProxySet(32, 50, 0))`: 32 images, FID/KID "
+    lines.append("Proxy model, `ScoringContext(load_proxy_pipeline('cpu'), ImageSet(32, 50, 0))`: 32 images, FID/KID "
                  "in the proxy classifier's feature space vs held-out digits, PSNR/SSIM vs the 50-step DDIM "
                  "baseline with the same seeds, MACs/BitOPs per image counted by hooks, speedup = baseline/candidate "
                  "median seconds timed interleaved in the same run. At N=32 FID differences below ~1 are noise.")

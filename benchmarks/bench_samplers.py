@@ -94,7 +94,7 @@ def format_table(rows: dict, at: list[int], seeds: list[int], versus: list[str])
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("study", help="study TOML (model, proxy set, evaluator, constraints, space)")
+    ap.add_argument("study", help="study TOML (model, image set, evaluator, constraints, space)")
     ap.add_argument("--samplers", default="random,tpe,nsga2,deap-nsga2,joint")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--at", default="20,40,60", help="hypervolume after these many finished trials")

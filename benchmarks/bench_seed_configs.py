@@ -3,9 +3,9 @@
     tuner study run studies/default.toml            # the front (studies/default.db)
     flock /tmp/bench.lock python benchmarks/bench_seed_configs.py studies/default.toml [--write]
 
-The study's stored baseline, proxy set and evaluator settings are reused, so every seed config is scored
+The study's stored baseline, image set and evaluator settings are reused, so every seed config is scored
 exactly like a trial: latency = stored baseline seconds/image / speedup measured interleaved with the
-baseline, FID on the full proxy set. A seed config is *dominated* when a feasible front member is at
+baseline, FID on the full image set. A seed config is *dominated* when a feasible front member is at
 least as good on both objectives and better on one. Seed configs (scaled to the study's step count):
 ToMe r=0.5 (tomesd default levels), CA-ToMe t=0.7 with the paper's CONFIG_3 checkpoints, DeepCache N=3
 (shallowest branch, uniform), FRDiff (interval 2, bias 0.5, score mixing), TMPQ-style uniform W6A6 at 10
@@ -76,7 +76,7 @@ def main() -> None:
         float(base["fid"]) * (1 + spec.constraints.max_fid_increase / 100)
 
     rows = []
-    for name, methods in seed_configs(spec.proxy_set.steps).items():
+    for name, methods in seed_configs(spec.image_set.steps).items():
         config = AccelConfig.from_dict({"schema_version": 2, "methods": methods})
         r = ctx.eval.evaluate(config)
         lat = float(base["seconds_per_image"]) / float(r["speedup"])

@@ -6,7 +6,7 @@ a study's front measured on the same seeds.
     python benchmarks/bench_solver_peers.py --front-from studies/default.toml   # + the study's front configs
     python benchmarks/bench_solver_peers.py --write                        # BENCHMARKS.md section from the JSON
 
-Held-out seeds: the proxy set of seed 4242 (seeds 4242·1,000,003 + i; the default study uses seed 0).
+Held-out seeds: the image set of seed 4242 (seeds 4242·1,000,003 + i; the default study uses seed 0).
 Speedup is the MACs ratio (U-Net MACs per image, counted by hooks: solvers-only rows are 20/k); FID is the
 proxy FID against the held-out digits; "FID change" and its upper bound are the paired half-split interval of
 tuner.uncertainty.fid_interval (90 % two-sided, so the upper bound holds at 95 % one-sided), candidate and
@@ -62,15 +62,15 @@ def measure(rows: dict[str, dict], n_images: int, steps: int, cache: Path) -> di
     from tuner.evaluators.cost import count_macs
     from tuner.apply_config import apply
     from tuner.config import AccelConfig
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.proxy.model import load_proxy_pipeline
 
     torch.set_num_threads(1)
     store = torch.load(cache, weights_only=True) if cache.is_file() else {}
     pipe = load_proxy_pipeline("cpu")
     pipe.batch_size = 64  # images are independent (one generator each): the batch changes speed only
-    ps = ProxySet(n_images, steps, HELD_OUT_SEED)
-    ctx = EvalContext(pipe, ps, "proxy")
+    ps = ImageSet(n_images, steps, HELD_OUT_SEED)
+    ctx = ScoringContext(pipe, ps, "proxy")
     store.setdefault("reference", ctx.reference_features().double())
     for name, methods in rows.items():
         key = f"{name}@{n_images}"
@@ -117,7 +117,7 @@ def dominators(result: dict, name: str, baseline: str) -> list[str]:
 
 def write_md(result: dict, command: str) -> None:
     lines = [SECTION, "",
-             f"The solvers a user swaps in first, on {result['n_images']} held-out proxy images (proxy set seed "
+             f"The solvers a user swaps in first, on {result['n_images']} held-out proxy images (image set seed "
              f"{result['held_out_seed']}, which no study uses), against both baselines on the same seeds. Speedup = "
              "U-Net MACs ratio (counted; 20/k for a solver alone); FID change = paired difference in % of the "
              "baseline's FID with its 90 % half-split interval (upper bound = 95 % one-sided). Command:", "",

@@ -36,7 +36,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from tuner.config import AccelConfig
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.methods.timesteps import uniform_timesteps
     from tuner.proxy.model import load_proxy_pipeline
     from tuner.uncertainty import speedup_interval
@@ -48,7 +48,7 @@ def main() -> None:
     rows = []
     for setting in args.settings:
         images, repeats = (int(v) for v in setting.split("x"))
-        ctx = EvalContext(pipe, ProxySet(max(images, 2), args.steps, 0), latency_images=images, latency_repeats=repeats)
+        ctx = ScoringContext(pipe, ImageSet(max(images, 2), args.steps, 0), latency_images=images, latency_repeats=repeats)
         for k in range(args.k):
             lat = ctx.latency(config)
             r = ctx.last_latency_rounds

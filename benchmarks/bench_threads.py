@@ -5,7 +5,7 @@ count (the CLI before the policy) and with the policy's 1 thread.
     python benchmarks/bench_threads.py --results run1.json run2.json --write   # render saved runs
 
 Each cell runs `python -m tuner.cli baseline --n-images N --steps S --threads T --json` as a fresh
-process and reads its `generation_seconds` (the generation of the proxy set; imports, model loading and
+process and reads its `generation_seconds` (the generation of the image set; imports, model loading and
 scoring excluded). The busy neighbour is a `python -c 'while True: pass'` process started just before
 the command and killed after it (same niceness). Cells are interleaved round by round, so slow drift of
 the machine's load hits every cell alike; the table reports the median per cell and the ratio
@@ -90,7 +90,7 @@ Command: `[nice -n K] python benchmarks/bench_threads.py --rounds R --write` (ea
 --n-images {first['n_images']} --steps {first['steps']} --threads T --json` in a fresh process; the busy
 neighbour is `python -c 'while True: pass'` at the same niceness; cells interleaved round by round, median
 of R = {", ".join(str(r['rounds']) for r in results)}). Figure: `generation_seconds`, the generation of the
-proxy set. The 2-core machine was shared with other jobs (load average in the table), so "alone" means
+image set. The 2-core machine was shared with other jobs (load average in the table), so "alone" means
 no neighbour of ours, and only ratios within one run compare.
 
 | niceness | load average | torch threads | alone | beside one busy process | busy / alone |
@@ -113,7 +113,7 @@ study's `[model] threads`, else 1.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2, help="measurements per cell (median reported)")
-    ap.add_argument("--n-images", type=int, default=32, help="proxy set size of each baseline run")
+    ap.add_argument("--n-images", type=int, default=32, help="image set size of each baseline run")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of each baseline run")
     ap.add_argument("--results", nargs="+", default=None,
                     help="render these JSON files (previous runs' output) instead of measuring")

@@ -13,7 +13,7 @@ Each part is one short run (the machine is shared; run under `flock /tmp/bench.l
     python benchmarks/bench_token_merging.py --write-md     # BENCHMARKS.md section from the JSON results
 
 Speed is always against the model's default attention processor (PyTorch SDPA), timed interleaved with
-the baseline in the same run (`EvalContext.latency`). Results: benchmarks/results/token_merging_*.json.
+the baseline in the same run (`ScoringContext.latency`). Results: benchmarks/results/token_merging_*.json.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ KEYS = ("speedup", "seconds_per_image", "baseline_seconds_per_image", "fid", "ki
 
 
 def _context(n_images: int, steps: int, repeats: int):
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.proxy.model import load_proxy_pipeline
 
     pipe = load_proxy_pipeline("cpu" if not torch.cuda.is_available() else None)
-    ctx = EvalContext(pipe, ProxySet(n_images, steps, 0), latency_repeats=repeats)
+    ctx = ScoringContext(pipe, ImageSet(n_images, steps, 0), latency_repeats=repeats)
     base = ctx.evaluate_baseline()
     return pipe, ctx, base
 
@@ -62,13 +62,13 @@ def _save(name: str, data: dict) -> None:
 
 
 def part_profile(args) -> None:
-    from tuner.evaluate import ProxySet
+    from tuner.scoring import ImageSet
     from tuner.methods.catome_profile import checkpoints_from_profile, profile_merges, save_profile
     from tuner.methods.catome import PAPER_CHECKPOINTS
     from tuner.proxy.model import load_proxy_pipeline
 
     pipe = load_proxy_pipeline("cpu" if not torch.cuda.is_available() else None)
-    ps = ProxySet(args.n_images, args.steps, 0)
+    ps = ImageSet(args.n_images, args.steps, 0)
     df = profile_merges(pipe, ps.classes, ps.seeds, args.steps, args.threshold)
     derived = {name: checkpoints_from_profile(df, max_count=len(cps)) for name, cps in PAPER_CHECKPOINTS.items()}
     by_delta = checkpoints_from_profile(df, delta=args.delta)
@@ -162,12 +162,12 @@ def part_latency64(args) -> None:
     """Speed only (the proxy was trained at 16 px, so no quality here): the same U-Net at 64 px, where D1/U1
     self-attention has 4,096 tokens. 2 images, 10 DDIM steps, interleaved with the baseline."""
     from tuner.config import AccelConfig
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.proxy.model import load_proxy_pipeline
 
     pipe = load_proxy_pipeline("cpu" if not torch.cuda.is_available() else None)
     pipe.set_resolution(64)
-    ctx = EvalContext(pipe, ProxySet(2, 10, 0), latency_images=2, latency_repeats=args.repeats)
+    ctx = ScoringContext(pipe, ImageSet(2, 10, 0), latency_images=2, latency_repeats=args.repeats)
     rows = {}
     for name, methods in (("ToMe r=0.5", {"tome": {"ratio": 0.5}}),
                           ("CA-ToMe t=0.95, every step", {"catome": {"threshold": 0.95}}),

@@ -19,13 +19,13 @@ import torch
 
 def main() -> None:
     torch.set_num_threads(1)
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.proxy.data import load_digits_split
     from tuner.proxy.model import load_proxy_pipeline
     from tuner.uncertainty import LEVEL, Frechet, fid_interval
 
     pipe = load_proxy_pipeline("cpu")
-    ctx = EvalContext(pipe, ProxySet(64, 20, 0))
+    ctx = ScoringContext(pipe, ImageSet(64, 20, 0))
     ref = ctx.reference.features()
     frechet = Frechet(ref)
     z = statistics.NormalDist().inv_cdf((1 + LEVEL) / 2)
@@ -39,7 +39,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     sets = {}
     for seed, n in ((0, 64), (7, 256)):
-        ps = ProxySet(n, 20, seed)
+        ps = ImageSet(n, 20, seed)
         sets[seed] = {s: features(pipe(ps.classes, ps.seeds, num_inference_steps=s)) for s in (20, 12, 8)}
     for m in (64, 128, 256):
         idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:m]

@@ -28,7 +28,7 @@ def main() -> None:
     from tuner.study.pareto import baseline_of, completed, front_trials
     from tuner.study.runner import open_study
     from tuner.study.spec import load_spec
-    from tuner.study.validate import held_out_proxy_set
+    from tuner.study.validate import held_out_image_set
     from tuner.storage.validation_table import latest_validations
     from tuner.uncertainty import increase_pct
 
@@ -48,12 +48,12 @@ def main() -> None:
     need = (front_point | front_upper | {before.number, after.number}) - set(validated)
     extra = {}
     if need:
-        from tuner.evaluate import EvalContext
+        from tuner.scoring import ScoringContext
         from tuner.proxy.model import load_proxy_pipeline
 
-        ps = held_out_proxy_set(spec)
+        ps = held_out_image_set(spec)
         ev = spec.evaluator
-        ctx = EvalContext(load_proxy_pipeline("cpu"), ps, ev.feature_extractor, latency_images=ev.latency_images,
+        ctx = ScoringContext(load_proxy_pipeline("cpu"), ps, ev.feature_extractor, latency_images=ev.latency_images,
                           latency_repeats=ev.latency_repeats)
         hb = float(ctx.evaluate_baseline()["fid"])
         trials = {t.number: t for t in done}

@@ -17,15 +17,15 @@ import torch
 def main(variants: str, n_images: int = 64) -> None:
     torch.set_num_threads(1)
     from tuner.evaluators.fidelity import frechet_distance_of_features
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.proxy.model import load_proxy_pipeline
     from tuner.solvers import Solver
 
     pipe = load_proxy_pipeline("cpu")
-    ctx = EvalContext(pipe, ProxySet(n_images, 20, 0))
+    ctx = ScoringContext(pipe, ImageSet(n_images, 20, 0))
     ref = ctx.reference.features()
     print("real-vs-real floor", round(ctx.real_vs_real_fid, 3))
-    ps = ProxySet(n_images, 20, 0)
+    ps = ImageSet(n_images, 20, 0)
     for variant in variants.split(","):
         clip, spacing, guidance, steps = variant.split(":")
         pipe.scheduler.register_to_config(clip_sample=clip == "1")  # the DDIM rule reads it from the noise schedule

@@ -8,7 +8,7 @@ from pathlib import Path
 STUDY_TOML = """
 name = "cli"
 n_trials = 6
-[proxy_set]
+[image_set]
 n_images = 8
 steps = 6
 [constraints]

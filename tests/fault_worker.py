@@ -26,7 +26,7 @@ class FakeContext:
         from tuner.search_spaces.space import SpaceContext, build_space
 
         self.spec = spec
-        self.space = build_space(spec.space, SpaceContext(spec.proxy_set.steps))
+        self.space = build_space(spec.space, SpaceContext(spec.image_set.steps))
         self.baseline = {"fid": 10.0, "seconds_per_image": 1.0, "bitops": 1.0}
         self.setup_seconds = SETUP_S
 

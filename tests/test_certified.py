@@ -22,7 +22,7 @@ def _objective(monkeypatch, intervals: dict, cap: float, rungs=(8, 32, 128)):
         to_dict=lambda: {"methods": {"tome": {"ratio": 0.5}}}))
     spec = SimpleNamespace(objectives=["latency", "fid"], maximized=[False, False],
                            constraints=SimpleNamespace(max_fid_increase=cap, max_memory_gb=None),
-                           evaluator=SimpleNamespace(rungs=lambda n, capped: rungs), proxy_set=SimpleNamespace(n_images=64))
+                           evaluator=SimpleNamespace(rungs=lambda n, capped: rungs), image_set=SimpleNamespace(n_images=64))
     ctx = SimpleNamespace(space=space, spec=spec, eval=None, baseline=dict(BASE))
     seen = []
 
@@ -125,7 +125,7 @@ def test_certification_seeds_are_disjoint_from_the_search_seeds(tmp_path):
 
     for extra in ("", "race_rungs = [8, 32, 4096]\ncertify_rungs = [256, 4096]\n"):
         path = tmp_path / "s.toml"
-        path.write_text(f'name = "s"\n[proxy_set]\nn_images = 64\nseed = 3\n[evaluator]\n{extra}'
+        path.write_text(f'name = "s"\n[image_set]\nn_images = 64\nseed = 3\n[evaluator]\n{extra}'
                         "[constraints]\nmax_fid_increase = 10\n")
         search, held_out = seed_sets(load_spec(path))
         assert search and held_out and not search & held_out
@@ -147,7 +147,7 @@ n_trials = 3
 seed = 0
 [model]
 threads = 1
-[proxy_set]
+[image_set]
 n_images = 8
 steps = 4
 [evaluator]
@@ -221,7 +221,7 @@ def test_when_the_fastest_front_member_fails_certification_the_front_behind_it_i
     monkeypatch.setattr(certify, "baseline_of", lambda study: BASE)
     monkeypatch.setattr(certify, "held_out_context", lambda spec, ps, pipe: SimpleNamespace(
         evaluate_baseline=lambda: {"fid": BASE["fid"]}))
-    monkeypatch.setattr(certify, "held_out_proxy_set", lambda spec, n: None)
+    monkeypatch.setattr(certify, "held_out_image_set", lambda spec, n: None)
     outcome = {0: "above cap", 1: "feasible", 2: "feasible"}
     raced = []
 

@@ -131,7 +131,7 @@ def test_every_model_command_sets_threads_through_the_policy(tmp_path, threads_s
 
 def test_study_threads_come_from_the_toml_unless_the_flag_says(tmp_path, threads_seen):
     path = _fresh_study(tmp_path)
-    path.write_text(path.read_text().replace("[proxy_set]", "[model]\nthreads = 2\n[proxy_set]"))
+    path.write_text(path.read_text().replace("[image_set]", "[model]\nthreads = 2\n[image_set]"))
     with pytest.raises(_Stop):
         main(["study", "run", str(path)])
     with pytest.raises(_Stop):

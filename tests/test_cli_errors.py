@@ -135,9 +135,9 @@ def test_config_num_inference_steps_not_a_step_count(capsys, config_file, tmp_pa
 
 
 @pytest.mark.parametrize("steps", ["abc", True])
-def test_config_proxy_set_steps_not_a_step_count(capsys, config_file, steps):
-    # `tuner evaluate` takes an exported config's steps from environment.proxy_set
-    err = _one_line_exit_2(capsys, ["evaluate", str(config_file({"proxy_set": {"steps": steps}}))])
+def test_config_image_set_steps_not_a_step_count(capsys, config_file, steps):
+    # `tuner evaluate` takes an exported config's steps from environment.image_set
+    err = _one_line_exit_2(capsys, ["evaluate", str(config_file({"image_set": {"steps": steps}}))])
     assert "steps=" in err
 
 

@@ -15,7 +15,7 @@ from tuner.study.export import SCHEMA_PATH
 STUDY = """
 name = "ex"
 n_trials = 4
-[proxy_set]
+[image_set]
 n_images = 8
 steps = 6
 [constraints]
@@ -135,7 +135,7 @@ def test_cli_apply_bad_json_exit_2_nothing_written(tmp_path, capsys, content, ma
     assert not png.exists()
 
 
-def test_export_reports_the_studys_machine_and_proxy_set(study_file, tmp_path):
+def test_export_reports_the_studys_machine_and_image_set(study_file, tmp_path):
     """The environment is where the study measured (stored with it), not the machine that exports."""
     from tuner.study.runner import open_study
     from tuner.study.spec import load_spec
@@ -146,25 +146,29 @@ def test_export_reports_the_studys_machine_and_proxy_set(study_file, tmp_path):
     assert main(["export", str(study_file), "--trial", "0", "-o", str(out)]) == 0
     env = json.loads(out.read_text())["environment"]
     assert env["device"] == "cuda:0" and env["device_name"] == "A100"
-    assert env["proxy_set"] == {"n_images": 8, "steps": 6, "seed": 0, "latency_images": 8}
+    assert env["image_set"] == {"n_images": 8, "steps": 6, "seed": 0, "latency_images": 8}
 
 
-def test_evaluate_defaults_to_the_exported_proxy_set(study_file, tmp_path):
+def test_evaluate_defaults_to_the_exported_image_set(study_file, tmp_path):
     import argparse
 
-    from tuner.commands.common import proxy_set_args
+    from tuner.commands.common import image_set_args
     from tuner.config import AccelConfig
 
     out = tmp_path / "c.json"
     assert main(["export", str(study_file), "--trial", "0", "-o", str(out)]) == 0
-    recorded = AccelConfig.load(out).environment["proxy_set"]
+    recorded = AccelConfig.load(out).environment["image_set"]
     args = argparse.Namespace(n_images=None, steps=None, seed=None, latency_images=None, latency_repeats=3)
-    assert proxy_set_args(args, recorded) == {"n_images": 8, "steps": 6, "seed": 0, "latency_images": 8}
+    assert image_set_args(args, recorded) == {"n_images": 8, "steps": 6, "seed": 0, "latency_images": 8}
     args.steps = 12  # an explicit flag wins over the record
-    assert proxy_set_args(args, recorded)["steps"] == 12
-    assert proxy_set_args(argparse.Namespace(n_images=None, steps=None, seed=None, latency_images=None,
+    assert image_set_args(args, recorded)["steps"] == 12
+    assert image_set_args(argparse.Namespace(n_images=None, steps=None, seed=None, latency_images=None,
                                              latency_repeats=3)) == {"n_images": 64, "steps": 50, "seed": 0,
                                                                      "latency_images": 8}
+    from tuner.commands.common import recorded_image_set
+
+    # configs exported before the rename carry it as environment.proxy_set
+    assert recorded_image_set({"proxy_set": recorded}) == recorded == recorded_image_set({"image_set": recorded})
 
 
 @pytest.mark.parametrize("argv, match", [(["--latency-repeats", "0"], "--latency-repeats=0"),
@@ -179,12 +183,12 @@ def test_evaluate_bad_flags_exit_2_before_any_work(tmp_path, capsys, argv, match
 
 
 def test_evaluate_rejects_a_config_the_model_cannot_take_before_the_baseline(tmp_path, capsys, monkeypatch):
-    from tuner.evaluate import EvalContext
+    from tuner.scoring import ScoringContext
 
-    def no_generation(self, proxy_set=None):
+    def no_generation(self, image_set=None):
         raise AssertionError("images were generated before the config was checked")
 
-    monkeypatch.setattr(EvalContext, "generate", no_generation)
+    monkeypatch.setattr(ScoringContext, "generate", no_generation)
     cfg = tmp_path / "c.json"
     cfg.write_text('{"schema_version": 2, "methods": {"deepcache": {"interval": 3, "branch": 9}}}')
     assert main(["evaluate", str(cfg), "--device", "cpu"]) == 2
@@ -201,12 +205,12 @@ def test_cli_apply_unknown_image_format_exit_2_before_generating(tmp_path, capsy
     assert not (tmp_path / "grid.foo").exists()
 
 
-def test_evaluate_rejects_a_malformed_recorded_proxy_set(tmp_path, capsys):
+def test_evaluate_rejects_a_malformed_recorded_image_set(tmp_path, capsys):
     cfg = tmp_path / "c.json"
-    cfg.write_text('{"schema_version": 2, "methods": {}, "environment": {"proxy_set": [8, 6]}}')
+    cfg.write_text('{"schema_version": 2, "methods": {}, "environment": {"image_set": [8, 6]}}')
     assert main(["evaluate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "environment.proxy_set must be an object" in err and "\n" not in err
+    assert "environment.image_set must be an object" in err and "\n" not in err
 
 
 def test_evaluate_measures_in_the_recorded_feature_space(tmp_path, capsys):

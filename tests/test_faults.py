@@ -82,7 +82,7 @@ def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(evil, tmp_path, cap
     config.write_text(json.dumps({"schema_version": 2, "model_id": "tuner/proxy-digits-16px", "methods": {},
                                   "environment": {"feature_extractor": "inception", "inception_weights": "evil.pth",
                                                   "model": {"id": "proxy", "unet_weights": "evil.pth"},
-                                                  "proxy_set": {"n_images": 2, "steps": 2, "seed": 0}}}))
+                                                  "image_set": {"n_images": 2, "steps": 2, "seed": 0}}}))
     toml = tmp_path / "s.toml"
     toml.write_text('name = "s"\nn_trials = 1\n[evaluator]\nfeature_extractor = "inception"\n'
                     'inception_weights = "evil.pth"\n')

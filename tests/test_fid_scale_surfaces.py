@@ -20,7 +20,7 @@ n_trials = 3
 seed = 0
 [model]
 threads = 1
-[proxy_set]
+[image_set]
 n_images = 8
 steps = 4
 [evaluator]

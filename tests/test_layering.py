@@ -10,7 +10,7 @@ ROOTS = {"tuner": "tuner", "search_spaces": "tuner.search_spaces", "evaluators":
 # room -> rooms it must not import (prefixes of module names)
 FORBIDDEN = {
     "tuner.methods": ("tuner.search_spaces", "tuner.samplers", "tuner.study", "tuner.storage", "tuner.commands",
-                      "tuner.evaluators", "tuner.evaluate"),
+                      "tuner.evaluators", "tuner.scoring"),
     "tuner.evaluators": ("tuner.search_spaces", "tuner.samplers", "tuner.study", "tuner.storage", "tuner.commands",
                          "tuner.methods"),
     "tuner.search_spaces": ("tuner.samplers", "tuner.study", "tuner.storage", "tuner.commands", "tuner.evaluators"),

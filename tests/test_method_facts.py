@@ -21,7 +21,7 @@ seed = 0
 snapshot_every = 3
 [model]
 threads = 1
-[proxy_set]
+[image_set]
 n_images = 4
 steps = 3
 [evaluator]

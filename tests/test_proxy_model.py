@@ -47,16 +47,16 @@ def test_ddim_does_not_clip_x0(proxy_pipe):
 
 def test_more_ddim_steps_do_not_make_fid_worse(proxy_pipe):
     """With x0 clipping, 50 steps had 1.6x the 20-step FID (N=64); without it FID falls."""
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
 
     from tuner.solvers import Solver
 
-    ctx = EvalContext(proxy_pipe, ProxySet(32, 20, 0))
+    ctx = ScoringContext(proxy_pipe, ImageSet(32, 20, 0))
     fid = {}
     proxy_pipe.solver = Solver("ddim")  # the clipping question is DDIM's (the default solver is DPM-Solver++)
     try:
         for steps in (20, 50):
-            ps = ProxySet(32, steps, 0)
+            ps = ImageSet(32, steps, 0)
             fid[steps] = ctx.quality(ctx.generate(ps), ps)["fid"]
     finally:
         proxy_pipe.solver = proxy_pipe.baseline_solver

@@ -22,7 +22,7 @@ seed = 0
 snapshot_every = 2
 [model]
 threads = 1
-[proxy_set]
+[image_set]
 n_images = 6
 steps = 4
 [evaluator]
@@ -140,7 +140,7 @@ def test_tiny_study_records_metrics_and_pareto_tables(shared, capsys):
 
 
 def test_exported_trial_is_reproduced_by_evaluate(shared, tmp_path, capsys):
-    """`tuner evaluate` on an exported trial re-measures it on the study's proxy set: the same images, so
+    """`tuner evaluate` on an exported trial re-measures it on the study's image set: the same images, so
     the same FID (latency is re-measured, so only noise-close)."""
     folder, spec, _ = shared
     complete = [t for t in finished(spec) if t.state == TrialState.COMPLETE]
@@ -183,8 +183,8 @@ def test_nan_trial_fails_alone_with_reason(shared, monkeypatch):
         current["n"] = trial.number
         return real_suggest(trial)
 
-    def generate(proxy_set=None):
-        images = real_generate(proxy_set)
+    def generate(image_set=None):
+        images = real_generate(image_set)
         return torch.full_like(images, float("nan")) if current.get("n") == 1 else images
 
     monkeypatch.setattr(ctx.space, "suggest", suggest)
@@ -231,7 +231,7 @@ def test_changed_toml_refuses_to_resume(shared):
 
     folder, spec, ctx = shared
     changed = write_spec(folder, "main", **{"steps = 4": "steps = 5"})
-    with pytest.raises(TunerError, match="proxy_set"):
+    with pytest.raises(TunerError, match="image_set"):
         run_study(changed, context=ctx, progress=False, log=lambda m: None)
 
 

@@ -13,7 +13,7 @@ STUDIES = Path(__file__).resolve().parent.parent / "studies"
 GOOD = """
 name = "s1"
 n_trials = 4
-[proxy_set]
+[image_set]
 n_images = 8
 steps = 10
 [constraints]
@@ -142,3 +142,13 @@ def test_full_study_searches_every_method_with_bitops():
     spec = load_spec(STUDIES / "full.toml")
     assert set(spec.methods) == set(method_specs()) and "bitops" in spec.objectives
     assert spec.sampler.warm_start and spec.space["catome"]["checkpoints"] == "profile"
+
+
+def test_old_proxy_set_table_still_loads(tmp_path):
+    """`[proxy_set]` was renamed `[image_set]` ("proxy" names the model): older study files keep working,
+    and a file with both is refused rather than one silently winning."""
+    old = load_spec(_write(tmp_path, GOOD.replace("[image_set]", "[proxy_set]")))
+    assert (old.image_set.n_images, old.image_set.steps) == (8, 10)
+    both = GOOD.replace("[constraints]", "[proxy_set]\nn_images = 4\n[constraints]")
+    with pytest.raises(TunerError, match=r"\[proxy_set\] is the old name of \[image_set\]"):
+        load_spec(_write(tmp_path, both, "both.toml"))

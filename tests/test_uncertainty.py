@@ -94,7 +94,7 @@ def _objective(result: dict, cap: float, monkeypatch):
         to_dict=lambda: {"methods": {"tome": {"ratio": 0.5}}}))
     spec = SimpleNamespace(objectives=["latency", "fid"], maximized=[False, False],
                            constraints=SimpleNamespace(max_fid_increase=cap, max_memory_gb=None),
-                           evaluator=SimpleNamespace(rungs=lambda n, capped: (n,)), proxy_set=SimpleNamespace(n_images=64))
+                           evaluator=SimpleNamespace(rungs=lambda n, capped: (n,)), image_set=SimpleNamespace(n_images=64))
     ctx = SimpleNamespace(space=space, spec=spec, eval=None, baseline={"fid": 5.0, "seconds_per_image": 0.1})
     keys = ("fid", "fid_delta", "fid_delta_lo", "fid_delta_hi")
     monkeypatch.setattr(race, "grow_candidate", lambda *a: ([0] * 64, {"bitops": result["bitops"]}, {}))

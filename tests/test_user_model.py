@@ -52,7 +52,7 @@ def test_study_pareto_export_evaluate_apply(user_models, tmp_path, capsys, layou
     exported = json.loads(out.read_text())
     assert exported["model_id"] == str(user_models[layout])
     assert exported["environment"]["model"]["resolution"] == 32
-    assert exported["environment"]["proxy_set"]["prompts"] == ["a photo of a cat", "red car in the city at night",
+    assert exported["environment"]["image_set"]["prompts"] == ["a photo of a cat", "red car in the city at night",
                                                                "a blue house by a lake"]
 
     assert main(["evaluate", str(out), "--json", "--latency-repeats", "1", "--device", "cpu"]) == 0
@@ -133,12 +133,12 @@ def test_default_prompt_set():
     assert len(set(prompts)) >= 64
 
 
-def test_proxy_set_cycles_prompts():
-    from tuner.evaluate import ProxySet
+def test_image_set_cycles_prompts():
+    from tuner.scoring import ImageSet
 
-    ps = ProxySet(5, 3, 0, ("a", "b"))
+    ps = ImageSet(5, 3, 0, ("a", "b"))
     assert ps.conditions == ["a", "b", "a", "b", "a"] and ps.subset(2).conditions == ["a", "b"]
-    assert ProxySet(3, 3, 0).conditions == [0, 1, 2]
+    assert ImageSet(3, 3, 0).conditions == [0, 1, 2]
 
 
 @pytest.mark.parametrize("name, layout", [("sd15", "sd15"), ("sdxl", "sdxl")])
@@ -157,7 +157,7 @@ def test_shipped_gpu_studies_load(user_models, tmp_path, capsys, name, layout):
     shutil.copytree(user_models[layout], tmp_path / "models" / folder_name)
     spec = load_spec(toml)
     assert spec.model.device == "cuda" and spec.model.dtype == "float16"
-    assert spec.proxy_set.n_images == 32 and spec.proxy_set.steps == 25 and len(spec.proxy_set.prompts) >= 64
+    assert spec.image_set.n_images == 32 and spec.image_set.steps == 25 and len(spec.image_set.prompts) >= 64
     if not torch.cuda.is_available():
         assert main(["study", "run", str(toml)]) == 2
         assert "CUDA" in capsys.readouterr().err and not list(tmp_path.glob("*.db"))

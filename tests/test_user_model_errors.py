@@ -18,7 +18,7 @@ n_trials = 2
 id = "{folder}"
 device = "cpu"
 {model_extra}
-[proxy_set]
+[image_set]
 n_images = 2
 steps = 2
 {proxy_extra}
@@ -61,7 +61,7 @@ def test_prompts_file_missing_or_empty(user_models, tmp_path, capsys, content):
     if content is not None:
         (tmp_path / "prompts.txt").write_text(content)
     err = run_bad(user_models, tmp_path, capsys, proxy_extra='prompts = "prompts.txt"')
-    assert "proxy_set.prompts" in err and ("not found" in err or "no prompt" in err)
+    assert "image_set.prompts" in err and ("not found" in err or "no prompt" in err)
 
 
 def test_reference_folder_with_one_image(user_models, tmp_path, capsys):

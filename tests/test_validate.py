@@ -16,7 +16,7 @@ seed = 0
 snapshot_every = 3
 [model]
 threads = 1
-[proxy_set]
+[image_set]
 n_images = 6
 steps = 3
 seed = 0
@@ -113,7 +113,7 @@ def test_validate_unknown_study_exit_2(tmp_path, capsys):
 EXPORT_STUDY = """
 name = "exv"
 n_trials = 4
-[proxy_set]
+[image_set]
 n_images = 8
 steps = 6
 [constraints]

@@ -32,15 +32,15 @@ def sd15_study(user_models, tmp_path_factory):
 
 
 def test_held_out_set_keeps_the_prompts(sd15_study):
-    from tuner.study.context import proxy_set_of
+    from tuner.study.context import image_set_of
     from tuner.study.spec import load_spec
-    from tuner.study.validate import held_out_proxy_set
+    from tuner.study.validate import held_out_image_set
 
     spec = load_spec(sd15_study)
-    held_out = held_out_proxy_set(spec, 5)
+    held_out = held_out_image_set(spec, 5)
     prompts = ["a photo of a cat", "red car in the city at night", "a blue house by a lake"]
     assert held_out.conditions == prompts + prompts[:2] and held_out.seed == 1
-    assert not set(held_out.seeds) & set(proxy_set_of(spec).seeds)  # other seeds than the study's
+    assert not set(held_out.seeds) & set(image_set_of(spec).seeds)  # other seeds than the study's
 
 
 def test_validate_user_model_then_export_prefers_validated(sd15_study, capsys):

@@ -169,6 +169,6 @@ def study_toml(name: str, model: str, prompts: str | None = None, evaluator: str
     return "\n".join([
         f'name = "{name}"', "n_trials = 3", "seed = 0", *([f"objectives = {objectives}"] if objectives else []),
         "[model]", f'id = "{model}"', 'device = "cpu"', "resolution = 32", "threads = 1",
-        "[proxy_set]", "n_images = 3", "steps = 3", *([f'prompts = "{prompts}"'] if prompts else []),
+        "[image_set]", "n_images = 3", "steps = 3", *([f'prompts = "{prompts}"'] if prompts else []),
         "[evaluator]", "latency_images = 1", "latency_repeats = 1", "cheap_reject_images = 0", evaluator,
         "[sampler]", 'name = "random"', space, ""])

@@ -75,7 +75,7 @@ def json_schema() -> dict:
                         "properties": {name: {"$ref": f"#/$defs/{name}"} for name in defs}},
             "objectives": dict(number_map, description="measured values: seconds_per_image, fid, speedup, ..."),
             "environment": {"type": ["object", "null"],
-                            "description": "where the objectives were measured: device, versions, proxy set"},
+                            "description": "where the objectives were measured: device, versions, image set"},
         },
         "$defs": defs,
     }

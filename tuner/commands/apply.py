@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from tuner.commands.common import MAX_SEED, MAX_STEPS, add_threads_option, check_int, check_out_file
+from tuner.commands.common import MAX_SEED, MAX_STEPS, add_threads_option, check_int, check_out_file, recorded_image_set
 from tuner.errors import TunerError
 from tuner.threads import check_threads
 
@@ -63,7 +63,7 @@ def run_apply(args) -> int:
             raise TunerError("--prompts: the proxy model is conditioned on digit classes, not prompts")
         conditions = [i % 10 for i in range(args.n_images)]
     else:
-        recorded = ((config.environment or {}).get("proxy_set") or {}).get("prompts")
+        recorded = (recorded_image_set(config.environment or {}) or {}).get("prompts")
         prompts = read_prompts(args.prompts, "--prompts") if args.prompts else (
             tuple(recorded) if isinstance(recorded, list) and recorded else read_prompts(None))
         conditions = [prompts[i % len(prompts)] for i in range(args.n_images)]

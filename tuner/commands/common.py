@@ -43,7 +43,7 @@ def add_eval_options(p, set_note: str = "") -> None:
                    help="the baseline's solver: ddim, ddpm, dpmsolver++, unipc, deis, euler, heun (default: the one a "
                         "config records, else the proxy's DPM-Solver++ 2M or a pipeline's own scheduler)")
     p.add_argument("--seed", type=int, default=None,
-                   help=f"seed of the proxy set, common random numbers (default {d['seed']}{set_note})")
+                   help=f"seed of the image set, common random numbers (default {d['seed']}{set_note})")
     p.add_argument("--model", default=None,
                    help="'proxy' or a diffusers pipeline folder / hub id (default: the model a config records, else proxy)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
@@ -87,12 +87,17 @@ def check_out_file(path: str | Path, flag: str, suffixes: tuple[str, ...]) -> Pa
     return out
 
 
-def proxy_set_args(args, recorded: dict | None = None) -> dict:
-    """--n-images/--steps/--seed/--latency-images, else what a config recorded (the study's proxy set and
-    timed batch), else the defaults. Ranges are checked by ProxySet / here, before any model is loaded."""
+def recorded_image_set(environment: dict) -> dict | None:
+    """An exported config's image set (`proxy_set` in configs exported before the rename)."""
+    return environment.get("image_set", environment.get("proxy_set"))
+
+
+def image_set_args(args, recorded: dict | None = None) -> dict:
+    """--n-images/--steps/--seed/--latency-images, else what a config recorded (the study's image set and
+    timed batch), else the defaults. Ranges are checked by ImageSet / here, before any model is loaded."""
     recorded = recorded or {}
     if not isinstance(recorded, dict):
-        raise TunerError(f"the config's environment.proxy_set must be an object, got {type(recorded).__name__}")
+        raise TunerError(f"the config's environment.image_set must be an object, got {type(recorded).__name__}")
     out = {}
     for key, default in (*PROXY_SET_DEFAULTS.items(), ("latency_images", 8)):
         value = getattr(args, key)
@@ -152,11 +157,11 @@ def resolve_source_id(model_id: str) -> str:
 
 def make_context(args, progress: bool = True, recorded: dict | None = None, recorded_extractor: str | None = None,
                  config=None):
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.models import load_model
     from tuner.models.prompts import read_prompts
 
-    ps = proxy_set_args(args, recorded)
+    ps = image_set_args(args, recorded)
     settings = model_settings(args, config)
     source = settings.pop("source")
     prompts = None
@@ -170,7 +175,7 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
             prompts = read_prompts(None)
     elif args.prompts is not None:
         raise TunerError("--prompts: the proxy model is conditioned on digit classes, not prompts")
-    proxy_set = ProxySet(ps["n_images"], ps["steps"], ps["seed"], prompts)  # validated before the model loads
+    image_set = ImageSet(ps["n_images"], ps["steps"], ps["seed"], prompts)  # validated before the model loads
     recorded_reference = (config.environment or {}).get("reference_images") if config is not None else None
     reference = args.reference_images or (config.path_of(recorded_reference)
                                           if isinstance(recorded_reference, str) else None)
@@ -195,7 +200,7 @@ def make_context(args, progress: bool = True, recorded: dict | None = None, reco
                       settings.get("batch_size"), settings.get("solver"))
     if args.resolution is not None:
         pipe.set_resolution(args.resolution)
-    return EvalContext(pipe, proxy_set, extractor, inception,
+    return ScoringContext(pipe, image_set, extractor, inception,
                        latency_images=ps["latency_images"], latency_repeats=args.latency_repeats, progress=progress,
                        reference_images=reference, clip_model=args.clip_model)
 

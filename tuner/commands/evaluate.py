@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from tuner.commands.common import add_eval_options, make_context, print_result
+from tuner.commands.common import add_eval_options, make_context, print_result, recorded_image_set
 
 
 def register(sub) -> None:
-    p = sub.add_parser("baseline", help="generate the proxy set with the un-accelerated model and score it")
+    p = sub.add_parser("baseline", help="generate the image set with the un-accelerated model and score it")
     add_eval_options(p)
     p.set_defaults(func=run_baseline)
 
     p = sub.add_parser("evaluate", help="measure one config JSON against the baseline, in the same run")
     p.add_argument("config", help="config JSON, e.g. from `tuner export` ({\"schema_version\": ..., \"methods\": {...}})")
-    add_eval_options(p, set_note=", or the proxy set an exported config records")
+    add_eval_options(p, set_note=", or the image set an exported config records")
     p.set_defaults(func=run_evaluate)
 
 
@@ -29,10 +29,10 @@ def run_evaluate(args) -> int:
     from tuner.config import AccelConfig
 
     config = AccelConfig.load(args.config)  # validated before any model is loaded
-    # An exported config is re-measured on the study's own proxy set (steps, size, seeds) and FID feature
+    # An exported config is re-measured on the study's own image set (steps, size, seeds) and FID feature
     # space unless overridden: its timesteps, checkpoints and objectives only mean something there.
     env = config.environment or {}
-    ctx = make_context(args, progress=not args.json and sys.stderr.isatty(), recorded=env.get("proxy_set"),
+    ctx = make_context(args, progress=not args.json and sys.stderr.isatty(), recorded=recorded_image_set(env),
                        recorded_extractor=env.get("feature_extractor"), config=config)
     if "quant" in config.methods and ctx.kind != "proxy":  # a user model's default calibration, as in its study
         from tuner.methods.quant import CALIBRATIONS, calibrate

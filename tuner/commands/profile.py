@@ -52,16 +52,16 @@ def run_profile(args) -> int:
     if out.exists() and not out.is_dir():
         raise TunerError(f"--out {out} exists and is not a folder")
 
-    from tuner.evaluate import ProxySet
+    from tuner.scoring import ImageSet
     from tuner.methods.catome_profile import checkpoints_from_profile, profile_merges, save_profile
     from tuner.proxy.model import load_proxy_pipeline
 
-    proxy_set = ProxySet(args.n_images, args.steps, args.seed)  # range-checks n_images
+    image_set = ImageSet(args.n_images, args.steps, args.seed)  # range-checks n_images
     from tuner.threads import set_threads
 
     set_threads(args.threads)
     pipe = load_proxy_pipeline(args.device, args.unet_weights)
-    df = profile_merges(pipe, proxy_set.classes, proxy_set.seeds, args.steps, args.threshold, args.max_downsample,
+    df = profile_merges(pipe, image_set.classes, image_set.seeds, args.steps, args.threshold, args.max_downsample,
                         progress=not args.json and sys.stderr.isatty())
     delta = args.delta if args.delta is not None or args.max_count is not None else 1.0
     checkpoints = checkpoints_from_profile(df, delta, args.max_count)

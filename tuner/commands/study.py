@@ -191,10 +191,10 @@ def register_validate(ssub) -> None:
 
 def study_validate(args) -> int:
     from tuner.study.export import check_max_fid_increase
-    from tuner.study.validate import held_out_proxy_set, run_validation
+    from tuner.study.validate import held_out_image_set, run_validation
 
     spec = _spec(args.study)
-    held_out_proxy_set(spec, args.n_images, args.seed)  # bad values: one line, before anything is opened
+    held_out_image_set(spec, args.n_images, args.seed)  # bad values: one line, before anything is opened
     cap = args.max_fid_increase
     check_max_fid_increase(cap)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731

@@ -69,7 +69,7 @@ class CaToMeConfig(MethodConfig):
         level = first_attention_level(study.pipe.unet)
 
         def measure() -> dict:
-            p, ps = study.spec.profile, study.proxy_set(study.spec.profile.n_images)
+            p, ps = study.spec.profile, study.image_set(study.spec.profile.n_images)
             study.log("Jaccard profile: measuring token-merge pairs on the baseline")
             return profile_to_json(profile_merges(study.pipe, ps.conditions, ps.seeds, ps.steps, p.threshold,
                                                   profile_max_downsample(p.max_downsample, study.pipe.unet),

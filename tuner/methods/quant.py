@@ -42,7 +42,7 @@ from tuner.methods.quant_math import (BITS, FULL, Int8LinearWeights, fake_quant_
 # Per-U-Net facts kept beside the model, not on it, so remove() leaves no attribute behind
 CALIBRATIONS: "weakref.WeakKeyDictionary[nn.Module, QuantCalibration]" = weakref.WeakKeyDictionary()
 ACTIVE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # U-Nets quantized right now
-DEFAULT_CALIBRATION_IMAGES = 10  # one image per digit class, seeds apart from every proxy set
+DEFAULT_CALIBRATION_IMAGES = 10  # one image per digit class, seeds apart from every image set
 DEFAULT_CALIBRATION_SEED = 900_000
 DEFAULT_CALIBRATION_STEPS = None  # None: the pipeline's default step count (tests shorten it)
 SAMPLES_PER_CALL = 1024  # input values kept per layer and U-Net call for the MSE range search

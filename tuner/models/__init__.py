@@ -8,7 +8,7 @@ Every model the study, `tuner evaluate` and `tuner apply` reach has the same sma
     model.scheduler   the scheduler the pipeline runs (its own reverse-step rule)
     model.device, model.model_id, model.kind ("proxy" | "diffusers"), model.batch_size
 
-Conditions are digit classes for the proxy and prompts for a text-to-image pipeline (tuner.evaluate.ProxySet
+Conditions are digit classes for the proxy and prompts for a text-to-image pipeline (tuner.scoring.ImageSet
 holds them, with the seeds).
 
 Image i depends only on (conditions[i], seeds[i]): one generator per image, so every candidate sees the

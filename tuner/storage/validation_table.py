@@ -20,7 +20,7 @@ front_validations = Table(
     Column("study_name", String(512), nullable=False, index=True),
     Column("created_at", DateTime, nullable=False),
     Column("trial_number", Integer, nullable=False),
-    Column("n_images", Integer, nullable=False),  # the held-out proxy set
+    Column("n_images", Integer, nullable=False),  # the held-out image set
     Column("seed", Integer, nullable=False),
     Column("steps", Integer, nullable=False),
     Column("baseline_fid", Float, nullable=False),  # the baseline re-measured on the same held-out set

@@ -28,7 +28,7 @@ from tuner.study import race
 from tuner.study.fid_scale import FidScale
 from tuner.study.pareto import CERTIFICATION_ATTR, baseline_of, front_trials
 from tuner.study.spec import StudySpec
-from tuner.study.held_out import candidates_for_cap, distinct_configs, held_out_context, held_out_proxy_set, measured_row
+from tuner.study.held_out import candidates_for_cap, distinct_configs, held_out_context, held_out_image_set, measured_row
 
 DECIDED = ("feasible", "infeasible")
 
@@ -51,25 +51,25 @@ def _certified_any(state: dict) -> bool:
 
 
 def seed_sets(spec: StudySpec) -> tuple[set[int], set[int]]:
-    """(every seed the search may use: its largest rung or proxy set, the seeds certification uses)."""
-    from tuner.evaluate import ProxySet
+    """(every seed the search may use: its largest rung or image set, the seeds certification uses)."""
+    from tuner.scoring import ImageSet
 
-    ps = spec.proxy_set
+    ps = spec.image_set
     n = max(ps.n_images, *(spec.evaluator.race_rungs or (0,)))
     rungs, _ = spec.evaluator.certification(ps.n_images)
-    return set(ProxySet(n, ps.steps, ps.seed, ps.prompts).seeds), set(held_out_proxy_set(spec, rungs[-1]).seeds)
+    return set(ImageSet(n, ps.steps, ps.seed, ps.prompts).seeds), set(held_out_image_set(spec, rungs[-1]).seeds)
 
 
 def certify(study: optuna.Study, spec: StudySpec, engine, pipe=None, log=print) -> dict | None:
     """Certify the front candidates (module docstring); None when the study has no cap or no budget."""
     cap = spec.constraints.max_fid_increase
-    rungs, budget = spec.evaluator.certification(spec.proxy_set.n_images)
+    rungs, budget = spec.evaluator.certification(spec.image_set.n_images)
     if cap is None or budget <= 0:
         return None
     previous = study.user_attrs.get(CERTIFICATION_ATTR) or {}
     done = previous.get("trials", {}) if previous.get("cap") == cap and previous.get("rungs") == list(rungs) else {}
     state = {"cap": cap, "rungs": list(rungs), "budget_images": budget, "spent_images": 0, "trials": dict(done),
-             "seed": spec.proxy_set.seed + 1, "seconds": 0.0}
+             "seed": spec.image_set.seed + 1, "seconds": 0.0}
     t0 = time.perf_counter()
     _race_all(study, spec, engine, rungs, state, pipe, log)
     state["seconds"] = time.perf_counter() - t0
@@ -91,7 +91,7 @@ def _race_all(study, spec, engine, rungs, state, pipe, log) -> None:
         if not todo:
             return
         if ctx is None:
-            ctx = held_out_context(spec, held_out_proxy_set(spec, rungs[0]), pipe)
+            ctx = held_out_context(spec, held_out_image_set(spec, rungs[0]), pipe)
             base = ctx.evaluate_baseline()  # rung 0 of the held-out baseline (and its latency, a user model's floor)
             state["spent_images"] += rungs[0]
         raced |= {t.number for t in todo}
@@ -143,7 +143,7 @@ def _race_one(study, spec, ctx, t, rungs, state, base_fid) -> tuple[dict | None,
         if latency is None:
             latency = _latency(ctx, config)
         r.update(latency)
-        held = race.sized(ctx.proxy_set, n)
+        held = race.sized(ctx.image_set, n)
         row = measured_row(spec, t, r, baseline_of(study), held, base_fid, cap)
         decision = race.decide(row["fid_increase_pct_lo"], row["fid_increase_pct_hi"], cap, n, i == len(rungs) - 1,
                                row["fid_increase_pct"])

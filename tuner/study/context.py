@@ -1,6 +1,6 @@
 """StudyContext: everything a trial needs that does not depend on the trial, built once per process.
 
-- the model and the EvalContext (baseline images, reference features, classifier),
+- the model and the ScoringContext (baseline images, reference features, classifier),
 - the baseline's metrics: measured in the study's first process and stored as the study user attribute
   `baseline`, so every process and every resume normalizes latency and places the hypervolume reference
   point against the same numbers,
@@ -44,16 +44,16 @@ class PrepareContext:
             self.study.set_user_attr(attr, value)
         return value
 
-    def proxy_set(self, n_images: int):
-        """The study's proxy set (seed, steps, prompts) with `n_images` images (at least 2); its
+    def image_set(self, n_images: int):
+        """The study's image set (seed, steps, prompts) with `n_images` images (at least 2); its
         `conditions` are what the model generates from (digit classes or prompts)."""
-        return proxy_set_of(self.spec, max(2, n_images))
+        return image_set_of(self.spec, max(2, n_images))
 
 
 @dataclass
 class StudyContext:
     spec: StudySpec
-    eval: Any  # tuner.evaluate.EvalContext
+    eval: Any  # tuner.scoring.ScoringContext
     space: Any  # search_spaces.space.SearchSpace
     baseline: dict  # stored baseline metrics (fid, seconds_per_image, bitops, macs, ...)
     model_id: str
@@ -69,21 +69,21 @@ class StudyContext:
         """`study` (an optuna.Study) holds the stored baseline and profile; without one everything is
         measured here. `pipe` overrides the model (tests)."""
         from tuner.search_spaces.space import SpaceContext, build_space
-        from tuner.evaluate import EvalContext
+        from tuner.scoring import ScoringContext
 
         t0 = time.perf_counter()
         timings = {}
         if pipe is None:
             pipe = spec.model.load()
-        ps = spec.proxy_set
+        ps = spec.image_set
         ev = spec.evaluator
-        ectx = EvalContext(pipe, proxy_set_of(spec), ev.feature_extractor, ev.inception_weights,
+        ectx = ScoringContext(pipe, image_set_of(spec), ev.feature_extractor, ev.inception_weights,
                            latency_images=ev.latency_images, latency_repeats=ev.latency_repeats, progress=progress,
                            reference_images=ev.reference_images, clip_model=ev.clip_model)
         stored = dict(study.user_attrs) if study is not None else {}
 
         t = time.perf_counter()
-        log("baseline: generating and timing the proxy set")
+        log("baseline: generating and timing the image set")
         measured = ectx.evaluate_baseline()
         baseline = stored.get(BASELINE_ATTR) or {k: v for k, v in measured.items() if isinstance(v, (int, float, str))}
         timings["baseline"] = time.perf_counter() - t
@@ -119,11 +119,11 @@ class StudyContext:
             study.set_user_attr(ENVIRONMENT_ATTR, machine_environment(self.pipe.device))
 
 
-def proxy_set_of(spec: StudySpec, n_images: int | None = None):
-    from tuner.evaluate import ProxySet
+def image_set_of(spec: StudySpec, n_images: int | None = None):
+    from tuner.scoring import ImageSet
 
-    ps = spec.proxy_set
-    return ProxySet(n_images or ps.n_images, ps.steps, ps.seed, ps.prompts)
+    ps = spec.image_set
+    return ImageSet(n_images or ps.n_images, ps.steps, ps.seed, ps.prompts)
 
 
 def check_runnable(spec: StudySpec, cuda=None) -> None:

@@ -44,15 +44,15 @@ def machine_environment(device) -> dict:
 
 
 def environment(study: optuna.Study, spec: StudySpec, trial: optuna.trial.FrozenTrial) -> dict:
-    """Where the trial was measured: the study's stored machine (not the exporting one), its proxy set."""
+    """Where the trial was measured: the study's stored machine (not the exporting one), its image set."""
     machine = study.user_attrs.get(ENVIRONMENT_ATTR) or {**machine_environment("cpu"), "device": spec.model.device or "unknown"}
-    proxy_set = {"n_images": spec.proxy_set.n_images, "steps": spec.proxy_set.steps,
-                 "seed": spec.proxy_set.seed, "latency_images": spec.evaluator.latency_images}
-    if spec.proxy_set.prompts is not None:  # the prompts the images were made from, in order
-        ps = spec.proxy_set
-        proxy_set["prompts"] = [ps.prompts[i % len(ps.prompts)] for i in range(min(ps.n_images, len(ps.prompts)))]
-    out = {**machine, "study": spec.name, "trial": trial.number, "num_inference_steps": spec.proxy_set.steps,
-           "proxy_set": proxy_set, "feature_extractor": spec.evaluator.feature_extractor}
+    image_set = {"n_images": spec.image_set.n_images, "steps": spec.image_set.steps,
+                 "seed": spec.image_set.seed, "latency_images": spec.evaluator.latency_images}
+    if spec.image_set.prompts is not None:  # the prompts the images were made from, in order
+        ps = spec.image_set
+        image_set["prompts"] = [ps.prompts[i % len(ps.prompts)] for i in range(min(ps.n_images, len(ps.prompts)))]
+    out = {**machine, "study": spec.name, "trial": trial.number, "num_inference_steps": spec.image_set.steps,
+           "image_set": image_set, "feature_extractor": spec.evaluator.feature_extractor}
     if not spec.model.is_proxy:  # how to load the same model again (`tuner evaluate` / `tuner apply`)
         m = spec.model
         out["model"] = {k: v for k, v in (("id", m.id), ("dtype", m.dtype), ("scheduler", m.scheduler),
@@ -125,7 +125,7 @@ def pick_trial(study: optuna.Study, spec: StudySpec, number: int | None = None,
         if done and cap is not None:  # say how far the cap is from what the noise allows
             lowest = min(done, key=lambda t: fid_increase_upper(study, spec, t, validated))
             best = fid_increase_upper(study, spec, lowest, validated)
-            n = int((validated.get(lowest.number) or {}).get("n_images") or spec.proxy_set.n_images)
+            n = int((validated.get(lowest.number) or {}).get("n_images") or spec.image_set.n_images)
             more = "" if lowest.number not in validated else f" --n-images {4 * n}"
             hint = (f"; the lowest upper bound is {best:+.1f}% (trial {lowest.number}; at {n} images the interval is "
                     f"wide: `tuner study validate {spec.path.name if spec.path else 'STUDY.toml'} --max-fid-increase "

@@ -4,7 +4,7 @@ plot, hypervolume, constraint, race, certification, `validate`, `export`, dashbo
     change % = 100 x (FID of the candidate - FID of the baseline, on the same seeds and images) / F
 
 F is the study's stored baseline `fid`: on the proxy the baseline's FID against the held-out digits at the
-study's proxy set; on a user model the seed-noise floor (FID between the baseline's images and a second
+study's image set; on a user model the seed-noise floor (FID between the baseline's images and a second
 baseline set drawn with other seeds), since there FID is measured against the baseline's own images and
 the baseline scores (about) 0. So on a user model 0 % means "the same images as the baseline" (only the
 baseline itself) and +10 % means "the images moved 10 % as far as drawing new noise moves them".
@@ -13,7 +13,7 @@ The study's `fid` objective is stored on this scale too: anchor + delta, where a
 own FID against the reference (proxy: F; user model: `fid_to_itself`, about 0) and delta is the paired
 difference measured at whatever number of images the trial reached. Paired differences cancel most of
 FID's small-sample bias (FID_N ~ FID + c/N), so trials measured at different N stay comparable, and at
-the study's own proxy set the objective is the candidate's FID exactly as before.
+the study's own image set the objective is the candidate's FID exactly as before.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Objectives (minimized, except the CLIP score):
   measured with the candidate and the baseline timed interleaved. The ratio is robust to the machine's
   load changing between trials; the raw seconds are kept as user attributes.
 - fid: the study's one FID scale (fid_scale.py): the baseline's FID plus the paired FID difference at the
-  images the race reached (`n_images`; the raw FID there is `fid_at_n`). At the study's own proxy set this
+  images the race reached (`n_images`; the raw FID there is `fid_at_n`). At the study's own image set this
   is the candidate's proxy FID.
 - bitops (optional): BitOPs per image (MACs x weight bits x activation bits, summed per layer).
 - memory (optional, CUDA): peak GPU memory of the candidate's generation, GB (`memory_gb`); also a
@@ -135,7 +135,7 @@ class TrialObjective:
         """Rung after rung (race.py) until the interval decides; latency once the first rung is passed.
         Returns the last rung's scores with the speedup; prunes a trial infeasible on its first rung."""
         cap = self.spec.constraints.max_fid_increase
-        rungs = self.spec.evaluator.rungs(self.spec.proxy_set.n_images, cap is not None)
+        rungs = self.spec.evaluator.rungs(self.spec.image_set.n_images, cap is not None)
         scale = FidScale.of(self.ctx.baseline)
         images = cost = latency = None
         history = []

@@ -2,7 +2,7 @@
 only while more could change what the study does with it.
 
 Rungs (`[evaluator] race_rungs`, default 8 -> 32 -> 128): image i of every rung has seed
-`seed * 1_000_003 + i` (tuner.evaluate.ProxySet), so a larger rung extends a smaller one and the images
+`seed * 1_000_003 + i` (tuner.scoring.ImageSet), so a larger rung extends a smaller one and the images
 already made are kept (common random numbers; the baseline's are cached per process, `GrowingBaseline`).
 After each rung the paired FID-change interval [lo, hi] (tuner/uncertainty.py, on the study's one scale,
 fid_scale.py) decides, against the study's cap X:
@@ -32,9 +32,9 @@ MIN_DECIDE_IMAGES = 32  # an interval from halves of 4 images is too rough to ca
 
 @dataclass(frozen=True)
 class SeedRange:
-    """Images start..stop of a proxy set (what `EvalContext.generate` reads: conditions, seeds, steps)."""
+    """Images start..stop of a image set (what `ScoringContext.generate` reads: conditions, seeds, steps)."""
 
-    full: object  # tuner.evaluate.ProxySet with n_images >= stop
+    full: object  # tuner.scoring.ImageSet with n_images >= stop
     start: int
     stop: int
 
@@ -56,10 +56,10 @@ class SeedRange:
 
 
 def sized(ps, n: int):
-    """The proxy set `ps` with n images (same seed sequence, so it extends or truncates `ps`)."""
-    from tuner.evaluate import ProxySet
+    """The image set `ps` with n images (same seed sequence, so it extends or truncates `ps`)."""
+    from tuner.scoring import ImageSet
 
-    return ProxySet(n, ps.steps, ps.seed, ps.prompts)
+    return ImageSet(n, ps.steps, ps.seed, ps.prompts)
 
 
 def grow_baseline(ectx, n: int) -> torch.Tensor:
@@ -68,7 +68,7 @@ def grow_baseline(ectx, n: int) -> torch.Tensor:
     ectx.reference_features()  # a user model's reference: the original baseline set, never the grown one
     have = ectx.baseline_images
     if len(have) < n:
-        more = ectx.generate(SeedRange(sized(ectx.proxy_set, n), len(have), n))
+        more = ectx.generate(SeedRange(sized(ectx.image_set, n), len(have), n))
         ectx.__dict__["baseline_images"] = torch.cat([have, more.to(have.dtype)])
     return ectx.baseline_images[:n]
 
@@ -83,7 +83,7 @@ def grow_candidate(ectx, config, images: torch.Tensor | None, n: int, cost: dict
     handle = apply(ectx.target, config)
     try:
         info = dict(handle.info)
-        more, new_cost = ectx.generate_and_count(SeedRange(sized(ectx.proxy_set, n), have, n), info.get("layer_bits"))
+        more, new_cost = ectx.generate_and_count(SeedRange(sized(ectx.image_set, n), have, n), info.get("layer_bits"))
     except torch.cuda.OutOfMemoryError:
         from tuner.errors import TrialFailed
 
@@ -103,11 +103,11 @@ def score(ectx, images: torch.Tensor, fid_scale) -> dict:
     from tuner.uncertainty import MIN_IMAGES
 
     n = len(images)
-    out = {**ectx.quality(images, sized(ectx.proxy_set, n)), "n_images": n}
+    out = {**ectx.quality(images, sized(ectx.image_set, n)), "n_images": n}
     if n >= MIN_IMAGES:
         out.update(ectx.fid_interval(images))
     else:  # no interval below MIN_IMAGES: the point, paired with the baseline's FID on the same images
-        base = float(ectx.quality(ectx.baseline_images[:n], sized(ectx.proxy_set, n))["fid"])
+        base = float(ectx.quality(ectx.baseline_images[:n], sized(ectx.image_set, n))["fid"])
         out.update({f"fid_delta{s}": float(out["fid"]) - base for s in ("", "_lo", "_hi")})
     for s in ("", "_lo", "_hi"):
         out[f"fid_increase_pct{s}"] = fid_scale.change_pct(out[f"fid_delta{s}"])

@@ -58,7 +58,7 @@ def spec_fingerprint(spec: StudySpec) -> dict:
 
     parts = {"objectives": list(spec.objectives),
              "model": unset_dropped({k: v for k, v in asdict(spec.model).items() if k != "threads"}),
-             "proxy_set": unset_dropped(asdict(spec.proxy_set)),
+             "image_set": unset_dropped(asdict(spec.image_set)),
              "evaluator": unset_dropped(asdict(spec.evaluator)), "constraints": unset_dropped(asdict(spec.constraints)),
              "profile": asdict(spec.profile), "space": spec.space}
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -23,7 +23,7 @@
                                 # method's keys ({name = "dpmsolver++", order = 3}); the proxy's default
                                 # is DPM-Solver++ 2M (what users run), a pipeline's its own scheduler
                   # (default: the pipeline's), resolution = 512 (default: the model's), batch_size = 4
-    [proxy_set]   n_images = 32; steps = 20; seed = 0
+    [image_set]   n_images = 32; steps = 20; seed = 0
                   prompts = "prompts.txt"  # user models: one prompt a line (default: tuner's shipped set)
     [evaluator]   latency_images = 8; latency_repeats = 3; cheap_reject_images = 8;
                   cheap_reject_margin = 1.0; feature_extractor = "proxy"; inception_weights = "..."
@@ -83,7 +83,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class ProxySetSpec:
+class ImageSetSpec:
     n_images: int = 32
     steps: int = 20
     seed: int = 0
@@ -155,7 +155,7 @@ class StudySpec:
     objectives: tuple[str, ...]
     snapshot_every: int
     model: ModelSpec
-    proxy_set: ProxySetSpec
+    image_set: ImageSetSpec
     evaluator: EvaluatorSpec
     constraints: ConstraintSpec
     profile: ProfileSpec
@@ -239,6 +239,13 @@ class _Table:
         if unknown:
             where = f" in [{self.where}]" if self.where else ""
             raise TunerError(f"unknown key(s) {', '.join(unknown)}{where}")
+
+
+def _renamed(t: _Table, name: str, old: str) -> Any:
+    """Table `name`, or its name before the rename (`[proxy_set]` became `[image_set]`: "proxy" is the model)."""
+    if name in t.data and old in t.data:
+        raise TunerError(f"[{old}] is the old name of [{name}]: keep one of them")
+    return t.get(name) if name in t.data else t.get(old, {})
 
 
 def _resolve_storage(url: str | None, name: str, base: Path) -> str:
@@ -361,25 +368,25 @@ def parse_solver(value, what: str = "model.solver") -> dict | None:
         raise TunerError(f"{what}: {str(e).removeprefix(chr(39).join(('method ', 'solver', ': ')))}") from None
 
 
-def _parse_proxy_set(data: Any, model: ModelSpec, base: Path) -> ProxySetSpec:
+def _parse_image_set(data: Any, model: ModelSpec, base: Path) -> ImageSetSpec:
     from tuner.models.prompts import DEFAULT_PROMPTS, read_prompts
 
-    t = _Table(data, "proxy_set")
-    n = _check_int("proxy_set.n_images", t.get("n_images", 32), 2, 100_000)
-    steps = _check_int("proxy_set.steps", t.get("steps", 20), 2, 1000)
-    seed = _check_int("proxy_set.seed", t.get("seed", 0), 0, 2**31 - 1)
+    t = _Table(data, "image_set")
+    n = _check_int("image_set.n_images", t.get("n_images", 32), 2, 100_000)
+    steps = _check_int("image_set.steps", t.get("steps", 20), 2, 1000)
+    seed = _check_int("image_set.seed", t.get("seed", 0), 0, 2**31 - 1)
     prompts_file = t.get("prompts")
     t.finish()
     prompts = None
     if prompts_file is not None:
         if model.is_proxy:
-            raise TunerError("proxy_set.prompts: the proxy model is conditioned on digit classes, not prompts")
-        p = Path(_check_str("proxy_set.prompts", prompts_file))
+            raise TunerError("image_set.prompts: the proxy model is conditioned on digit classes, not prompts")
+        p = Path(_check_str("image_set.prompts", prompts_file))
         prompts_file = str(p if p.is_absolute() else (base / p).resolve())
         prompts = read_prompts(prompts_file)
     elif not model.is_proxy:
         prompts = read_prompts(DEFAULT_PROMPTS)
-    return ProxySetSpec(n, steps, seed, prompts_file, prompts)
+    return ImageSetSpec(n, steps, seed, prompts_file, prompts)
 
 
 def _folder(t: "_Table", key: str, base: Path) -> str | None:
@@ -505,8 +512,8 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     snapshot_every = _check_int("snapshot_every", t.get("snapshot_every", 10), 1, 100_000)
     storage, liveness = _parse_storage(t.get("storage"), name, base)
     model = _parse_model(t.get("model", {}), base)
-    proxy_set = _parse_proxy_set(t.get("proxy_set", {}), model, base)
-    evaluator = _parse_evaluator(t.get("evaluator", {}), proxy_set.n_images, base, model)
+    image_set = _parse_image_set(_renamed(t, "image_set", "proxy_set"), model, base)
+    evaluator = _parse_evaluator(t.get("evaluator", {}), image_set.n_images, base, model)
     if "clip_score" in objectives:
         if model.is_proxy:
             raise TunerError("objective 'clip_score' needs prompts: the proxy model is conditioned on digit classes")
@@ -524,7 +531,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
         space = default_families(objectives)
     t.finish()
     spec = StudySpec(name, path.resolve(), storage, n_trials, seed, tuple(objectives), snapshot_every, model,
-                     proxy_set, evaluator, constraints, profile, sampler, space, liveness)
+                     image_set, evaluator, constraints, profile, sampler, space, liveness)
     validate_space_and_sampler(spec)
     return spec
 
@@ -537,9 +544,9 @@ def validate_space_and_sampler(spec: StudySpec) -> None:
     from tuner.samplers import build_sampler
 
     specs = method_specs()
-    facts = {name: specs[name].config_cls.placeholder_facts(spec.proxy_set.steps)
+    facts = {name: specs[name].config_cls.placeholder_facts(spec.image_set.steps)
              for name in spec.methods if name in specs}  # an unknown name is reported by build_space
-    context = SpaceContext(spec.proxy_set.steps, facts=facts)
+    context = SpaceContext(spec.image_set.steps, facts=facts)
     space = _guard("[space]", lambda: build_space(spec.space, context))
     _guard("[sampler]", lambda: build_sampler(spec.sampler.name, space, spec.seed, spec.sampler.options or None))
 

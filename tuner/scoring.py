@@ -35,7 +35,7 @@ from tuner.proxy.data import DATASET_ID, IMAGE_SIZE, NUM_CLASSES, load_digits_sp
 
 
 @dataclass(frozen=True)
-class ProxySet:
+class ImageSet:
     """The images every candidate generates: balanced classes (proxy) or prompts cycled in order (text
     models), one fixed seed per image."""
 
@@ -75,20 +75,20 @@ class ProxySet:
     def seeds(self) -> list[int]:
         return [self.seed * 1_000_003 + i for i in range(self.n_images)]
 
-    def subset(self, n: int) -> "ProxySet":
+    def subset(self, n: int) -> "ImageSet":
         """The first n images (n >= 1: a timed batch may be a single image; FID needs the full set's >= 2)."""
-        out = ProxySet(max(2, min(n, self.n_images)), self.steps, self.seed, self.prompts)
+        out = ImageSet(max(2, min(n, self.n_images)), self.steps, self.seed, self.prompts)
         object.__setattr__(out, "n_images", max(1, min(n, self.n_images)))
         return out
 
-    def reseeded(self, seed: int) -> "ProxySet":
-        return ProxySet(self.n_images, self.steps, seed, self.prompts)
+    def reseeded(self, seed: int) -> "ImageSet":
+        return ImageSet(self.n_images, self.steps, seed, self.prompts)
 
 
 @dataclass
-class EvalContext:
+class ScoringContext:
     pipe: object  # a model of tuner.models (tuner.pipeline.ProxyPipeline, tuner.models.DiffusersModel)
-    proxy_set: ProxySet = field(default_factory=ProxySet)
+    image_set: ImageSet = field(default_factory=ImageSet)
     extractor_name: str = "proxy"  # proxy | inception (a user model always uses inception)
     inception_weights: str | None = None
     latency_images: int = 8  # batch timed for latency (interleaved with the baseline)
@@ -107,8 +107,8 @@ class EvalContext:
             self.extractor = (ClassifierFeatures(self.classifier) if self.extractor_name == "proxy"
                               else InceptionFeatures(self.inception_weights))
         else:
-            if self.proxy_set.prompts is None:
-                raise TunerError(f"model {getattr(self.pipe, 'model_id', '?')} is text-conditioned: the proxy set needs prompts")
+            if self.image_set.prompts is None:
+                raise TunerError(f"model {getattr(self.pipe, 'model_id', '?')} is text-conditioned: the image set needs prompts")
             self.extractor_name = "inception"  # the digit classifier means nothing on a user's images
             self.classifier = None
             self.extractor = InceptionFeatures(self.inception_weights, allow_download=True)
@@ -129,7 +129,7 @@ class EvalContext:
         if self.clip_model is not None:
             from tuner.evaluators.clip_score import ClipScorer
 
-            if self.proxy_set.prompts is None:
+            if self.image_set.prompts is None:
                 raise TunerError("evaluator.clip_model: a CLIP score needs prompts (a text-to-image model)")
             self.clip = ClipScorer(self.clip_model)
 
@@ -140,8 +140,8 @@ class EvalContext:
         return DATASET_ID if self.kind == "proxy" else "baseline images (same prompts and seeds)"
 
     # --- computed once ---------------------------------------------------------------------------
-    def generate(self, proxy_set: ProxySet | None = None) -> torch.Tensor:
-        ps = proxy_set or self.proxy_set
+    def generate(self, image_set: ImageSet | None = None) -> torch.Tensor:
+        ps = image_set or self.image_set
         return self.pipe(ps.conditions, ps.seeds, num_inference_steps=ps.steps, progress=self.progress)
 
     @cached_property
@@ -163,7 +163,7 @@ class EvalContext:
     def real_vs_real_fid(self) -> float:
         """FID of N real training images against the held-out reference: the floor at this N."""
         train, _ = load_digits_split("train")
-        n = min(self.proxy_set.n_images, len(train))
+        n = min(self.image_set.n_images, len(train))
         idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
         with torch.no_grad():
             feats = self.extractor(train[idx]).double()
@@ -173,12 +173,12 @@ class EvalContext:
     def seed_floor_fid(self) -> float:
         """FID between the baseline set and a second baseline set drawn with other seeds (same prompts):
         what changing only the noise does, the scale of a user model's FID-to-baseline."""
-        other = self.generate(self.proxy_set.reseeded((self.proxy_set.seed + 1) % 2**31))
+        other = self.generate(self.image_set.reseeded((self.image_set.seed + 1) % 2**31))
         return float(fid_kid(other, self.extractor, self.reference_features())["fid"])
 
     # --- per candidate ---------------------------------------------------------------------------
-    def quality(self, images: torch.Tensor, proxy_set: ProxySet | None = None) -> dict:
-        ps = proxy_set or self.proxy_set
+    def quality(self, images: torch.Tensor, image_set: ImageSet | None = None) -> dict:
+        ps = image_set or self.image_set
         if not torch.isfinite(images).all():
             raise TrialFailed("generated images contain NaN or Inf")
         out = fid_kid(images, self.extractor, self.reference_features())
@@ -189,9 +189,9 @@ class EvalContext:
             out["clip_score"] = self.clip(images, ps.conditions)
         return out
 
-    def generate_and_count(self, proxy_set: ProxySet | None = None, layer_bits=None) -> tuple[torch.Tensor, dict]:
+    def generate_and_count(self, image_set: ImageSet | None = None, layer_bits=None) -> tuple[torch.Tensor, dict]:
         """One generation that also counts MACs/BitOPs per image (hooks see what really runs)."""
-        ps = proxy_set or self.proxy_set
+        ps = image_set or self.image_set
         box = {}
         with PeakMemory(self.pipe.device) as peak:
             macs = count_macs(self.pipe.unet, lambda: box.setdefault("images", self.generate(ps)))
@@ -204,7 +204,7 @@ class EvalContext:
     def latency(self, config: AccelConfig | None = None, repeats: int | None = None, warmup: int = 1) -> dict:
         """Seconds per image of the baseline and (if given) the candidate, timed interleaved in this
         run. The config is applied before and removed after each candidate call, outside the timing."""
-        ps = self.proxy_set.subset(self.latency_images)
+        ps = self.image_set.subset(self.latency_images)
 
         def run():
             self.pipe(ps.conditions, ps.seeds, num_inference_steps=ps.steps)
@@ -233,7 +233,7 @@ class EvalContext:
         images, cost = box["images"], box["cost"]
         self.__dict__["baseline_images"] = images  # the counted run is the baseline set
         q = self.quality(images)
-        out = {"n_images": self.proxy_set.n_images, "steps": self.proxy_set.steps,
+        out = {"n_images": self.image_set.n_images, "steps": self.image_set.steps,
                "seconds_per_image": self.latency(warmup=0)["baseline"],  # the generation just run warmed up
                "generation_seconds": generation, **q, **cost, "feature_extractor": self.extractor_name,
                "fid_reference": self.fid_reference, "model_id": getattr(self.pipe, "model_id", "custom")}
@@ -251,9 +251,9 @@ class EvalContext:
             base = self.extractor(self.baseline_subset(len(images)).float().cpu()).double()
         return fid_interval(cand, base, self.reference_features())
 
-    def evaluate(self, config: AccelConfig, proxy_set: ProxySet | None = None, with_latency: bool = True) -> dict:
-        """Scores `config` on the proxy set; the pipeline is restored afterwards."""
-        ps = proxy_set or self.proxy_set
+    def evaluate(self, config: AccelConfig, image_set: ImageSet | None = None, with_latency: bool = True) -> dict:
+        """Scores `config` on the image set; the pipeline is restored afterwards."""
+        ps = image_set or self.image_set
         self.baseline_images  # make sure the baseline exists before the candidate touches the model
         handle = apply(self.target, config)
         try:
