@@ -15,6 +15,7 @@ wherever the distance accumulated since the last checkpoint exceeds delta.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,25 @@ from tuner.methods.base import resolve_unet
 from tuner.methods.merge import match_threshold
 from tuner.methods.token_merge_patch import patch_unet, unpatch_unet
 from tuner.step_context import get_step_context
+
+@dataclass(frozen=True)
+class ProfileSpec:
+    """How a study profiles CA-ToMe before searching it (a study file's `[profile]` table): images, the
+    merge threshold whose pairs are tracked, and the deepest level patched."""
+
+    n_images: int = 8
+    threshold: float = 0.7
+    max_downsample: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.n_images, bool) or not isinstance(self.n_images, int) or not 1 <= self.n_images <= 10_000:
+            raise TunerError(f"profile.n_images={self.n_images!r} must be an integer in 1..10000")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or not 0.0 <= self.threshold <= 1.0:
+            raise TunerError(f"profile.threshold={self.threshold!r} must be a number in 0..1")
+        if isinstance(self.max_downsample, bool) or self.max_downsample not in (1, 2, 4, 8):
+            raise TunerError(f"profile.max_downsample={self.max_downsample!r} must be 1, 2, 4 or 8")
+        object.__setattr__(self, "threshold", float(self.threshold))
+
 
 PROFILE_COLUMNS = ["block", "level", "step", "n_pairs", "jaccard_distance", "threshold"]
 

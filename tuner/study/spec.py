@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
+from tuner.methods.catome_profile import ProfileSpec
 
 OBJECTIVES = ("latency", "fid", "bitops", "memory", "clip_score")
 MAXIMIZED = ("clip_score",)  # higher is better; every other objective is minimized
@@ -123,13 +124,6 @@ class EvaluatorSpec:
 class ConstraintSpec:
     max_fid_increase: float | None = None  # percent over the baseline FID
     max_memory_gb: float | None = None  # peak GPU memory of a generation
-
-
-@dataclass(frozen=True)
-class ProfileSpec:
-    n_images: int = 8
-    threshold: float = 0.7
-    max_downsample: int = 1
 
 
 @dataclass(frozen=True)
@@ -466,12 +460,9 @@ def _parse_constraints(data: Any) -> ConstraintSpec:
 
 
 def _parse_profile(data: Any) -> ProfileSpec:
+    """CA-ToMe's `[profile]` table; its rules live with CA-ToMe (tuner.methods.catome_profile)."""
     t = _Table(data, "profile")
-    out = ProfileSpec(_check_int("profile.n_images", t.get("n_images", 8), 1, 10_000),
-                      _check_float("profile.threshold", t.get("threshold", 0.7), 0.0, 1.0),
-                      t.get("max_downsample", 1))
-    if out.max_downsample not in (1, 2, 4, 8) or isinstance(out.max_downsample, bool):
-        raise TunerError(f"profile.max_downsample={out.max_downsample!r} must be 1, 2, 4 or 8")
+    out = ProfileSpec(**{k: t.get(k) for k in ("n_images", "threshold", "max_downsample") if k in t.data})
     t.finish()
     return out
 
