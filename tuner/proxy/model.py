@@ -60,7 +60,7 @@ def build_unet():
 
 
 def build_scheduler():
-    """Ho et al.'s linear schedule; DDIM is the default sampler (see tuner/sampling.py).
+    """Ho et al.'s linear schedule, shared by every solver (tuner/solvers.py).
 
     No x0 clipping: DDIM clips the predicted x0 but keeps the unclipped noise estimate, and on digits (most
     pixels sit at -1) that mismatch drifts a little more with every step. Measured with the shipped

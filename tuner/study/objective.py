@@ -216,7 +216,7 @@ STOCHASTIC_SOLVERS = ("ddpm",)
 
 def solver_pairing(methods: dict, baseline: dict) -> str | None:
     """How a stochastic solver's noise relates to the baseline's (None for deterministic solvers).
-    Per-step noise comes from each image's own generator (tuner.sampling.per_image_noise), so a stochastic
+    Per-step noise comes from each image's own generator (tuner.solvers.per_image_noise), so a stochastic
     candidate is paired with a stochastic baseline of the same seeds; against a deterministic baseline
     (DDIM, DPM-Solver++) its trajectories decorrelate and the paired interval stays wide: the race and
     certification then simply spend the images it takes."""
