@@ -9,6 +9,7 @@ import sys
 
 from tuner.commands.common import add_threads_option, check_out_file, clean, print_result
 from tuner.commands.delete import register_delete
+from tuner.commands.report import register_report
 from tuner.threads import check_threads
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -48,6 +49,7 @@ def register(sub) -> None:
 
     register_validate(ssub)
     register_delete(ssub)
+    register_report(ssub)
 
 
 def _spec(path):
