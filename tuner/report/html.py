@@ -31,8 +31,8 @@ window.__reportErrors.push(String(e.message||e));});var __ce=console.error;conso
 window.__reportErrors.push(Array.prototype.join.call(arguments,' '));__ce.apply(console,arguments);};</script>"""
 
 RENDER_CHECK = """<script>window.addEventListener('load',function(){var c=document.getElementById('render-check');
-try{var gd=document.getElementById('front'),els=gd.querySelectorAll('.scatterlayer .trace'),n=0;
-gd._fullData.forEach(function(t,i){if(t.meta==='front'&&els[i])n+=els[i].querySelectorAll('path.point').length;});
+try{var n=0;document.querySelectorAll('#front .scatterlayer .trace').forEach(function(el){
+var cd=el.__data__,t=cd&&cd[0]&&cd[0].trace;if(t&&t.meta==='front')n+=el.querySelectorAll('path.point').length;});
 c.dataset.frontPoints=n;c.dataset.plotted=document.querySelectorAll('.js-plotly-plot').length;
 var imgs=document.querySelectorAll('img.tile');c.dataset.images=imgs.length;
 c.dataset.imagesDecoded=Array.prototype.filter.call(imgs,function(i){return i.complete&&i.naturalWidth>0;}).length;
