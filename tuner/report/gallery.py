@@ -5,6 +5,7 @@ each call really ran and its wall time."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -33,13 +34,25 @@ class Gallery:
         return f"class {c}" if isinstance(c, int) else str(c)
 
 
-def steps_run(pipe, handle=None) -> int | None:
-    """Steps the last pipeline call ran: the step context's count of distinct U-Net steps, else what the
-    `timesteps` method installed."""
-    ctx = getattr(pipe, "step_context", None)
-    if ctx is not None and getattr(ctx, "step", -1) >= 0:
-        return int(ctx.step) + 1
-    return None if handle is None else handle.info.get("num_steps")
+@contextmanager
+def step_counter(pipe):
+    """Yields a function that returns the steps the last pipeline call ran, counted by a StepContext of our
+    own on the denoiser (the rule every method uses: Heun's repeated timesteps and split CFG count right).
+    Our own, so it counts whether or not a method holds the model's context; removed on exit."""
+    from tuner.step_context import StepContext, _scalar_timestep
+
+    ctx = StepContext()
+    unet = getattr(pipe, "unet", None)
+    if unet is None:  # a model without a U-Net attribute: no count rather than a wrong one
+        yield lambda: None
+        return
+    hook = unet.register_forward_pre_hook(
+        lambda module, args, kwargs: ctx.observe(_scalar_timestep(args, kwargs),
+                                                 kwargs.get("sample", args[0] if args else None)), with_kwargs=True)
+    try:
+        yield lambda: ctx.step + 1 if ctx.step >= 0 else None
+    finally:
+        hook.remove()
 
 
 def generate_row(pipe, config, conditions: Sequence, seeds: Sequence[int], steps: int) -> Row:
@@ -48,10 +61,11 @@ def generate_row(pipe, config, conditions: Sequence, seeds: Sequence[int], steps
 
     handle = apply(pipe.target, config) if config is not None else None
     try:
-        t0 = time.perf_counter()
-        images = pipe(list(conditions), list(seeds), num_inference_steps=steps)
-        seconds = time.perf_counter() - t0
-        run = steps_run(pipe, handle)
+        with step_counter(pipe) as steps_run:
+            t0 = time.perf_counter()
+            images = pipe(list(conditions), list(seeds), num_inference_steps=steps)
+            seconds = time.perf_counter() - t0
+        run = steps_run()
     finally:
         if handle is not None:
             handle.remove()
