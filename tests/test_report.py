@@ -105,3 +105,22 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, messag
     err = capsys.readouterr().err
     assert err.startswith("tuner: error: ") and message in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_report_on_a_user_model(user_models, tmp_path, capsys):
+    """The same page from a study on a tiny SD-1.5 layout: the pipeline's own images, prompts as captions."""
+    from tiny_user_models import study_toml
+
+    toml = tmp_path / "sd15.toml"
+    toml.write_text(study_toml("tiny-report", user_models["sd15"], prompts=user_models["prompts"],
+                               evaluator=f'inception_weights = "{user_models["inception"]}"'))
+    assert main(["study", "run", str(toml), "--no-progress", "--json"]) == 0
+    members = _members(toml, capsys)
+    out = tmp_path / "report.html"
+    assert main(["study", "report", str(toml), "-o", str(out), "--n-images", "2", "--no-progress"]) == 0
+    dom = ReportDom(out.read_text())
+    assert dom.sections == ["baseline", *[str(m["trial"]) for m in members]]
+    assert [t["alt"] for t in dom.tiles_of("baseline", "image")] == ["a photo of a cat · seed 0",
+                                                                      "red car in the city at night · seed 1"]
+    assert all(len(dom.tiles_of(m["trial"], "diff")) == 2 for m in members)
+    assert dom.front_points() == len(members)
