@@ -10,6 +10,7 @@ import sys
 from tuner.commands.common import add_threads_option, check_out_file, clean, print_result
 from tuner.commands.delete import register_delete
 from tuner.commands.report import register_report
+from tuner.commands.trials import register_trials
 from tuner.threads import check_threads
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -50,6 +51,7 @@ def register(sub) -> None:
     register_validate(ssub)
     register_delete(ssub)
     register_report(ssub)
+    register_trials(ssub)
 
 
 def _spec(path):
