@@ -25,9 +25,10 @@ def bars_enabled(stream=None) -> bool:
 
 class Overall:
     """`total` units of work: a tqdm bar (elapsed, ETA) when `bar`, else `log` one line per `advance`
-    with the elapsed time and an ETA from the mean unit so far."""
+    with the elapsed time and an ETA from the mean unit so far (`log` None: the caller's own lines carry
+    `status()`)."""
 
-    def __init__(self, total: int, desc: str, bar: bool, log: Callable[[str], None], unit: str = "step"):
+    def __init__(self, total: int, desc: str, bar: bool, log: Callable[[str], None] | None, unit: str = "step"):
         self.total, self.desc, self.log, self.unit = total, desc, log, unit
         self.done = 0
         self.t0 = time.perf_counter()
@@ -43,9 +44,14 @@ class Overall:
             self.bar.set_postfix_str(what, refresh=False)
             self.bar.update(n)
             return
+        if self.log is not None:
+            self.log(f"{self.desc} {self.status()} {what}")
+
+    def status(self) -> str:
+        """`[2/5, 30 s, ETA 45 s]`: done, elapsed, and the mean unit so far times the units left."""
         elapsed = time.perf_counter() - self.t0
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        self.log(f"{self.desc} [{self.done}/{self.total}] {what} ({elapsed:.0f} s, ETA {eta:.0f} s)")
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        return f"[{self.done}/{self.total}, {elapsed:.0f} s, ETA {eta:.0f} s]"
 
     def close(self) -> None:
         if self.bar is not None:

@@ -8,6 +8,7 @@ import sys
 
 from tuner.commands.common import MAX_SEED, MAX_STEPS, add_threads_option, check_int, check_out_file
 from tuner.errors import TunerError
+from tuner.progress import bars_enabled
 from tuner.threads import check_threads
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -88,7 +89,7 @@ def run_apply(args) -> int:
     from tuner.report.gallery import step_counter
 
     with apply(pipe.target, config), step_counter(pipe) as steps_run:
-        images = pipe(conditions, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
+        images = pipe(conditions, seeds, num_inference_steps=steps, progress=bars_enabled())
     run = steps_run()  # counted: a `timesteps` entry sets what runs, whatever --steps says
     from torchvision.utils import save_image
 
