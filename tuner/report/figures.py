@@ -36,14 +36,18 @@ def _errors(points: list[dict], key: str, lo: str, hi: str) -> dict:
     return dict(type="data", symmetric=False, array=plus, arrayminus=minus, thickness=1, width=3)
 
 
-def _trace(points: list[dict], name: str, colour: str, meta: str, size: int, symbol: str = "circle"):
+def _trace(points: list[dict], name: str, colour: str, meta: str, size: int, symbol: str = "circle",
+           bars: bool = True):
+    """`bars`: intervals as error bars (the front's); other trials keep theirs in the hover text, where their
+    often +-100 % FID intervals do not cross the whole plot."""
     import plotly.graph_objects as go
 
+    no_bars = dict(visible=False)
     return go.Scatter(
         x=[p["fid_increase_pct"] for p in points], y=[p["speedup"] for p in points], mode="markers", name=name,
         meta=meta, marker=dict(color=colour, size=size, symbol=symbol, line=dict(width=1, color="#333")),
-        error_x=_errors(points, "fid_increase_pct", "fid_increase_pct_lo", "fid_increase_pct_hi"),
-        error_y=_errors(points, "speedup", "speedup_lo", "speedup_hi"),
+        error_x=_errors(points, "fid_increase_pct", "fid_increase_pct_lo", "fid_increase_pct_hi") if bars else no_bars,
+        error_y=_errors(points, "speedup", "speedup_lo", "speedup_hi") if bars else no_bars,
         customdata=[[p["trial"]] for p in points], hovertext=[p["hover"] for p in points], hoverinfo="text")
 
 
@@ -72,7 +76,7 @@ def front_figure(study: optuna.Study, front: dict, cap: float | None):
     certified = [p for m, p in members if p and m.get("certified") == "feasible"]
     uncertified = [p for m, p in members if p and m.get("certified") != "feasible"]
     fig = go.Figure()
-    fig.add_trace(_trace([p for p in others if p], "other completed trials", OTHER_COLOUR, "other", 7))
+    fig.add_trace(_trace([p for p in others if p], "other completed trials", OTHER_COLOUR, "other", 7, bars=False))
     fig.add_trace(_trace(uncertified, "front, not certified", UNCERTIFIED_COLOUR, "front", 13))
     fig.add_trace(_trace(certified, "front, certified feasible", CERTIFIED_COLOUR, "front", 15, "diamond"))
     fig.add_trace(go.Scatter(x=[0.0], y=[1.0], mode="markers", name="baseline", meta="baseline", hoverinfo="text",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import html
 
 from tuner.report import figures
-from tuner.report.html import ERROR_HOOK, RENDER_CHECK, STYLE, export_command, member_section, members_table
+from tuner.report.html import (ERROR_HOOK, RENDER_CHECK, STYLE, export_command, held_out_text, member_section,
+                               members_table)
 from tuner.report.images import DIFF_VMAX, upscale_factor
 
 
@@ -27,6 +28,11 @@ def summary_html(spec, front: dict, model_id: str) -> str:
         text += (f"<br>certification on held-out seed {cert['seed']}: {n} certified feasible of "
                  f"{len(cert['trials'])} candidates, {cert['spent_images']} of {cert['budget_images']} images"
                  + (" (budget exhausted)" if cert.get("exhausted") else ""))
+    shippable = [m for m in front["members"] if m.get("certified") == "feasible"]
+    if shippable:  # the members are sorted by latency: the first certified one is the fastest
+        m = shippable[0]
+        text += (f'<br><b>fastest certified member: <a href="#member-{m["trial"]}">trial {m["trial"]}</a>, '
+                 f'{m["objectives"].get("speedup", float("nan")):.2f}x</b> (its images and export command below)')
     return f'<p class="summary">{text}</p>'
 
 
@@ -50,7 +56,9 @@ def gallery_html(gallery, front: dict, study_arg: str) -> str:
     for m in front["members"]:
         row = gallery.rows[m["trial"]]
         title, config = _member_title(m)
-        meta = (f"{html.escape(config)}<br>{row.steps_run} steps run; generated in {row.seconds:.2f} s here "
+        held = held_out_text(m)
+        meta = (f"{html.escape(config)}<br>" + (f"held-out seeds: FID change {held}<br>" if held != "-" else "")
+                + f"{row.steps_run} steps run; generated in {row.seconds:.2f} s here "
                 f"(baseline {b.seconds:.2f} s; one call each: the speedup in the title is the study's measurement)")
         parts.append(member_section(gallery, m["trial"], title, meta, export_command(study_arg, m["trial"])))
     return "".join(parts)
