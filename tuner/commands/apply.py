@@ -105,7 +105,7 @@ def _compare(pipe, config, conditions, seeds, steps, out) -> int:
     from tuner.report.compare import compare, grid_image
     from tuner.report.figures import config_text
 
-    print(f"compare: baseline and accelerated, {len(seeds)} images each, one warm-up and 2 timed calls apiece",
+    print(f"compare: baseline and accelerated, {len(seeds)} images each, one warm-up and 3 timed calls apiece",
           file=sys.stderr, flush=True)
     result = compare(pipe, config, conditions, seeds, steps)
     try:

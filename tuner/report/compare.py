@@ -26,7 +26,7 @@ class Comparison:
     repeats: int
 
 
-def compare(pipe, config, conditions: Sequence, seeds: Sequence[int], steps: int, repeats: int = 2) -> Comparison:
+def compare(pipe, config, conditions: Sequence, seeds: Sequence[int], steps: int, repeats: int = 3) -> Comparison:
     """Generate both rows with `evaluators.latency.interleaved_medians` (one warm-up, then A B A B ...)."""
     from tuner.apply_config import apply
     from tuner.evaluators.latency import interleaved_medians
