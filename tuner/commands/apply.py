@@ -86,7 +86,7 @@ def run_apply(args) -> int:
     seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
     if args.compare:
         return _compare(pipe, config, conditions, seeds, steps, out)
-    from tuner.report.gallery import step_counter
+    from tuner.report.gallery import step_counter, steps_text
 
     with apply(pipe.target, config), step_counter(pipe) as steps_run:
         images = pipe(conditions, seeds, num_inference_steps=steps, progress=bars_enabled())
@@ -97,12 +97,13 @@ def run_apply(args) -> int:
         save_image(images, str(out), nrow=10, padding=1)
     except OSError as e:
         raise TunerError(f"--out {out}: cannot write ({e.strerror or type(e).__name__})") from None
-    print(f"{args.n_images} images ({config.describe()}; {run} steps run, {steps} asked) -> {out}")
+    print(f"{args.n_images} images ({config.describe()}; {steps_text(run)} steps run, {steps} asked) -> {out}")
     return 0
 
 
 def _compare(pipe, config, conditions, seeds, steps, out) -> int:
     from tuner.report.compare import compare, grid_image
+    from tuner.report.gallery import steps_text
     from tuner.report.figures import config_text
 
     print(f"compare: baseline and accelerated, {len(seeds)} images each, one warm-up and 3 timed calls apiece",
@@ -112,6 +113,6 @@ def _compare(pipe, config, conditions, seeds, steps, out) -> int:
         grid_image(result, config_text(config.to_dict()["methods"], "; ")).save(out)
     except OSError as e:
         raise TunerError(f"--out {out}: cannot write ({e.strerror or type(e).__name__})") from None
-    print(f"{len(seeds)} images, baseline {result.baseline.steps_run} steps run, accelerated ({config.describe()}) "
-          f"{result.accelerated.steps_run} steps run, speedup {result.speedup:.2f}x measured here -> {out}")
+    print(f"{len(seeds)} images, baseline {steps_text(result.baseline.steps_run)} steps run, accelerated ({config.describe()}) "
+          f"{steps_text(result.accelerated.steps_run)} steps run, speedup {result.speedup:.2f}x measured here -> {out}")
     return 0

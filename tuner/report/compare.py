@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from tuner.report.gallery import Row, step_counter
+from tuner.report.gallery import Row, step_counter, steps_text
 from tuner.report.images import (DIFF_VMAX, difference_map, mean_abs_difference, to_pil, upscale,
                                  upscale_factor)
 
@@ -81,8 +81,8 @@ def grid_image(c: Comparison, title: str):
     for j, lines in enumerate(caption_lines):
         draw.multiline_text((LABEL_WIDTH + j * (tile + PAD), 46), "\n".join(lines), fill="#333", font=small, spacing=2)
     means = mean_abs_difference(c.accelerated.images, c.baseline.images)
-    labels = [f"baseline\n{c.baseline.steps_run} steps run",
-              f"accelerated\n{c.accelerated.steps_run} steps run\n{c.speedup:.2f}x",
+    labels = [f"baseline\n{steps_text(c.baseline.steps_run)} steps run",
+              f"accelerated\n{steps_text(c.accelerated.steps_run)} steps run\n{c.speedup:.2f}x",
               f"|difference|\nblack = same\nyellow >= {DIFF_VMAX:g}"]
     for i, (row, label) in enumerate(zip(tiles, labels)):
         y = head + i * (tile + PAD)

@@ -34,6 +34,13 @@ class Gallery:
         return f"class {c}" if isinstance(c, int) else str(c)
 
 
+DENOISER_ATTRS = ("unet", "denoiser", "transformer")  # where tuner's models keep the network run once per step
+
+
+def steps_text(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
 @contextmanager
 def step_counter(pipe):
     """Yields a function that returns the steps the last pipeline call ran, counted by a StepContext of our
@@ -42,11 +49,11 @@ def step_counter(pipe):
     from tuner.step_context import StepContext, _scalar_timestep
 
     ctx = StepContext()
-    unet = getattr(pipe, "unet", None)
-    if unet is None:  # a model without a U-Net attribute: no count rather than a wrong one
+    denoiser = next((m for m in (getattr(pipe, a, None) for a in DENOISER_ATTRS) if m is not None), None)
+    if denoiser is None:  # no denoiser found: no count rather than a wrong one
         yield lambda: None
         return
-    hook = unet.register_forward_pre_hook(
+    hook = denoiser.register_forward_pre_hook(
         lambda module, args, kwargs: ctx.observe(_scalar_timestep(args, kwargs),
                                                  kwargs.get("sample", args[0] if args else None)), with_kwargs=True)
     try:

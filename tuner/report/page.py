@@ -8,6 +8,7 @@ import html
 from tuner.report import figures
 from tuner.report.html import (ERROR_HOOK, RENDER_CHECK, STYLE, export_command, held_out_text, member_section,
                                members_table)
+from tuner.report.gallery import steps_text
 from tuner.report.images import DIFF_VMAX, upscale_factor
 
 
@@ -52,13 +53,13 @@ def gallery_html(gallery, front: dict, study_arg: str) -> str:
              f"= {DIFF_VMAX:g} or more (same scale everywhere).</p>")
     b = gallery.baseline
     parts = [intro, member_section(gallery, "baseline", "baseline (no acceleration)",
-                                   f"{b.steps_run} steps run; generated in {b.seconds:.2f} s here", None)]
+                                   f"{steps_text(b.steps_run)} steps run; generated in {b.seconds:.2f} s here", None)]
     for m in front["members"]:
         row = gallery.rows[m["trial"]]
         title, config = _member_title(m)
         held = held_out_text(m)
         meta = (f"{html.escape(config)}<br>" + (f"held-out seeds: FID change {held}<br>" if held != "-" else "")
-                + f"{row.steps_run} steps run; generated in {row.seconds:.2f} s here "
+                + f"{steps_text(row.steps_run)} steps run; generated in {row.seconds:.2f} s here "
                 f"(baseline {b.seconds:.2f} s; one call each: the speedup in the title is the study's measurement)")
         parts.append(member_section(gallery, m["trial"], title, meta, export_command(study_arg, m["trial"])))
     return "".join(parts)
