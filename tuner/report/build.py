@@ -30,6 +30,12 @@ def build_report(spec: StudySpec, study_arg: str, n_images: int, bar: bool, log:
         if pipe is None:
             log(f"report: loading model {spec.model.id}")
             pipe = spec.model.load()
+        if any("quant" in c.methods for c in configs.values()) and getattr(pipe, "kind", "proxy") != "proxy":
+            # a user model's default calibration, as its study and `tuner evaluate` use
+            from tuner.methods.quant import CALIBRATIONS, calibrate
+
+            if pipe.unet not in CALIBRATIONS:
+                calibrate(pipe)
         ps = proxy_set_of(spec, max(2, n_images))
         conditions, seeds = ps.conditions[:n_images], ps.seeds[:n_images]
         with Overall(1 + len(configs), "report: images", bar, log, unit="config") as progress:
