@@ -17,6 +17,7 @@ FORBIDDEN = {
     "tuner.samplers": ("tuner.study", "tuner.commands"),
     "tuner.storage": ("tuner.study", "tuner.commands", "tuner.search_spaces", "tuner.methods"),
     "tuner.study": ("tuner.commands",),
+    "tuner.report": ("tuner.commands",),  # the report reads studies; commands call it, never the reverse
 }
 
 

@@ -5,6 +5,7 @@ Python API:
     handle = apply(pipe_or_unet, AccelConfig.load("best.json"))
     ...  # generate
     handle.remove()  # the model is bit-identical to before
+    frame = tuner.load_trials("studies/default.toml")  # every trial as a pandas DataFrame
 """
 
 import os as _os
@@ -29,6 +30,10 @@ def __getattr__(name):  # lazy: `tuner --help` should not import torch/diffusers
         from tuner.config import AccelConfig
 
         return AccelConfig
+    if name == "load_trials":
+        from tuner.study.trials import load_trials
+
+        return load_trials
     if name == "TunerError":
         from tuner.errors import TunerError
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
 from tuner.commands.common import add_eval_options, make_context, print_result, recorded_image_set
+from tuner.progress import bars_enabled
 
 
 def register(sub) -> None:
@@ -19,7 +18,7 @@ def register(sub) -> None:
 
 
 def run_baseline(args) -> int:
-    ctx = make_context(args, progress=not args.json and sys.stderr.isatty())
+    ctx = make_context(args, progress=not args.json and bars_enabled())
     print_result(ctx.evaluate_baseline(), args.json)
     return 0
 
@@ -32,7 +31,7 @@ def run_evaluate(args) -> int:
     # An exported config is re-measured on the study's own image set (steps, size, seeds) and FID feature
     # space unless overridden: its timesteps, checkpoints and objectives only mean something there.
     env = config.environment or {}
-    ctx = make_context(args, progress=not args.json and sys.stderr.isatty(), recorded=recorded_image_set(env),
+    ctx = make_context(args, progress=not args.json and bars_enabled(), recorded=recorded_image_set(env),
                        recorded_extractor=env.get("feature_extractor"), config=config)
     if "quant" in config.methods and ctx.kind != "proxy":  # a user model's default calibration, as in its study
         from tuner.methods.quant import CALIBRATIONS, calibrate

@@ -4,10 +4,10 @@ derived from it. Writes <out>/jaccard_profile.csv and .png, prints the checkpoin
 from __future__ import annotations
 
 import json
-import sys
 
 from tuner.commands.common import MAX_STEPS, add_threads_option, check_int
 from tuner.errors import TunerError
+from tuner.progress import bars_enabled
 from tuner.threads import check_threads
 
 
@@ -62,7 +62,7 @@ def run_profile(args) -> int:
     set_threads(args.threads)
     pipe = load_proxy_pipeline(args.device, args.unet_weights)
     df = profile_merges(pipe, image_set.classes, image_set.seeds, args.steps, args.threshold, args.max_downsample,
-                        progress=not args.json and sys.stderr.isatty())
+                        progress=not args.json and bars_enabled())
     delta = args.delta if args.delta is not None or args.max_count is not None else 1.0
     checkpoints = checkpoints_from_profile(df, delta, args.max_count)
     paths = save_profile(df, out, checkpoints)

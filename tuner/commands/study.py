@@ -9,6 +9,9 @@ import sys
 
 from tuner.commands.common import add_threads_option, check_out_file, clean, print_result
 from tuner.commands.delete import register_delete
+from tuner.commands.report import register_report
+from tuner.commands.trials import register_trials
+from tuner.progress import bars_enabled
 from tuner.threads import check_threads
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -48,6 +51,8 @@ def register(sub) -> None:
 
     register_validate(ssub)
     register_delete(ssub)
+    register_report(ssub)
+    register_trials(ssub)
 
 
 def _spec(path):
@@ -66,7 +71,7 @@ def run_study(args) -> int:
     if args.threads is not None:  # the runner sets them (tuner/threads.py); not part of the fingerprint
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, threads=args.threads))
     # bars on a terminal, one line per trial otherwise (logs, CI); --json keeps stdout for the summary
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress and bars_enabled()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     if args.workers != 1:
         from tuner.storage.workers import run_workers
@@ -198,7 +203,7 @@ def study_validate(args) -> int:
     cap = args.max_fid_increase
     check_max_fid_increase(cap)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    result = run_validation(spec, args.n_images, args.seed, progress=sys.stderr.isatty(), log=log,
+    result = run_validation(spec, args.n_images, args.seed, progress=bars_enabled(), log=log,
                             max_fid_increase=cap)
     if args.json:
         print(json.dumps(clean(result)))

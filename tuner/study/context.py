@@ -82,11 +82,15 @@ class StudyContext:
                            reference_images=ev.reference_images, clip_model=ev.clip_model)
         stored = dict(study.user_attrs) if study is not None else {}
 
+        from tuner.progress import Overall
+
         t = time.perf_counter()
         log("baseline: generating and timing the image set")
+        setup = Overall(1 + len(spec.methods), "setup", progress, log, unit="stage")  # baseline, then each prepare
         measured = ectx.evaluate_baseline()
         baseline = stored.get(BASELINE_ATTR) or {k: v for k, v in measured.items() if isinstance(v, (int, float, str))}
         timings["baseline"] = time.perf_counter() - t
+        setup.advance("baseline")
 
         facts: dict = {}
         prep = PrepareContext(spec, pipe, study, log, progress)
@@ -96,6 +100,8 @@ class StudyContext:
             facts[name] = specs[name].config_cls.prepare(prep)
             if time.perf_counter() - t > 0.01:
                 timings[f"prepare_{name}"] = time.perf_counter() - t
+            setup.advance(f"prepare {name}")
+        setup.close()
 
         space_ctx = SpaceContext(ps.steps, num_train_timesteps=int(pipe.scheduler.config.num_train_timesteps),
                                  facts=facts)

@@ -43,10 +43,14 @@ def validate_front(study: optuna.Study, spec: StudySpec, image_set, pipe=None, p
     if not members:
         what = "feasible" if max_fid_increase is None else f"accelerated (FID increase <= {max_fid_increase:g}%)"
         raise TunerError(f"study '{spec.name}' has no {what} completed trial to validate")
+    from tuner.progress import Overall
+
     t0 = time.perf_counter()
     ctx = held_out_context(spec, image_set, pipe, progress)
     log(f"validation baseline: {image_set.n_images} images, seed {image_set.seed}, {image_set.steps} steps")
+    overall = Overall(1 + len(members), "validate", progress, None, unit="config")  # one bar, with an ETA
     baseline = ctx.evaluate_baseline()
+    overall.advance("baseline")
     base_fid = float(baseline["fid"])
     cap = spec.constraints.max_fid_increase if max_fid_increase is None else max_fid_increase
     rows = []
@@ -56,14 +60,18 @@ def validate_front(study: optuna.Study, spec: StudySpec, image_set, pipe=None, p
             r = ctx.evaluate(config)
         except (TrialFailed, TunerError) as e:
             rows.append({**row_head(spec, t, image_set, base_fid, cap), "feasible": False, "objectives": {}, "error": str(e)})
-            log(f"trial {t.number}: could not be re-measured ({e})")
+            overall.advance(f"trial {t.number}")
+            log(f"trial {t.number}: could not be re-measured ({e}) {overall.status()}")
             continue
         row = measured_row(spec, t, r, study_baseline, image_set, base_fid, cap)
         rows.append(row)
+        overall.advance(f"trial {t.number}")
         log(f"trial {t.number}: FID {row['objectives']['fid']:.3f} ({row['fid_increase_pct']:+.1f} %, upper "
-            f"{row['fid_increase_pct_hi']:+.1f} %), {row['objectives']['speedup']:.2f}x, feasible {row['feasible']}")
+            f"{row['fid_increase_pct_hi']:+.1f} %), {row['objectives']['speedup']:.2f}x, feasible {row['feasible']} "
+            f"{overall.status()}")
         if max_fid_increase is not None and row["feasible"]:
             break
+    overall.close()
     return {"study": spec.name, "n_images": image_set.n_images, "seed": image_set.seed, "steps": image_set.steps,
             "max_fid_increase": cap, "baseline": {"fid": base_fid, **{k: baseline[k] for k in (
                 "seconds_per_image", "real_vs_real_fid", "fid_seed_floor", "clip_score") if k in baseline}},
