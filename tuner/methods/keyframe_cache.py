@@ -77,7 +77,8 @@ class KeyframeCache:
         def pre_hook(module, args, kwargs):
             self.begin_forward(kwargs.get("sample", args[0] if args else None))
 
-        handle = self.unet.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        # opaque to torch.compile (Python step bookkeeping): one graph break per forward, no recompiles
+        handle = self.unet.register_forward_pre_hook(torch.compiler.disable(pre_hook), with_kwargs=True)
         self.ctx.register(self)
 
         def undo():

@@ -102,7 +102,9 @@ class BlockMerger:
             raise TunerError(f"token merging of the MLP cannot be combined with chunked feed-forward ({ref.name})")
         self._handles = [
             ref.transformer.register_forward_pre_hook(self._record_grid, with_kwargs=True),
-            block.register_forward_pre_hook(self._make_plan, with_kwargs=True),
+            # planning (random dst, data-dependent counts, cached plans per step) is opaque to torch.compile:
+            # one graph break per merged block; merge/unmerge (scatter/gather) are traced
+            block.register_forward_pre_hook(torch.compiler.disable(self._make_plan), with_kwargs=True),
             block.register_forward_hook(self._drop_plan),
         ]
         targets = [(block.attn1, True)] if merge_attn else []
