@@ -102,7 +102,7 @@ class ProxyPipeline:
         null = torch.full_like(classes, self.class_encoder.embedding.num_embeddings - 1)
         tokens = self.class_encoder(torch.cat([null, classes]).to(dev))
         self.step_context.begin(run.timesteps)  # resets every method's per-call state
-        unet = self.compiled_unet or self.unet
+        unet = self.unet if self.compiled_unet is None else self.compiled_unet
         for t in run.timesteps:
             inp = run.scale(x, t)
             eps = unet(torch.cat([inp, inp]), torch.tensor(t, device=dev), encoder_hidden_states=tokens).sample

@@ -3,7 +3,8 @@
 Stacking two patchers on one U-Net gives images neither was checked for, and undoing one of them can
 leave the other broken, so `tuner.apply` refuses a U-Net another tool patched (one line, what was found
 and how to undo it). What we recognize, by the markers the tools leave:
-- tomesd (`tomesd.apply_patch`): `_tome_info` on the U-Net and its blocks (their class is swapped);
+- tomesd (`tomesd.apply_patch`): blocks whose class tomesd swapped (a `ToMeBlock` with `_parent`), or
+  its hooks still listed in `_tome_info` (`remove_patch` leaves `_tome_info` behind, with no hooks);
 - DeepCache (`DeepCacheSDHelper.enable`): an instance-level `forward` that is not the module's own
   (DeepCache wraps the U-Net's and its blocks' `forward`);
 - diffusers hooks (`HookRegistry`, e.g. `apply_faster_cache`, `apply_first_block_cache`, group
@@ -28,6 +29,11 @@ def _foreign_forward(module: torch.nn.Module) -> bool:
     return not (getattr(fwd, "__self__", None) is module and getattr(fwd, "__func__", None) is type(module).forward)
 
 
+def _tomesd_patched(module: torch.nn.Module) -> bool:
+    info = getattr(module, "_tome_info", None)
+    return hasattr(type(module), "_parent") or (isinstance(info, dict) and bool(info.get("hooks")))
+
+
 def _foreign_hooks(module: torch.nn.Module) -> list[str]:
     registry = getattr(module, "_diffusers_hook", None)
     names = list(getattr(registry, "hooks", {}) or {})
@@ -38,8 +44,8 @@ def foreign_patch(unet: torch.nn.Module) -> str | None:
     """What another tool patched on `unet`, in a few words; None when nothing is found."""
     for name, module in unet.named_modules():
         where = name or "the U-Net"
-        if hasattr(module, "_tome_info"):
-            return f"tomesd's token merging ({where} has _tome_info; undo with tomesd.remove_patch)"
+        if _tomesd_patched(module):
+            return f"tomesd's token merging (on {where}; undo with tomesd.remove_patch)"
         hooks = _foreign_hooks(module)
         if hooks:
             return f"diffusers hook(s) {', '.join(map(str, hooks))} on {where} (remove them first)"

@@ -77,6 +77,12 @@ def first_attention_level(unet: torch.nn.Module) -> int:
     return min(attention_levels(unet), default=1)
 
 
+def resolved_level(max_downsample: int | None, unet: torch.nn.Module) -> int:
+    """A config's max_downsample, or (null, the default) the U-Net's first level with attention: the
+    one-liner `{"tome": {"ratio": 0.5}}` patches SD-1.x/2.x at D1/U1 and SDXL at its first attention level."""
+    return first_attention_level(unet) if max_downsample is None else max_downsample
+
+
 def _hidden(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 
