@@ -87,6 +87,20 @@ class ProxySet:
         return ProxySet(self.n_images, self.steps, seed, self.prompts)
 
 
+SEED_FLOOR_MIN = 1e-6  # an FID between two sets of different noise below this: the features see no difference
+
+
+def check_seed_floor(fid: float, weights: str | None) -> float:
+    """The seed-noise floor, or a one-line TunerError when it is degenerate: ~0 (the extractor maps every
+    image to nearly the same features, e.g. Inception weights with a wrong init) or NaN/Inf. Every FID
+    change of the study is a ratio to it, so such a floor would make any config look perfect or broken."""
+    if not math.isfinite(fid) or fid < SEED_FLOOR_MIN:
+        where = f" ({weights})" if weights else ""
+        raise TunerError(f"the feature extractor{where} cannot tell images apart: the baseline's FID against itself "
+                         f"with other seeds is {fid:.3g} (expected > {SEED_FLOOR_MIN:g}); check the Inception weights file")
+    return fid
+
+
 @dataclass
 class EvalContext:
     pipe: object  # a model of tuner.models (tuner.pipeline.ProxyPipeline, tuner.models.DiffusersModel)
@@ -261,7 +275,7 @@ class EvalContext:
             out["real_vs_real_fid"] = self.real_vs_real_fid
         if self.reference is None:  # FID against the baseline itself: its scale is the seed-noise floor
             out["fid_to_itself"] = out["fid"]
-            out["fid"] = out["fid_seed_floor"] = self.seed_floor_fid
+            out["fid"] = out["fid_seed_floor"] = check_seed_floor(self.seed_floor_fid, self.inception_weights)
         return out
 
     def fid_interval(self, images: torch.Tensor) -> dict:
