@@ -172,8 +172,11 @@ class InceptionFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Features on the CPU, computed on the device the network is on (ScoringContext moves it to the
+        model's)."""
         if images.dtype != torch.uint8:
             images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        return self.net(images)[0].reshape(len(images), -1)
+        device = next(self.net.parameters()).device
+        return self.net(images.to(device))[0].reshape(len(images), -1).cpu()

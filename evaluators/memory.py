@@ -1,6 +1,8 @@
-"""Peak GPU memory of a generation, in GB (`memory_gb`): `torch.cuda.max_memory_allocated` after the
-counter was reset at the start. Allocated by tensors, so it is what a config changes (activations of
-merged tokens, cached features), not what the caching allocator happens to hold. On the CPU: None."""
+"""Peak GPU memory of a generation, in GB (`memory_gb`): `torch.cuda.max_memory_reserved` on the chosen
+device after its peak counters were reset at the start. Reserved, not allocated: what the process holds
+from the GPU is what limits a deployment (and what another process on the GPU cannot use). Measured around
+the timed generations (tuner.scoring), so it is the memory of the calls whose latency is reported. On
+the CPU: None."""
 
 from __future__ import annotations
 
@@ -26,4 +28,5 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda" and exc[0] is None:
             self.cuda.synchronize(self.device)
-            self.gb = self.cuda.max_memory_allocated(self.device) / GB
+            gb = self.cuda.max_memory_reserved(self.device) / GB
+            self.gb = gb if self.gb is None else max(self.gb, gb)  # re-entered: the peak over every call

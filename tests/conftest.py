@@ -61,17 +61,17 @@ def sd15_unet():
 
 @pytest.fixture(scope="session")
 def user_models(tmp_path_factory):
-    """Tiny random-weight SD-1.5 and SDXL pipeline folders, an Inception weights file in torch-fidelity's
+    """Tiny random-weight SD-1.5, SD-2.x and SDXL pipeline folders, an Inception weights file in torch-fidelity's
     layout, a CLIP model folder and a prompts file (tests/tiny_user_models.py). Built once per session."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_user_models import build_clip, build_inception_weights, build_sd15, build_sdxl
+    from tiny_user_models import build_clip, build_inception_weights, build_sd2, build_sd15, build_sdxl
 
     root = tmp_path_factory.mktemp("user_models")
     prompts = root / "prompts.txt"
     prompts.write_text("a photo of a cat\nred car in the city at night\n\n# a comment\na blue house by a lake\n")
-    return {"root": root, "sd15": build_sd15(root / "sd15"), "sdxl": build_sdxl(root / "sdxl"),
+    return {"root": root, "sd15": build_sd15(root / "sd15"), "sd2": build_sd2(root / "sd2"), "sdxl": build_sdxl(root / "sdxl"),
             "inception": build_inception_weights(root / "pt_inception.pth"), "clip": build_clip(root / "clip"),
             "prompts": prompts}

@@ -149,8 +149,10 @@ def test_inception_without_weights_offline(user_models, tmp_path, capsys, monkey
 class FakeCuda:
     """Records the order of CUDA calls; events report 250 ms between start and end."""
 
-    def __init__(self, bf16=True, peak_bytes=3 * 1024 ** 3):
+    def __init__(self, bf16=True, peak_bytes=3 * 1024 ** 3, bf16_devices=None):
         self.calls, self.bf16, self.peak_bytes = [], bf16, peak_bytes
+        self.bf16_devices = bf16_devices  # {index: supported}: per-device answers (None: `bf16` for all)
+        self.current = 0  # the current device index, as torch.cuda.device(...) sets it
         cuda = self
 
         class Event:
@@ -158,9 +160,9 @@ class FakeCuda:
                 assert enable_timing
                 self.t = None
 
-            def record(self):
-                cuda.calls.append("record")
-                self.t = 0.25 * sum(c == "record" for c in cuda.calls)
+            def record(self, stream=None):
+                cuda.calls.append("record" if stream is None else f"record@{stream}")
+                self.t = 0.25 * sum(c.startswith("record") for c in cuda.calls)
 
             def elapsed_time(self, other):
                 return (other.t - self.t) * 1000.0
@@ -170,14 +172,38 @@ class FakeCuda:
     def synchronize(self, device=None):
         self.calls.append("sync")
 
+    def device(self, device):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def ctx():
+            saved, self.current = self.current, torch.device(device).index or 0
+            try:
+                yield
+            finally:
+                self.current = saved
+        return ctx()
+
+    def current_device(self):
+        return self.current
+
+    def current_stream(self, device=None):
+        index = self.current if device is None else (torch.device(device).index or 0)
+        return f"stream{index}"
+
     def reset_peak_memory_stats(self, device=None):
         self.calls.append("reset")
 
-    def max_memory_allocated(self, device=None):
+    def max_memory_reserved(self, device=None):
         self.calls.append("peak")
         return self.peak_bytes
 
+    def max_memory_allocated(self, device=None):
+        raise AssertionError("peak memory is the reserved peak, not the allocated one")
+
     def is_bf16_supported(self):
+        if self.bf16_devices is not None:
+            return self.bf16_devices[self.current]
         return self.bf16
 
     def get_device_name(self, device=None):
@@ -189,11 +215,45 @@ def test_cuda_timing_is_synchronized_events():
 
     cuda = FakeCuda()
     seconds = time_once(lambda: cuda.calls.append("run"), "cuda", cuda)
-    assert cuda.calls == ["sync", "record", "run", "record", "sync"]
+    assert cuda.calls == ["sync", "record@stream0", "run", "record@stream0", "sync"]
     assert seconds == pytest.approx(0.25)
     cuda.calls.clear()
     med = interleaved_medians({"a": lambda: None, "b": lambda: None}, repeats=3, warmup=1, device="cuda", cuda=cuda)
-    assert set(med) == {"a", "b"} and cuda.calls.count("record") == 2 * 2 * 3  # warm-up calls are not timed
+    assert set(med) == {"a", "b"} and cuda.calls.count("record@stream0") == 2 * 2 * 3  # warm-up calls are not timed
+
+
+def test_cuda_timing_runs_on_the_chosen_device():
+    """cuda:1 is timed on GPU 1's current stream, inside torch.cuda.device(1), whatever the current device."""
+    from tuner.evaluators.latency import time_once
+
+    cuda = FakeCuda()
+    seen = []
+    time_once(lambda: seen.append(cuda.current), "cuda:1", cuda)
+    assert seen == [1] and cuda.current == 0  # the current device is restored after
+    assert [c for c in cuda.calls if c.startswith("record")] == ["record@stream1"] * 2
+
+
+def test_blocked_timing_enters_each_context_once():
+    """Compiled models are timed in blocks: one apply per block, warm-up (the compilation) untimed."""
+    from tuner.evaluators.latency import blocked_medians
+
+    events = []
+
+    class Ctx:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            events.append(f"enter {self.name}")
+
+        def __exit__(self, *exc):
+            events.append(f"exit {self.name}")
+
+    fns = {n: (lambda n=n: events.append(n)) for n in ("a", "b")}
+    samples = {}
+    blocked_medians(fns, repeats=2, warmup=1, contexts={n: (lambda n=n: Ctx(n)) for n in fns}, samples=samples)
+    assert events == ["enter a", "a", "a", "a", "exit a", "enter b", "b", "b", "b", "exit b"]
+    assert [len(v) for v in samples.values()] == [2, 2]
 
 
 def test_peak_memory_resets_then_reads():
@@ -261,5 +321,10 @@ def test_dtype_checks():
     assert check_dtype("bfloat16", torch.device("cuda"), FakeCuda(bf16=True)) == torch.bfloat16
     with pytest.raises(TunerError, match="bfloat16.*Fake GPU"):
         check_dtype("bfloat16", torch.device("cuda"), FakeCuda(bf16=False))
+    # asked of the chosen GPU, not of the current one (GPU 0 has bf16, GPU 1 has not)
+    mixed = FakeCuda(bf16_devices={0: True, 1: False})
+    with pytest.raises(TunerError, match="bfloat16"):
+        check_dtype("bfloat16", torch.device("cuda:1"), mixed)
+    assert check_dtype("bfloat16", torch.device("cuda:0"), FakeCuda(bf16_devices={0: True, 1: False})) == torch.bfloat16
     with pytest.raises(TunerError, match="CPU"):
         check_dtype("float16", torch.device("cpu"))

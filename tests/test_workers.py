@@ -11,6 +11,7 @@ import pytest
 
 from storage_fixtures import Probe, assert_exact, fleet, storage_url, wait_for, write_study  # noqa: F401
 from tuner.cli import main
+from tuner.errors import TunerError
 from tuner.storage.workers import gpu_assignment
 
 
@@ -73,3 +74,56 @@ def test_ctrl_c_stops_every_worker_and_the_study_resumes(storage_url, tmp_path, 
     assert summary["finished_in_study"] == 6
     assert_exact(storage_url, 6)
     assert json.loads(json.dumps(summary))["workers"] == 2
+
+
+def test_explicit_gpu_is_kept_and_sharing_warns():
+    """cuda:N: every worker on GPU N as the study says (no CUDA_VISIBLE_DEVICES), and a warning."""
+    from tuner.storage.workers import worker_gpus
+
+    envs, warn = worker_gpus(["cuda:1"], 3, None, 4)
+    assert envs == [{}, {}, {}] and "3 workers share one GPU (cuda:1)" in warn
+    assert worker_gpus(["cuda:1"], 1, None, 4) == ([{}], None)
+
+
+def test_device_list_gives_each_worker_its_gpu():
+    from tuner.storage.workers import worker_gpus
+
+    envs, warn = worker_gpus(["cuda:0", "cuda:2"], 2, None, 4)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "2"] and warn is None
+    assert all(e["TUNER_DEVICE"] == "cuda:0" for e in envs)
+    envs, warn = worker_gpus(["cuda:0", "cuda:1"], 3, "4,6", 2)  # indices among the GPUs this process sees
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "6", "4"] and "3 workers share 2 listed GPUs" in warn
+
+
+def test_open_choice_spreads_and_warns_when_short():
+    from tuner.storage.workers import worker_gpus
+
+    envs, warn = worker_gpus([], 3, None, 2)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0"] and "3 workers share 2 GPU(s)" in warn
+    assert worker_gpus(["cpu"], 2, None, 0) == ([{}, {}], None)
+
+
+def test_gpu_count_with_mocked_cuda(tmp_path):
+    """_gpu_count asks CUDA unless the study runs on the CPU (a mock stands in for torch.cuda)."""
+    from types import SimpleNamespace
+
+    from tuner.storage.workers import _gpu_count
+
+    cuda = SimpleNamespace(is_available=lambda: True, device_count=lambda: 4)
+    spec = lambda device: SimpleNamespace(model=SimpleNamespace(devices=[device] if device else []))  # noqa: E731
+    assert _gpu_count(spec("cuda"), cuda) == 4 and _gpu_count(spec(None), cuda) == 4
+    assert _gpu_count(spec("cpu"), cuda) == 0
+
+
+def test_worker_device_env_and_device_list_in_the_study(tmp_path, monkeypatch):
+    from tuner.study.spec import load_spec
+
+    toml = tmp_path / "s.toml"
+    toml.write_text('name = "s"\n[model]\ndevice = ["cuda:0", "cuda:3"]\n')
+    spec = load_spec(toml)
+    assert spec.model.devices == ["cuda:0", "cuda:3"] and spec.model.run_device == "cuda:0"
+    monkeypatch.setenv("TUNER_DEVICE", "cuda:0")
+    assert spec.model.run_device == "cuda:0"
+    toml.write_text('name = "s"\n[model]\ndevice = "cuda:0,cpu"\n')
+    with pytest.raises(TunerError, match="device list"):
+        load_spec(toml)

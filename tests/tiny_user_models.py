@@ -96,6 +96,28 @@ def build_sd15(folder: Path) -> Path:
     return folder
 
 
+def build_sd2(folder: Path) -> Path:
+    """SD-2.x layout: CrossAttnDown x2 + Down with linear projections and per-level head dims, a
+    v-prediction DDIM scheduler (SD-2's 768 px models)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    tok = _tokenizer(folder.parent)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32, 32),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4, 4), use_linear_projection=True, norm_num_groups=8)
+    text = CLIPTextModel(_text_config(len(tok), 32))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
+    pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    return folder
+
+
 def build_sdxl(folder: Path) -> Path:
     """SDXL layout: Down (no attention at the top level) + CrossAttnDown x2, two text encoders, text-time
     additional embeddings; Euler (SDXL's own scheduler)."""

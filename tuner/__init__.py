@@ -4,7 +4,7 @@ Python API:
     from tuner import AccelConfig, apply
     handle = apply(pipe_or_unet, AccelConfig.load("best.json"))
     ...  # generate
-    handle.remove()  # the model is bit-identical to before
+    handle.remove()  # the model is bit-identical to before (or tuner.remove(pipe) without the handle)
     frame = tuner.load_trials("studies/default.toml")  # every trial as a pandas DataFrame
 """
 
@@ -21,21 +21,27 @@ if not _os.path.isdir(_os.path.join(__path__[0], "search_spaces")) and all(
     __path__.append(_root)
 
 
+# The public API (README, "Python API"): everything else is internal and may change.
+_PUBLIC = {
+    "apply": ("tuner.apply_config", "apply"),  # apply(pipe_or_unet, config) -> Handle
+    "remove": ("tuner.apply_config", "remove"),  # remove(pipe_or_unet): undo whatever tuner applied
+    "applied_handles": ("tuner.apply_config", "applied_handles"),  # the handles active on a model
+    "AccelConfig": ("tuner.config", "AccelConfig"),
+    "Handle": ("tuner.methods.base", "Handle"),
+    "TunerError": ("tuner.errors", "TunerError"),
+    "load_trials": ("tuner.study.trials", "load_trials"),  # load_trials(study_toml) -> pandas.DataFrame
+}
+__all__ = ["__version__", *_PUBLIC]
+
+
 def __getattr__(name):  # lazy: `tuner --help` should not import torch/diffusers
-    if name == "apply":
-        from tuner.apply_config import apply
+    if name in _PUBLIC:
+        import importlib
 
-        return apply
-    if name == "AccelConfig":
-        from tuner.config import AccelConfig
+        module, attr = _PUBLIC[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'tuner' has no attribute {name!r}")
 
-        return AccelConfig
-    if name == "load_trials":
-        from tuner.study.trials import load_trials
 
-        return load_trials
-    if name == "TunerError":
-        from tuner.errors import TunerError
-
-        return TunerError
-    raise AttributeError(name)
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})

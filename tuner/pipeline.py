@@ -41,6 +41,7 @@ class ProxyPipeline:
         self.solver = self.baseline_solver  # swapped by the `solver` method
         self._schedulers: dict = {}  # one diffusers scheduler object per solver, reused between calls
         self.step_context = get_step_context(unet, pin=True)
+        self.compiled_unet = None  # torch.compile(unet) when the study compiles (tuner.models.compile)
         self.resolution = int(unet.config.sample_size)  # pixels; any multiple of the U-Net's downsampling
 
     def set_resolution(self, resolution: int) -> None:
@@ -101,9 +102,10 @@ class ProxyPipeline:
         null = torch.full_like(classes, self.class_encoder.embedding.num_embeddings - 1)
         tokens = self.class_encoder(torch.cat([null, classes]).to(dev))
         self.step_context.begin(run.timesteps)  # resets every method's per-call state
+        unet = self.unet if self.compiled_unet is None else self.compiled_unet
         for t in run.timesteps:
             inp = run.scale(x, t)
-            eps = self.unet(torch.cat([inp, inp]), torch.tensor(t, device=dev), encoder_hidden_states=tokens).sample
+            eps = unet(torch.cat([inp, inp]), torch.tensor(t, device=dev), encoder_hidden_states=tokens).sample
             eps_uncond, eps_cond = eps.chunk(2)
             eps = eps_uncond + g * (eps_cond - eps_uncond)
             x = run.step(eps, t, x, gens)

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import torch
 
 from tuner.evaluators.cost import bitops, count_macs
 from tuner.evaluators.fidelity import InceptionFeatures, ReferenceFeatures, class_accuracy, fid_kid, frechet_distance_of_features
-from tuner.evaluators.latency import interleaved_medians, time_once
+from tuner.evaluators.latency import blocked_medians, interleaved_medians, time_once
 from tuner.evaluators.memory import PeakMemory
 from tuner.evaluators.pairwise import pairwise
 from tuner.apply_config import apply
 from tuner.config import AccelConfig
+from tuner.models.compile import is_compiled_model, uncompiled
 from tuner.errors import TrialFailed, TunerError
 from tuner.uncertainty import MIN_IMAGES, fid_interval, speedup_interval
 from tuner.proxy.classifier import ClassifierFeatures, load_classifier
@@ -85,6 +87,20 @@ class ImageSet:
         return ImageSet(self.n_images, self.steps, seed, self.prompts)
 
 
+SEED_FLOOR_MIN = 1e-6  # an FID between two sets of different noise below this: the features see no difference
+
+
+def check_seed_floor(fid: float, weights: str | None) -> float:
+    """The seed-noise floor, or a one-line TunerError when it is degenerate: ~0 (the extractor maps every
+    image to nearly the same features, e.g. Inception weights with a wrong init) or NaN/Inf. Every FID
+    change of the study is a ratio to it, so such a floor would make any config look perfect or broken."""
+    if not math.isfinite(fid) or fid < SEED_FLOOR_MIN:
+        where = f" ({weights})" if weights else ""
+        raise TunerError(f"the feature extractor{where} cannot tell images apart: the baseline's FID against itself "
+                         f"with other seeds is {fid:.3g} (expected > {SEED_FLOOR_MIN:g}); check the Inception weights file")
+    return fid
+
+
 @dataclass
 class ScoringContext:
     pipe: object  # a model of tuner.models (tuner.pipeline.ProxyPipeline, tuner.models.DiffusersModel)
@@ -112,6 +128,8 @@ class ScoringContext:
             self.extractor_name = "inception"  # the digit classifier means nothing on a user's images
             self.classifier = None
             self.extractor = InceptionFeatures(self.inception_weights, allow_download=True)
+            if torch.device(self.pipe.device).type == "cuda":  # features where the images are made
+                self.extractor.to(self.pipe.device)
         if self.reference_images is not None:
             from tuner.evaluators.reference_images import image_files, load_images
 
@@ -151,13 +169,20 @@ class ScoringContext:
     def baseline_subset(self, n: int) -> torch.Tensor:
         return self.baseline_images[:n]
 
+    def baseline_features(self, n: int | None = None) -> torch.Tensor:
+        """Features of the baseline set (its first n images), extracted once per context: every trial of a
+        study pairs its images with these (features are per image, so a prefix is a slice)."""
+        if "_baseline_features" not in self.__dict__:
+            with torch.no_grad():
+                self.__dict__["_baseline_features"] = self.extractor(self.baseline_images.float()).double().cpu()
+            self.baseline_feature_extractions = getattr(self, "baseline_feature_extractions", 0) + 1
+        feats = self.__dict__["_baseline_features"]
+        return feats if n is None else feats[:n]
+
     def reference_features(self) -> torch.Tensor:
         if self.reference is not None:
             return self.reference.features()
-        if "_baseline_features" not in self.__dict__:
-            with torch.no_grad():
-                self.__dict__["_baseline_features"] = self.extractor(self.baseline_images.float().cpu()).double()
-        return self.__dict__["_baseline_features"]
+        return self.baseline_features()
 
     @cached_property
     def real_vs_real_fid(self) -> float:
@@ -193,7 +218,7 @@ class ScoringContext:
         """One generation that also counts MACs/BitOPs per image (hooks see what really runs)."""
         ps = image_set or self.image_set
         box = {}
-        with PeakMemory(self.pipe.device) as peak:
+        with PeakMemory(self.pipe.device) as peak, uncompiled(self.pipe):  # counting hooks need the plain U-Net
             macs = count_macs(self.pipe.unet, lambda: box.setdefault("images", self.generate(ps)))
         total_macs = sum(macs.values())
         cost = {"macs": total_macs / ps.n_images, "bitops": bitops(macs, layer_bits) / ps.n_images}
@@ -209,14 +234,22 @@ class ScoringContext:
         def run():
             self.pipe(ps.conditions, ps.seeds, num_inference_steps=ps.steps)
 
-        fns, contexts = {"baseline": run}, {}
-        if config is not None:
-            fns["candidate"] = run
-            contexts["candidate"] = lambda: apply(self.target, config)
+        fns = {"baseline": run, **({"candidate": run} if config is not None else {})}
+        peaks = {name: PeakMemory(self.pipe.device) for name in fns}  # over the timed generations
+
+        def context(name):
+            stack = ExitStack()
+            stack.enter_context(peaks[name])
+            if name == "candidate":
+                stack.enter_context(apply(self.target, config))
+            return stack
+
         rounds: dict[str, list[float]] = {}
-        med = interleaved_medians(fns, repeats or self.latency_repeats, warmup=warmup, device=self.pipe.device,
-                                  contexts=contexts, samples=rounds)
+        timing = blocked_medians if is_compiled_model(self.pipe) else interleaved_medians  # see blocked_medians
+        med = timing(fns, repeats or self.latency_repeats, warmup=warmup, device=self.pipe.device,
+                     contexts={name: partial(context, name) for name in fns}, samples=rounds)
         self.last_latency_rounds = rounds  # every timed call, for the speedup's interval
+        self.last_latency_memory = {name: p.gb for name, p in peaks.items()}  # None off CUDA
         return {k: v / ps.n_images for k, v in med.items()}
 
     def evaluate_baseline(self) -> dict:
@@ -232,6 +265,7 @@ class ScoringContext:
         generation = time_once(run, self.pipe.device)
         images, cost = box["images"], box["cost"]
         self.__dict__["baseline_images"] = images  # the counted run is the baseline set
+        self.__dict__.pop("_baseline_features", None)  # features of an earlier set are stale
         q = self.quality(images)
         out = {"n_images": self.image_set.n_images, "steps": self.image_set.steps,
                "seconds_per_image": self.latency(warmup=0)["baseline"],  # the generation just run warmed up
@@ -241,15 +275,14 @@ class ScoringContext:
             out["real_vs_real_fid"] = self.real_vs_real_fid
         if self.reference is None:  # FID against the baseline itself: its scale is the seed-noise floor
             out["fid_to_itself"] = out["fid"]
-            out["fid"] = out["fid_seed_floor"] = self.seed_floor_fid
+            out["fid"] = out["fid_seed_floor"] = check_seed_floor(self.seed_floor_fid, self.inception_weights)
         return out
 
     def fid_interval(self, images: torch.Tensor) -> dict:
         """Paired seed-split interval of the FID and of its change from the baseline (same seeds, same n)."""
         with torch.no_grad():
-            cand = self.extractor(images.float().cpu()).double()
-            base = self.extractor(self.baseline_subset(len(images)).float().cpu()).double()
-        return fid_interval(cand, base, self.reference_features())
+            cand = self.extractor(images.float()).double().cpu()
+        return fid_interval(cand, self.baseline_features(len(images)), self.reference_features())
 
     def evaluate(self, config: AccelConfig, image_set: ImageSet | None = None, with_latency: bool = True) -> dict:
         """Scores `config` on the image set; the pipeline is restored afterwards."""
@@ -272,6 +305,8 @@ class ScoringContext:
             result["seconds_per_image"] = lat["candidate"]
             result["baseline_seconds_per_image"] = lat["baseline"]
             result["speedup"] = lat["baseline"] / lat["candidate"]
+            if self.last_latency_memory.get("candidate") is not None:  # the timed generations' peak
+                result["memory_gb"] = self.last_latency_memory["candidate"]
             result.update(speedup_interval(self.last_latency_rounds["baseline"], self.last_latency_rounds["candidate"]))
         for k, v in result.items():
             if isinstance(v, float) and not math.isfinite(v):

@@ -94,7 +94,10 @@ def get_step_context(unet: torch.nn.Module, pin: bool = False) -> StepContext:
         def _pre_hook(module, args, kwargs):
             ctx.observe(_scalar_timestep(args, kwargs), kwargs.get("sample", args[0] if args else None))
 
-        handle = unet.register_forward_pre_hook(_pre_hook, with_kwargs=True)
+        # Opaque to torch.compile: reading the timestep is a host sync (`.item()`) and the step counter a
+        # Python int, so tracing it would break the graph anyway and recompile at every step; disabled, it
+        # costs one graph break per U-Net forward and no recompilation.
+        handle = unet.register_forward_pre_hook(torch.compiler.disable(_pre_hook), with_kwargs=True)
         _CONTEXTS[unet] = ctx
 
         def detach():

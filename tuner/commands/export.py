@@ -37,8 +37,20 @@ def run_export(args) -> int:
         config, trial = export(study, spec, args.out, args.trial, args.max_fid_increase, validated)
     except OSError as e:  # checked above; a disk that fills up in between still gets one line
         raise TunerError(f"-o {args.out}: cannot write ({e.strerror or type(e).__name__})") from None
-    o = config.objectives
-    speedup = f", {o['speedup']:.2f}x" if isinstance(o.get("speedup"), (int, float)) else ""
-    print(f"trial #{trial.number}: {o['seconds_per_image'] * 1000:.2f} ms/image{speedup}, FID {o['fid']:.3f} "
-          f"-> {args.out}")
+    print(f"{chosen_line(trial.number, config.objectives)} -> {args.out}")
     return 0
+
+
+def chosen_line(number: int, o: dict) -> str:
+    """What export chose on: the held-out (validated) numbers when the trial has them, which is what
+    --best ranks by; else the study's own."""
+    num = lambda k: isinstance(o.get(k), (int, float))  # noqa: E731
+    if num("validated_fid_increase_pct"):
+        ms = o.get("validated_seconds_per_image", o["seconds_per_image"]) * 1000
+        speedup = f", {o['validated_speedup']:.2f}x" if num("validated_speedup") else ""
+        upper = f" (upper {o['validated_fid_increase_pct_hi']:+.1f} %)" if num("validated_fid_increase_pct_hi") else ""
+        n = f" at {int(o['validated_n_images'])} held-out images" if num("validated_n_images") else " on held-out seeds"
+        return (f"trial #{number}: {ms:.2f} ms/image{speedup}, FID change {o['validated_fid_increase_pct']:+.1f} %"
+                f"{upper}{n} (validated: what it was chosen on)")
+    speedup = f", {o['speedup']:.2f}x" if num("speedup") else ""
+    return f"trial #{number}: {o['seconds_per_image'] * 1000:.2f} ms/image{speedup}, FID {o['fid']:.3f}"

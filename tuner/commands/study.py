@@ -134,16 +134,19 @@ def study_pareto(args) -> int:
     with_clip = any("clip_score" in m["objectives"] for m in data["members"])  # a user model with clip_model
     print(f"baseline: {base['seconds_per_image'] * 1000:.2f} ms/image, FID {base['fid']:.3f}"
           + (f", CLIP {base['clip_score']:.2f} (maximized)" if "clip_score" in base else ""))
+    with_acc = not with_clip and any("class_accuracy" in m["objectives"] for m in data["members"])  # the proxy only
     print(f"{'trial':>5}  {'ms/image':>8}  {'speedup':>7}  {'FID':>8}  {'FID +%':>7}  {'upper':>7}  {'images':>6}  "
-          f"{'certified':>11}  {'KID':>8}  " + (f"{'CLIP':>6}  " if with_clip else f"{'acc %':>5}  ") + "config")
+          f"{'certified':>11}  {'KID':>8}  " + (f"{'CLIP':>6}  " if with_clip else f"{'acc %':>5}  " if with_acc else "")
+          + "config")
     nan = float("nan")
     for m in data["members"]:
         o = m["objectives"]
         methods = ", ".join(f"{k}({', '.join(f'{a}={_short(b)}' for a, b in v.items())})" for k, v in m["config"].items())
-        last = (f"{o.get('clip_score', nan):6.2f}" if with_clip else f"{100 * o.get('class_accuracy', nan):5.1f}")
+        last = (f"{o.get('clip_score', nan):6.2f}  " if with_clip
+                else f"{100 * o.get('class_accuracy', nan):5.1f}  " if with_acc else "")
         print(f"{m['trial']:>5}  {o['seconds_per_image'] * 1000:8.2f}  {o.get('speedup', nan):6.2f}x  "
               f"{o['fid']:8.3f}  {o.get('fid_increase_pct', nan):+7.1f}  {o.get('fid_increase_pct_hi', nan):+7.1f}  "
-              f"{o.get('n_images', 0):>6}  {m.get('certified') or '-':>11}  {o.get('kid', nan):8.4f}  {last}  "
+              f"{o.get('n_images', 0):>6}  {m.get('certified') or '-':>11}  {o.get('kid', nan):8.4f}  {last}"
               f"{methods or 'baseline'}")
     for m in data["members"]:
         h = m.get("held_out")

@@ -26,11 +26,21 @@ from tuner.errors import TunerError
 class Handle:
     """Undoes one applied method. `remove()` is idempotent; usable as a context manager."""
 
-    def __init__(self, name: str, undo: list[Callable[[], None]] | None = None, info: dict | None = None):
+    def __init__(self, name: str, undo: list[Callable[[], None]] | None = None, info: dict | None = None,
+                 methods: dict[str, dict] | None = None):
         self.name = name
         self._undo = list(undo or [])
         self.info: dict[str, Any] = dict(info or {})  # facts a method reports (e.g. kernels used)
+        self.methods: dict[str, dict] = dict(methods or {})  # what `tuner.apply` applied: {method: settings}
+        self.target_name: str | None = None  # class of the patched model, when known
         self.removed = False
+
+    def __repr__(self) -> str:
+        parts = [f"{m}({', '.join(f'{k}={v!r}' for k, v in kw.items())})" for m, kw in self.methods.items()]
+        what = ", ".join(parts) or self.name or "nothing"
+        where = f" on {self.target_name}" if self.target_name else ""
+        compiled = " (compiled: graph rebuilt)" if "compiled" in self.info else ""
+        return f"<tuner.Handle {'removed' if self.removed else 'applied'}{where}: {what}{compiled}>"
 
     def on_remove(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)
@@ -187,12 +197,16 @@ class MethodConfig:
 
 
 def resolve_unet(target) -> torch.nn.Module:
-    """The U-Net inside a tuner pipeline, a diffusers pipeline, or the U-Net itself."""
+    """The U-Net inside a tuner pipeline, a diffusers pipeline, or the U-Net itself; behind
+    `torch.compile`'s wrapper, the module it wraps (tuner.methods.compiled)."""
     from diffusers import UNet2DConditionModel
 
+    from tuner.methods.compiled import unwrap
+
+    target = unwrap(target)
     if isinstance(target, UNet2DConditionModel):
         return target
-    unet = getattr(target, "unet", None)
+    unet = unwrap(getattr(target, "unet", None))
     if isinstance(unet, UNet2DConditionModel):
         return unet
     raise TunerError(f"cannot patch {type(target).__name__}: expected a UNet2DConditionModel or a pipeline with one")

@@ -17,7 +17,8 @@ import torch
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
 from tuner.methods.knobs import as_integer, knob
 from tuner.methods.merge import MergePlan, match_threshold
-from tuner.methods.token_merge_patch import LEVELS, TransformerBlockRef, first_attention_level, patch_unet, unpatch_unet
+from tuner.methods.token_merge_patch import (LEVELS, TransformerBlockRef, first_attention_level, patch_unet,
+                                             resolved_level, unpatch_unet)
 from tuner.step_context import StepContext, get_step_context
 
 # The paper's caching configurations, as step indices of a 50-step run
@@ -53,7 +54,9 @@ class CaToMeConfig(MethodConfig):
                                     help="steps where similarity is recomputed; null = every step")
     sx: int = knob(2, low=1, high=16, help="cell width")
     sy: int = knob(2, low=1, high=16, help="cell height")
-    max_downsample: int = knob(1, choices=LEVELS, search=("first_attention_level",), help="deepest level patched (1 = D1/U1, as in the paper)")
+    max_downsample: int | None = knob(None, choices=LEVELS, nullable=True, search=("first_attention_level",),
+                                      help="deepest level patched (1 = D1/U1, as in the paper); null = the "
+                                           "model's first level with attention (1 on SD-1.x/2.x, 2 on SDXL)")
     merge_crossattn: bool = knob(False, help="merge before cross-attention")
     merge_mlp: bool = knob(False, help="merge before the feed-forward")
 
@@ -145,7 +148,7 @@ def apply(target, cfg: CaToMeConfig) -> Handle:
     def make_planner(ref: TransformerBlockRef):
         return state.plan
 
-    mergers = patch_unet(unet, "catome", cfg.max_downsample, make_planner, True, cfg.merge_crossattn, cfg.merge_mlp)
+    mergers = patch_unet(unet, "catome", resolved_level(cfg.max_downsample, unet), make_planner, True, cfg.merge_crossattn, cfg.merge_mlp)
     ctx.register(state)
 
     def undo():

@@ -114,6 +114,12 @@ class _ReuseConv1(ModelHook):
     def new_forward(self, module, *args, **kwargs):
         if self.cache.full:
             return self.fn_ref.original_forward(*args, **kwargs)
+        return self._reuse(module, *args, **kwargs)
+
+    @torch.compiler.disable
+    def _reuse(self, module, *args, **kwargs):
+        """Eager under torch.compile: swapping a submodule inside a traced frame would recompile it at
+        every step (the ResNet runs uncompiled on reuse steps; full steps stay compiled)."""
         conv1 = module._modules["conv1"]
         self.stand_in.value = self.cache.load(self.key)
         module._modules["conv1"] = self.stand_in

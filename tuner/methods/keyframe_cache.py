@@ -65,9 +65,13 @@ class KeyframeCache:
         if self.full:
             self._slot_shapes[self.slot] = shape
 
+    # Opaque to torch.compile: a traced dict write guards on the dict's size and the slot number, and
+    # would recompile the hooked modules as the cache fills; disabled, a save or load is a graph break.
+    @torch.compiler.disable
     def save(self, name: str, value) -> None:
         self._saved[(self.slot, name)] = value
 
+    @torch.compiler.disable
     def load(self, name: str):
         return self._saved[(self.slot, name)]
 
@@ -77,7 +81,8 @@ class KeyframeCache:
         def pre_hook(module, args, kwargs):
             self.begin_forward(kwargs.get("sample", args[0] if args else None))
 
-        handle = self.unet.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        # opaque to torch.compile (Python step bookkeeping): one graph break per forward, no recompiles
+        handle = self.unet.register_forward_pre_hook(torch.compiler.disable(pre_hook), with_kwargs=True)
         self.ctx.register(self)
 
         def undo():

@@ -52,7 +52,9 @@ def merge(x: torch.Tensor, plan: MergePlan) -> torch.Tensor:
     """[B, N, C] -> [B, M, C]: mean of the tokens of every slot."""
     B, _, C = x.shape
     index = plan.assign.unsqueeze(-1).expand(-1, -1, C)
-    summed = x.new_zeros(B, plan.num_slots, C).scatter_add_(1, index, x)
+    # the slot count from a tensor's shape, not the int `num_slots`: torch.compile can then treat a changing
+    # count (CA-ToMe) as a dynamic size instead of recompiling for every value
+    summed = x.new_zeros(B, plan.counts.shape[1], C).scatter_add_(1, index, x)
     return summed / plan.counts.to(x.dtype)
 
 

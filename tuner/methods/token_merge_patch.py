@@ -77,6 +77,12 @@ def first_attention_level(unet: torch.nn.Module) -> int:
     return min(attention_levels(unet), default=1)
 
 
+def resolved_level(max_downsample: int | None, unet: torch.nn.Module) -> int:
+    """A config's max_downsample, or (null, the default) the U-Net's first level with attention: the
+    one-liner `{"tome": {"ratio": 0.5}}` patches SD-1.x/2.x at D1/U1 and SDXL at its first attention level."""
+    return first_attention_level(unet) if max_downsample is None else max_downsample
+
+
 def _hidden(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 
@@ -102,7 +108,9 @@ class BlockMerger:
             raise TunerError(f"token merging of the MLP cannot be combined with chunked feed-forward ({ref.name})")
         self._handles = [
             ref.transformer.register_forward_pre_hook(self._record_grid, with_kwargs=True),
-            block.register_forward_pre_hook(self._make_plan, with_kwargs=True),
+            # planning (random dst, data-dependent counts, cached plans per step) is opaque to torch.compile:
+            # one graph break per merged block; merge/unmerge (scatter/gather) are traced
+            block.register_forward_pre_hook(torch.compiler.disable(self._make_plan), with_kwargs=True),
             block.register_forward_hook(self._drop_plan),
         ]
         targets = [(block.attn1, True)] if merge_attn else []

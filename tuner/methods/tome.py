@@ -16,7 +16,7 @@ import torch
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
 from tuner.methods.knobs import INT64_MAX, knob
 from tuner.methods.merge import MergePlan, match_ratio
-from tuner.methods.token_merge_patch import LEVELS, first_attention_level, patch_unet, unpatch_unet
+from tuner.methods.token_merge_patch import LEVELS, first_attention_level, patch_unet, resolved_level, unpatch_unet
 from tuner.step_context import get_step_context
 
 
@@ -28,8 +28,9 @@ class ToMeConfig(MethodConfig):
     ratio: float = knob(0.5, low=0.0, high=0.95, search=(0.1, 0.7), help="share of tokens merged away; 0 = neutral")
     sx: int = knob(2, low=1, high=16, help="cell width (one dst per sx x sy cell)")
     sy: int = knob(2, low=1, high=16, help="cell height")
-    max_downsample: int = knob(1, choices=LEVELS, search=("first_attention_level",),
-                               help="deepest level patched: 1 = highest resolution only (SD's D1/U1)")
+    max_downsample: int | None = knob(None, choices=LEVELS, nullable=True, search=("first_attention_level",),
+                                      help="deepest level patched: 1 = highest resolution only (SD's D1/U1); "
+                                           "null = the model's first level with attention (1 on SD-1.x/2.x, 2 on SDXL)")
     use_rand: bool = knob(True, help="random dst per cell (tomesd default) instead of top-left")
     merge_attn: bool = knob(True, help="merge before self-attention")
     merge_crossattn: bool = knob(False, help="merge before cross-attention")
@@ -64,7 +65,7 @@ class ToMeState:
 def apply(target, cfg: ToMeConfig) -> Handle:
     unet = resolve_unet(target)
     state = ToMeState(cfg)
-    mergers = patch_unet(unet, "tome", cfg.max_downsample, lambda ref: state.plan,
+    mergers = patch_unet(unet, "tome", resolved_level(cfg.max_downsample, unet), lambda ref: state.plan,
                          cfg.merge_attn, cfg.merge_crossattn, cfg.merge_mlp)
     ctx = get_step_context(unet)
     ctx.register(state)

@@ -25,7 +25,9 @@ def check_dtype(name: str | None, device: torch.device, cuda=None) -> torch.dtyp
                          "or emulated there); use float32 or bfloat16, or device = \"cuda\"")
     if device.type == "cuda" and name == "bfloat16":
         cuda = cuda or torch.cuda
-        if not cuda.is_bf16_supported():
+        with cuda.device(device):  # asked of the chosen GPU (is_bf16_supported reads the current one)
+            supported = cuda.is_bf16_supported()
+        if not supported:
             raise TunerError(f"model.dtype='bfloat16': this GPU ({cuda.get_device_name(device)}) has no bfloat16 "
                              "support; use float16")
     return DTYPES[name]

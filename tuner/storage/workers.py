@@ -4,7 +4,8 @@ Each worker is an ordinary `tuner study run` process, the same one that runs on 
 shared PostgreSQL storage; the budget and the heartbeats make them cooperate (budget.py, heartbeat.py).
 This process only starts them, relays their progress and stops them:
 - with CUDA, worker i sees GPU i mod #GPUs alone (`CUDA_VISIBLE_DEVICES`, chosen among the GPUs already
-  visible), so a 4-GPU machine evaluates 4 trials at once;
+  visible), so a 4-GPU machine evaluates 4 trials at once; a device list (`cuda:0,cuda:2`) spreads them
+  over those GPUs, an explicit `cuda:N` keeps them all on GPU N, with a warning when workers share one;
 - progress: each worker's per-trial line on stderr, prefixed with its number; the `[done/n]` count in
   those lines is study-wide (from the shared budget), and on a terminal one bar shows it;
 - Ctrl-C, SIGTERM or SIGHUP here is forwarded (the same signal) to every worker, which gives its running trial back and exits;
@@ -54,13 +55,43 @@ def gpu_assignment(k: int, visible: str | None, n_gpus: int) -> list[str | None]
     return [devices[i % len(devices)] for i in range(k)]
 
 
-def _gpu_count(spec) -> int:
-    device = spec.model.device
-    if device == "cpu" or (device is not None and ":" in device):  # an explicit device index is kept as is
+def _gpu_count(spec, cuda=None) -> int:
+    """GPUs the workers may spread over when `model.device` leaves the choice open ("cuda" or unset); 0 on
+    the CPU. An explicit `cuda:N` or a device list is assigned by `worker_gpus` instead."""
+    devices = spec.model.devices
+    if devices[:1] == ["cpu"]:
         return 0
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cuda = cuda or torch.cuda
+    return cuda.device_count() if cuda.is_available() else 0
+
+
+def worker_gpus(devices: list[str], k: int, visible: str | None, n_gpus: int) -> tuple[list[dict], str | None]:
+    """The environment of each of k workers, and a warning when workers would share a GPU.
+    - `cuda:N`: every worker runs on GPU N, as the study says (environment untouched);
+    - a device list (`cuda:0,cuda:2`): worker i sees the (i mod len)-th listed GPU alone, as its `cuda:0`
+      (CUDA_VISIBLE_DEVICES mapped through the current one, and TUNER_DEVICE);
+    - `cuda` or unset: worker i gets GPU i mod #GPUs (gpu_assignment); nothing on the CPU."""
+    from tuner.study.spec import WORKER_DEVICE_ENV
+
+    explicit = [d for d in devices if d.startswith("cuda:")]
+    if len(devices) == 1 and explicit:
+        warn = (f"{k} workers share one GPU ({devices[0]}); list GPUs (device = [\"cuda:0\", \"cuda:1\"]) or use "
+                f"device = \"cuda\" to give each its own") if k > 1 else None
+        return [{} for _ in range(k)], warn
+    if len(devices) > 1:
+        shown = [d.strip() for d in visible.split(",") if d.strip()] if visible is not None else None
+        ids = [d.split(":")[1] for d in devices]
+        ids = [shown[int(i)] if shown is not None and int(i) < len(shown) else i for i in ids]
+        envs = [{"CUDA_VISIBLE_DEVICES": ids[i % len(ids)], WORKER_DEVICE_ENV: "cuda:0"} for i in range(k)]
+        warn = f"{k} workers share {len(ids)} listed GPUs" if k > len(ids) else None
+        return envs, warn
+    gpus = gpu_assignment(k, visible if n_gpus else None, n_gpus)
+    envs = [{"CUDA_VISIBLE_DEVICES": g} if g is not None else {} for g in gpus]
+    n_distinct = len({g for g in gpus if g is not None})
+    warn = f"{k} workers share {n_distinct} GPU(s)" if n_distinct and k > n_distinct else None
+    return envs, warn
 
 
 def worker_command() -> list[str]:
@@ -72,8 +103,8 @@ def run_workers(spec, k: int, n_trials: int | None = None, progress: bool = Fals
     """Start k workers on spec.path, wait for all of them, return the summed summary."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_WORKERS:
         raise TunerError(f"--workers={k!r} is out of range (1..{MAX_WORKERS})")
-    n_gpus = _gpu_count(spec)
-    gpus = gpu_assignment(k, os.environ.get("CUDA_VISIBLE_DEVICES") if n_gpus else None, n_gpus)
+    envs, warn = worker_gpus(spec.model.devices, k, os.environ.get("CUDA_VISIBLE_DEVICES"), _gpu_count(spec))
+    gpus = [e.get("CUDA_VISIBLE_DEVICES") for e in envs]
     cmd = worker_command() + ["study", "run", str(spec.path), "--json", "--no-progress"]
     if n_trials is not None:
         cmd += ["--n-trials", str(n_trials)]
@@ -86,12 +117,12 @@ def run_workers(spec, k: int, n_trials: int | None = None, progress: bool = Fals
         bar = tqdm(total=n_trials or spec.n_trials, desc=f"study {spec.name} ({k} workers)", unit="trial",
                    dynamic_ncols=True)
     say = bar.write if bar is not None else log
+    if warn is not None:
+        say(f"tuner: warning: {warn}")
     t0 = time.perf_counter()
     procs, outputs, readers = [], [], []
     for i, gpu in enumerate(gpus):
-        env = dict(os.environ)
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
+        env = {**os.environ, **envs[i]}
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                              start_new_session=True)
         procs.append(p)

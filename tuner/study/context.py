@@ -139,7 +139,7 @@ def check_runnable(spec: StudySpec, cuda=None) -> None:
     from tuner.proxy.model import resolve_device
 
     try:
-        dev = resolve_device(spec.model.device)
+        dev = resolve_device(spec.model.run_device)
     except TunerError as e:
         raise TunerError(f"model.device: {e}") from None
     if not spec.model.is_proxy:

@@ -176,6 +176,9 @@ class TrialObjective:
         out = {"seconds_per_image": lat["candidate"], "baseline_seconds_per_image": lat["baseline"],
                "speedup": lat["baseline"] / lat["candidate"]}
         out.update(speedup_interval(ev.last_latency_rounds["baseline"], ev.last_latency_rounds["candidate"]))
+        memory = getattr(ev, "last_latency_memory", {}).get("candidate")
+        if memory is not None:  # peak over the timed generations (replaces the counted run's)
+            out["memory_gb"] = memory
         return out
 
     def _dominated_by(self, trial: optuna.Trial, row: dict, latency: dict) -> int | None:

@@ -23,6 +23,7 @@
                                 # method's keys ({name = "dpmsolver++", order = 3}); the proxy's default
                                 # is DPM-Solver++ 2M (what users run), a pipeline's its own scheduler
                   # (default: the pipeline's), resolution = 512 (default: the model's), batch_size = 4
+                  compile = true  # time the U-Net through torch.compile (or a backend name: "eager", ...)
     [image_set]   n_images = 32; steps = 20; seed = 0
                   prompts = "prompts.txt"  # user models: one prompt a line (default: tuner's shipped set)
     [evaluator]   latency_images = 8; latency_repeats = 3; cheap_reject_images = 8;
@@ -70,17 +71,36 @@ class ModelSpec:
     resolution: int | None = None  # pixels; None: the model's default
     batch_size: int | None = None  # images per pipeline call (user models)
     solver: dict | None = None  # the baseline's solver (the `solver` method's keys); None: a pipeline's own
+    compile: str | None = None  # torch.compile backend of the U-Net's calls (tuner.models.compile); None: eager
 
     @property
     def is_proxy(self) -> bool:
         return self.id == "proxy"
 
+    @property
+    def devices(self) -> list[str]:
+        """`device` as a list: a device list ("cuda:0,cuda:2") spreads `--workers` over those GPUs."""
+        return [d.strip() for d in self.device.split(",")] if self.device else []
+
+    @property
+    def run_device(self) -> str | None:
+        """The device this process runs on: the one its worker was given (tuner.storage.workers sets
+        TUNER_DEVICE with CUDA_VISIBLE_DEVICES), else the first of a device list, else `device`."""
+        import os
+
+        return os.environ.get(WORKER_DEVICE_ENV) or (self.devices[0] if self.devices else None)
+
     def load(self):
         """The model, ready on its device (tuner.models)."""
         from tuner.models import load_model
 
-        return load_model(self.id, self.device, self.dtype, self.unet_weights, self.scheduler, self.guidance_scale,
-                          self.resolution, self.batch_size, self.solver)
+        model = load_model(self.id, self.run_device, self.dtype, self.unet_weights, self.scheduler, self.guidance_scale,
+                           self.resolution, self.batch_size, self.solver)
+        if self.compile is not None:
+            from tuner.models.compile import compile_model
+
+            compile_model(model, self.compile)
+        return model
 
 
 @dataclass(frozen=True)
@@ -287,9 +307,14 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
     model_id = _check_str("model.id", t.get("id", "proxy"))
     device = t.get("device")
     if device is not None:
+        if isinstance(device, list) and device and all(isinstance(d, str) for d in device):
+            device = ",".join(device)  # a list of GPUs for --workers
         _check_str("model.device", device)
-        if device.split(":")[0] not in ("cpu", "cuda"):
+        parts = [d.strip() for d in device.split(",")]
+        if any(d.split(":")[0] not in ("cpu", "cuda") for d in parts):
             raise TunerError(f"model.device={device!r}: use cpu or cuda")
+        if len(parts) > 1 and not all(re.fullmatch(r"cuda:\d+", d) for d in parts):
+            raise TunerError(f"model.device={device!r}: a device list names GPUs by index (\"cuda:0,cuda:1\")")
     weights = t.get("unet_weights")
     threads = t.get("threads")
     if threads is not None:
@@ -310,6 +335,9 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
     if batch is not None:
         _check_int("model.batch_size", batch, 1, 1024)
     solver = parse_solver(t.get("solver"))
+    from tuner.models.compile import parse_compile
+
+    compile_backend = parse_compile(t.get("compile"))
     t.finish()
     source = resolve_source(model_id, base)  # a folder that is not a UNet2DConditionModel pipeline: error now
     if scheduler is not None and solver is not None:
@@ -339,9 +367,11 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
             load_proxy_pipeline("cpu", p)
         else:
             check_weight_file(p, "model.unet_weights")
-    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch, solver)
+    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch, solver,
+                     compile_backend)
 
 
+WORKER_DEVICE_ENV = "TUNER_DEVICE"  # set by `--workers` for each worker of a device list
 DEFAULT_PROXY_SOLVER = "dpmsolver++"  # 2M at the study's steps: the strong baseline (BENCHMARKS.md, "Solvers users already run")
 
 
