@@ -188,14 +188,20 @@ class MethodConfig:
 
 def resolve_unet(target) -> torch.nn.Module:
     """The U-Net inside a tuner pipeline, a diffusers pipeline, or the U-Net itself."""
-    from diffusers import UNet2DConditionModel
+    return resolve_denoiser(target, "unet")
 
-    if isinstance(target, UNet2DConditionModel):
-        return target
-    unet = getattr(target, "unet", None)
-    if isinstance(unet, UNet2DConditionModel):
-        return unet
-    raise TunerError(f"cannot patch {type(target).__name__}: expected a UNet2DConditionModel or a pipeline with one")
+
+def resolve_denoiser(target, kind: str, method: str | None = None) -> torch.nn.Module:
+    """The denoiser of `target` (tuner.denoiser.denoiser_of), which must be of `kind` ("unet" | "dit")."""
+    from tuner.denoiser import denoiser_of
+
+    module, found = denoiser_of(target)
+    if found != kind:
+        what = "a UNet2DConditionModel" if kind == "unet" else "a diffusion transformer (PixArt, SD3, Flux)"
+        who = f"method '{method}'" if method else "this method"
+        raise TunerError(f"cannot patch {type(target).__name__}: {who} needs {what}, and its denoiser is "
+                         f"{type(module).__name__}")
+    return module
 
 
 def resolve_pipeline(target, method: str):
