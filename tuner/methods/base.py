@@ -97,6 +97,15 @@ class MethodConfig:
     # Stand-ins for the model facts `prepare` measures, for a search space built without a model
     # (SpaceContext made by hand: tests, notebooks). Not a dataclass field (no annotation).
     unmeasured_facts = {}
+    # Which models the method can take (tuner.denoiser): its denoiser kinds, and its noise schedules
+    # ("ddpm": the DDPM-family schedulers, "flow": flow matching). The default space keeps only the methods
+    # that fit the study's model; the U-Net methods keep these defaults.
+    denoisers = ("unet",)
+    schedules = ("ddpm", "flow")
+
+    @classmethod
+    def fits(cls, denoiser: str, flow: bool) -> bool:
+        return denoiser in cls.denoisers and ("flow" if flow else "ddpm") in cls.schedules
 
     # --- what a method may override ----------------------------------------------------------------
     def check(self) -> None:

@@ -130,6 +130,8 @@ class TimestepsConfig(MethodConfig):
     count: int = knob(None, kind="int", low=1, high=NUM_TRAIN_TIMESTEPS, nullable=True,
                       help="number of steps at the solver's own spacing, instead of a timesteps list")
 
+    denoisers = ("unet", "dit")  # it acts on the scheduler, whatever denoises
+
     @classmethod
     def from_dict(cls, data):
         if isinstance(data, dict) and "timesteps" in data and data.get("count") is not None:
