@@ -74,6 +74,10 @@ def run_apply(args) -> int:
                       settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
                       settings.get("batch_size"), settings.get("solver"))
     seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
+    if "quant" in config.methods and pipe.kind != "proxy":  # a user model's default calibration, as in its study
+        from tuner.methods.quant import calibrate
+
+        calibrate(pipe)
     with apply(pipe.target, config) as handle:
         images = pipe(conditions, seeds, num_inference_steps=steps, progress=sys.stderr.isatty())
     run = handle.info.get("num_steps", steps)  # a `timesteps` entry sets what runs, whatever --steps says

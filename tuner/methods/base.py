@@ -103,9 +103,14 @@ class MethodConfig:
     denoisers = ("unet",)
     schedules = ("ddpm", "flow")
 
+    refuses = ()  # denoiser class names the method cannot patch although their kind fits
+
     @classmethod
-    def fits(cls, denoiser: str, flow: bool) -> bool:
-        return denoiser in cls.denoisers and ("flow" if flow else "ddpm") in cls.schedules
+    def fits(cls, denoiser_class: str, flow: bool) -> bool:
+        from tuner.denoiser import kind_of_class
+
+        return kind_of_class(denoiser_class) in cls.denoisers and denoiser_class not in cls.refuses and \
+            ("flow" if flow else "ddpm") in cls.schedules
 
     # --- what a method may override ----------------------------------------------------------------
     def check(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuner.errors import TunerError
 from tuner.methods.base import Handle, MethodConfig, register_method
 from tuner.methods.diffusers_cache import install_cache
 from tuner.methods.knobs import knob
@@ -26,6 +27,9 @@ class FBCacheConfig(MethodConfig):
                             help="relative change of the first block's residual below which the rest is reused")
 
     denoisers = ("dit",)
+    # diffusers' hook subtracts the last block's encoder stream, which SD3's last (context_pre_only) block
+    # returns as None: it fails on SD3 (diffusers 0.42)
+    refuses = ("SD3Transformer2DModel",)
 
     def is_neutral(self) -> bool:
         return self.threshold == 0.0
@@ -35,5 +39,11 @@ class FBCacheConfig(MethodConfig):
 def apply(target, cfg: FBCacheConfig) -> Handle:
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 
+    from tuner.methods.base import resolve_denoiser
+
+    name = type(resolve_denoiser(target, "dit", "fbcache")).__name__
+    if name in FBCacheConfig.refuses:
+        raise TunerError(f"method 'fbcache' cannot patch {name}: diffusers' First Block Cache fails on its last "
+                         "block (no encoder stream); use pab or taylorseer")
     return install_cache(target, "fbcache", HOOKS,
                          lambda t: apply_first_block_cache(t, FirstBlockCacheConfig(threshold=cfg.threshold)))

@@ -33,7 +33,7 @@ class ModelSource:
     id: str  # what the study and exported configs record: "proxy", the folder's absolute path, or a hub id
     folder: Path | None = None  # local pipeline folder (None: a hub id to download)
     pipeline_class: str | None = None  # model_index.json's _class_name
-    denoiser: str = "unet"  # "unet" | "dit" (tuner.denoiser.kind_of_class)
+    denoiser: str = DENOISER_CLASS  # the denoiser's class name (its kind: tuner.denoiser.kind_of_class)
     flow: bool = False  # a flow-matching scheduler (SD3, Flux): their own solver family
 
 
@@ -61,7 +61,7 @@ def resolve_source(model_id: str, base: Path | None = None) -> ModelSource:
 
 
 def check_pipeline_folder(folder: Path) -> tuple[str, str, bool]:
-    """(pipeline class, denoiser kind, flow matching) of a diffusers folder whose denoiser tuner can patch;
+    """(pipeline class, denoiser class, flow matching) of a diffusers folder whose denoiser tuner can patch;
     else TunerError."""
     from tuner.denoiser import DIT_CLASSES, is_flow_matching, kind_of_class
 
@@ -86,7 +86,7 @@ def check_pipeline_folder(folder: Path) -> tuple[str, str, bool]:
         check_weight_files(sub, "model.id")
     scheduler = info.get("scheduler")
     flow = isinstance(scheduler, list) and len(scheduler) == 2 and is_flow_matching(str(scheduler[1]))
-    return pipeline_class, kind_of_class(found[component]), flow
+    return pipeline_class, found[component], flow
 
 
 def _model_index(folder: Path) -> dict:

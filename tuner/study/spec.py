@@ -69,6 +69,13 @@ class ModelSpec:
     resolution: int | None = None  # pixels; None: the model's default
     batch_size: int | None = None  # images per pipeline call (user models)
     solver: dict | None = None  # the baseline's solver (the `solver` method's keys); None: a pipeline's own
+    # a diffusion transformer's class (tuner.denoiser); None: a U-Net. flow: a flow-matching schedule (SD3, Flux)
+    denoiser: str | None = None
+    flow: bool | None = None
+
+    @property
+    def denoiser_class(self) -> str:
+        return self.denoiser or "UNet2DConditionModel"
 
     @property
     def is_proxy(self) -> bool:
@@ -338,7 +345,9 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
             load_proxy_pipeline("cpu", p)
         else:
             check_weight_file(p, "model.unet_weights")
-    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch, solver)
+    dit = source.kind == "diffusers" and source.denoiser != "UNet2DConditionModel"
+    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch, solver,
+                     source.denoiser if dit else None, True if source.flow else None)
 
 
 DEFAULT_PROXY_SOLVER = "dpmsolver++"  # 2M at the study's steps: the strong baseline (BENCHMARKS.md, "Solvers users already run")
@@ -521,12 +530,29 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if not space:  # the default joint space (search_spaces/defaults.py), quantization only with BitOPs
         from tuner.search_spaces.defaults import default_families
 
-        space = default_families(objectives)
+        space = default_families(objectives, model.denoiser_class, bool(model.flow))
+    _check_space_fits(space, model)
     t.finish()
     spec = StudySpec(name, path.resolve(), storage, n_trials, seed, tuple(objectives), snapshot_every, model,
                      proxy_set, evaluator, constraints, profile, sampler, space, liveness)
     validate_space_and_sampler(spec)
     return spec
+
+
+def _check_space_fits(space: dict, model: ModelSpec) -> None:
+    """A [space] table naming a method the model cannot take (ToMe on a DiT, solver on flow matching) is an
+    error now, not a study whose every trial fails."""
+    from tuner.config import method_specs
+
+    specs = method_specs()
+    for name, table in space.items():
+        spec = specs.get(name)
+        if spec is None or (isinstance(table, dict) and table.get("enabled") is False):
+            continue  # an unknown name is reported by build_space
+        if not spec.config_cls.fits(model.denoiser_class, bool(model.flow)):
+            schedule = ", a flow-matching schedule" if model.flow else ""
+            raise TunerError(f"space.{name}: the method cannot patch this model ({model.denoiser_class}{schedule}); "
+                             "leave [space] empty for the families it takes")
 
 
 def validate_space_and_sampler(spec: StudySpec) -> None:
