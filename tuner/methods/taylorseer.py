@@ -13,6 +13,7 @@ from tuner.methods.diffusers_cache import install_cache
 from tuner.methods.knobs import knob
 
 HOOKS = ("taylorseer_cache",)
+PIXART_ATTENTION = r"^transformer_blocks.*attn\d"
 
 
 @register_method("taylorseer", order=47, family="dit_cache", default_space=True)
@@ -36,6 +37,11 @@ def apply(target, cfg: TaylorSeerConfig) -> Handle:
     import torch
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
 
+    from diffusers.hooks.taylorseer_cache import _TRANSFORMER_BLOCK_IDENTIFIERS
+
+    # diffusers' patterns must match whole names and end in "attn" (SD3, Flux); PixArt's are attn1/attn2
+    patterns = None if cfg.lite else [*_TRANSFORMER_BLOCK_IDENTIFIERS, PIXART_ATTENTION]
     config = TaylorSeerCacheConfig(cache_interval=cfg.interval, disable_cache_before_step=cfg.warmup,
-                                   max_order=cfg.order, taylor_factors_dtype=torch.float32, use_lite_mode=cfg.lite)
+                                   max_order=cfg.order, taylor_factors_dtype=torch.float32, use_lite_mode=cfg.lite,
+                                   cache_identifiers=patterns)
     return install_cache(target, "taylorseer", HOOKS, lambda t: apply_taylorseer_cache(t, config))

@@ -37,7 +37,7 @@ class DiffusersModel:
         self.unet, self.denoiser_kind = denoiser_of(pipe)
         self.guidance_scale = guidance_scale  # None: the pipeline's own default
         self.batch_size = batch_size or DEFAULT_BATCH
-        self.step_context = get_step_context(self.unet)
+        self.step_context = get_step_context(self.unet, pin=True)  # the model owns its denoiser's context
         self.resolution = self.default_resolution
         if resolution is not None:
             self.set_resolution(resolution)
@@ -107,7 +107,7 @@ class DiffusersModel:
             batch = slice(start, start + self.batch_size)
             gens = [torch.Generator().manual_seed(int(s)) for s in list(seeds)[batch]]
             # the context attached now (a removed method may have detached the one of __init__)
-            self.step_context = get_step_context(self.unet)
+            self.step_context = get_step_context(self.unet, pin=True)
             self.step_context.begin(self.timesteps(num_inference_steps))  # resets every method's state
             images = self.pipe(prompt=prompts[batch], generator=gens, num_inference_steps=num_inference_steps,
                                height=self.resolution, width=self.resolution, output_type="pt", **extra).images
