@@ -68,3 +68,34 @@ def test_study_export_evaluate_apply(dit_models, tmp_path, capsys, layout):
     grid = tmp_path / "grid.png"
     assert main(["apply", str(out), "--out", str(grid), "--n-images", "2", "--device", "cpu"]) == 0
     assert grid.stat().st_size > 0
+
+
+FOLDERS = {"pixart": "PixArt-XL-2-512x512", "sd3": "stable-diffusion-3-medium-diffusers", "flux": "FLUX.1-dev"}
+
+
+@pytest.mark.parametrize("layout", ["pixart", "sd3", "flux"])
+def test_shipped_dit_studies_load(dit_models, tmp_path, capsys, layout):
+    """studies/pixart.toml, sd3.toml and flux.toml parse next to a pipeline folder of their layout, with the
+    default space of their denoiser; without CUDA `study run` stops with one line and creates nothing."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+
+    from tuner.study.spec import load_spec
+
+    src = Path(__file__).resolve().parent.parent / "studies" / f"{layout}.toml"
+    toml = tmp_path / src.name
+    shutil.copy(src, toml)
+    shutil.copytree(dit_models[layout], tmp_path / "models" / FOLDERS[layout])
+    spec = load_spec(toml)
+    assert spec.model.device == "cuda" and spec.model.denoiser == type_name(layout)
+    assert set(spec.space) == {SOLVER[layout], "timesteps", "quant"} | CACHES[layout]
+    if not torch.cuda.is_available():
+        assert main(["study", "run", str(toml)]) == 2
+        assert "CUDA" in capsys.readouterr().err and not list(tmp_path.glob("*.db"))
+
+
+def type_name(layout: str) -> str:
+    return {"pixart": "PixArtTransformer2DModel", "sd3": "SD3Transformer2DModel",
+            "flux": "FluxTransformer2DModel"}[layout]
