@@ -25,16 +25,12 @@ class PABConfig(MethodConfig):
                           "inside the window; 1 = always (neutral)")
     cross_skip: int = knob(0, low=0, high=100, help="cross-attention every N-th forward (0 = never skipped)")
     t_low: int = knob(100, low=0, high=1000, search=(0, 300), help="window start (training timesteps)")
-    t_high: int = knob(800, low=0, high=1000, search=(500, 1000), help="window end (training timesteps)")
+    t_high: int = knob(800, low=0, high=1000, search=(500, 1000), help="window end (training timesteps); t_low >= t_high: an empty window")
 
     denoisers = ("dit",)
 
-    def check(self) -> None:
-        if self.t_low >= self.t_high:
-            self._fail(f"t_low ({self.t_low}) must be below t_high ({self.t_high})")
-
-    def is_neutral(self) -> bool:
-        return self.self_skip == 1 and self.cross_skip in (0, 1)
+    def is_neutral(self) -> bool:  # an empty window (t_low >= t_high) skips nothing either
+        return (self.self_skip == 1 and self.cross_skip in (0, 1)) or self.t_low >= self.t_high
 
 
 @PABConfig.register_apply

@@ -345,9 +345,13 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
             load_proxy_pipeline("cpu", p)
         else:
             check_weight_file(p, "model.unet_weights")
+    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch, solver, *_denoiser_fields(source))
+
+
+def _denoiser_fields(source) -> tuple:
+    """ModelSpec's (denoiser, flow): None for a U-Net and a DDPM-family schedule (old studies' fingerprints)."""
     dit = source.kind == "diffusers" and source.denoiser != "UNet2DConditionModel"
-    return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch, solver,
-                     source.denoiser if dit else None, True if source.flow else None)
+    return (source.denoiser if dit else None), (True if source.flow else None)
 
 
 DEFAULT_PROXY_SOLVER = "dpmsolver++"  # 2M at the study's steps: the strong baseline (BENCHMARKS.md, "Solvers users already run")
