@@ -12,10 +12,10 @@ from tuner.apply_config import apply
 from tuner.errors import TunerError
 
 PROMPTS, SEEDS, STEPS = ["a red car", "a dog"], [0, 1], 4
-ACTIVE = {"fbcache": {"threshold": 5.0}, "pab": {"self_skip": 2, "cross_skip": 2, "t_low": 0, "t_high": 1000},
+ACTIVE = {"dit_tome": {"ratio": 0.5}, "fbcache": {"threshold": 5.0}, "pab": {"self_skip": 2, "cross_skip": 2, "t_low": 0, "t_high": 1000},
           "taylorseer": {"interval": 2, "warmup": 1}}
-NEUTRAL = {"fbcache": {"threshold": 0.0}, "pab": {"self_skip": 1}, "taylorseer": {"interval": 1}}
-HOOKED = {"pixart": ["fbcache", "pab", "taylorseer"], "sd3": ["pab", "taylorseer"],
+NEUTRAL = {"dit_tome": {"ratio": 0.0}, "fbcache": {"threshold": 0.0}, "pab": {"self_skip": 1}, "taylorseer": {"interval": 1}}
+HOOKED = {"pixart": ["dit_tome", "fbcache", "pab", "taylorseer"], "sd3": ["dit_tome", "pab", "taylorseer"],
           "flux": ["fbcache", "pab", "taylorseer"]}
 
 
@@ -58,9 +58,28 @@ def test_neutral_setting_is_the_identity(models, layout, method):
         assert torch.equal(run(model), base)
 
 
-def test_fbcache_refuses_sd3(models):
+def test_fbcache_refuses_sd3_and_dit_tome_refuses_flux(models):
     with pytest.raises(TunerError, match="fbcache"):
         apply(models["sd3"].target, {"fbcache": {"threshold": 0.1}})
+    with pytest.raises(TunerError, match="RoPE"):
+        apply(models["flux"].target, {"dit_tome": {"ratio": 0.5}})
+
+
+@pytest.mark.parametrize("layout", ["pixart", "sd3"])
+def test_dit_tome_merges_on_the_patch_grid(models, layout):
+    """Every block's self-attention sees ratio x N fewer image tokens (N = the 2-D patch grid: 32 px, VAE /2,
+    patch 2 -> 8 x 8 = 64)."""
+    model = models[layout]
+    seen = []
+    attentions = __import__("tuner.methods.dit_tome", fromlist=["x"]).self_attentions(model.unet)
+    hooks = [a.to_q.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[1])) for a in attentions]
+    try:
+        with apply(model.target, {"dit_tome": {"ratio": 0.5}}):
+            run(model)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen and set(seen) == {32}
 
 
 def test_hooks_refuse_a_unet():

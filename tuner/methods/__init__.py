@@ -19,3 +19,4 @@ from tuner.methods import flow_solver  # noqa: F401
 from tuner.methods import fbcache  # noqa: F401
 from tuner.methods import pab  # noqa: F401
 from tuner.methods import taylorseer  # noqa: F401
+from tuner.methods import dit_tome  # noqa: F401
