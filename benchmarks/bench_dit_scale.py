@@ -35,6 +35,8 @@ CANDIDATES = {
                                                                     "t_high": 1000}},
     "taylorseer interval 2, warm-up 2, order 1": {"taylorseer": {"interval": 2, "warmup": 2}},
     "taylorseer interval 4, warm-up 2, order 1": {"taylorseer": {"interval": 4, "warmup": 2}},
+    "dit_tome ratio 0.5 (tuner's DiT token merging)": {"dit_tome": {"ratio": 0.5}},
+    "dit_tome ratio 0.3 (tuner's DiT token merging)": {"dit_tome": {"ratio": 0.3}},
 }
 
 
@@ -54,7 +56,7 @@ def build_pipeline():
                                scheduler=DPMSolverMultistepScheduler())
 
 
-def run(steps: int, px: int, repeats: int) -> dict:
+def run(steps: int, px: int, repeats: int, only: list[str] | None = None) -> dict:
     from tuner.apply_config import apply
     from tuner.evaluators.latency import interleaved_medians
 
@@ -71,7 +73,7 @@ def run(steps: int, px: int, repeats: int) -> dict:
              num_inference_steps=steps, height=px, width=px, output_type="latent", use_resolution_binning=False,
              generator=torch.Generator().manual_seed(0))
 
-    names = list(CANDIDATES)
+    names = [n for n in CANDIDATES if not only or any(n.startswith(o) for o in only)]
     fns = {"baseline": generate, **{name: generate for name in names}}
     contexts = {name: (lambda c=CANDIDATES[name]: apply(pipe, c)) for name in names}
     t0 = time.perf_counter()
@@ -79,7 +81,7 @@ def run(steps: int, px: int, repeats: int) -> dict:
     count_calls.remove()
     rows = {name: {"speedup": med["baseline"] / med[name], "seconds_per_image": med[name],
                    "config": CANDIDATES[name]} for name in names}
-    return {"px": px, "image_tokens": (px // 16) ** 2, "width": 1152, "depth": 28, "steps": steps,
+    return {"px": px, "only": only, "image_tokens": (px // 16) ** 2, "width": 1152, "depth": 28, "steps": steps,
             "repeats": repeats, "threads": torch.get_num_threads(), "baseline_seconds_per_image": med["baseline"],
             "transformer_calls": calls["n"], "wall_seconds": time.perf_counter() - t0, "torch": torch.__version__,
             "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
@@ -98,8 +100,9 @@ def write_md(results: list[dict]) -> None:
              f"baseline in one run (median of {d['repeats']}). Weights are random: speed only. Each method is "
              "diffusers' own hook, applied and removed through tuner (`tuner.apply`).", ""]
     for d in results:
+        only = f" --only {' '.join(repr(o) for o in d['only'])}" if d.get("only") else ""
         lines += [f"`flock /tmp/tuner-timing.lock nice -n 0 python benchmarks/bench_dit_scale.py --px {d['px']} "
-                  f"--steps {d['steps']} --repeats {d['repeats']} --write` ({d['wall_seconds'] / 60:.0f} min; "
+                  f"--steps {d['steps']} --repeats {d['repeats']}{only} --write` ({d['wall_seconds'] / 60:.0f} min; "
                   f"load average {'/'.join(d['loadavg_at_end'])} at the end: other helpers' jobs shared the 2 cores, "
                   "so absolute times are inflated; ratios are interleaved)", "",
                   f"{d['px']} px ({d['image_tokens']:,} image tokens): baseline {d['baseline_seconds_per_image']:.1f} "
@@ -107,10 +110,10 @@ def write_md(results: list[dict]) -> None:
         for name, r in d["rows"].items():
             lines.append(f"| {name} | {r['speedup']:.2f}× | {r['seconds_per_image']:.1f} |")
         lines.append("")
-    lines += ["PAB and TaylorSeer skip by schedule, so their speedup is a property of the schedule and carries to "
-              "trained weights; First Block Cache skips when the first block's residual barely changes, which on "
-              "random weights is arbitrary (its row is not a prediction for a trained PixArt). Tuner's own DiT "
-              "token merging is not built yet (issue 22, left out), so there is no row for it."]
+    lines += ["PAB and TaylorSeer skip by schedule, and token merging by ratio, so their speedups are properties "
+              "of the setting and carry to trained weights; First Block Cache skips when the first block's residual "
+              "barely changes, which on random weights is arbitrary (its row is not a prediction for a trained "
+              "PixArt)."]
     write_section(HEADING, "\n".join(lines) + "\n")
 
 
@@ -119,24 +122,25 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--px", type=int, default=512)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--only", nargs="*", default=None, help="candidates whose name starts with one of these")
     p.add_argument("--write", action="store_true", help="save results and update BENCHMARKS.md")
     p.add_argument("--render", action="store_true", help="only rewrite the BENCHMARKS.md section from saved results")
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.render:
-        write_md([saved[k] for k in sorted(saved, key=int)])
+        write_md([saved[k] for k in sorted(saved)])
         return
     torch.set_num_threads(1)
-    data = run(args.steps, args.px, args.repeats)
+    data = run(args.steps, args.px, args.repeats, args.only)
     print(json.dumps({k: v for k, v in data.items() if k != "rows"}, indent=1))
     for name, r in data["rows"].items():
         print(f"{name:55s} {r['speedup']:.2f}x  {r['seconds_per_image']:.1f} s/image")
     if args.write:
-        saved[str(args.px)] = data
+        saved[f"{args.px}" + (f" {' '.join(args.only)}" if args.only else "")] = data
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
-        write_md([saved[k] for k in sorted(saved, key=int)])
+        write_md([saved[k] for k in sorted(saved)])
 
 
 if __name__ == "__main__":
