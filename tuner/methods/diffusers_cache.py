@@ -1,4 +1,4 @@
-"""diffusers' own cache hooks (First Block Cache, Pyramid Attention Broadcast, FasterCache, TaylorSeer) as
+"""diffusers' own cache hooks (First Block Cache, Pyramid Attention Broadcast, TaylorSeer) as
 tuner methods on a diffusion transformer: what every one of them shares.
 
 Each hook method builds diffusers' config from its knobs and calls diffusers' `apply_*` on the transformer
