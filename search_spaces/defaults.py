@@ -17,9 +17,12 @@ from typing import Sequence
 from tuner.config import method_specs
 
 
-def default_families(objectives: Sequence[str] = ("latency", "fid")) -> dict:
-    """A fresh [space] table: {method: {}} for every method in the default space of these objectives."""
+def default_families(objectives: Sequence[str] = ("latency", "fid"), denoiser: str = "UNet2DConditionModel",
+                     flow: bool = False) -> dict:
+    """A fresh [space] table: {method: {}} for every method in the default space of these objectives that
+    fits the model (its denoiser class and whether its schedule is flow matching: `MethodConfig.fits`)."""
     wanted = {str(o).lower() for o in objectives}
     specs = method_specs()
     return {name: {} for name in sorted(specs, key=lambda n: specs[n].order)
-            if specs[name].default_space is True or specs[name].default_space in wanted}
+            if (specs[name].default_space is True or specs[name].default_space in wanted)
+            and specs[name].config_cls.fits(denoiser, flow)}

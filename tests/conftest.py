@@ -60,6 +60,17 @@ def sd15_unet():
 
 
 @pytest.fixture(scope="session")
+def dit_models(tmp_path_factory, user_models):
+    """Tiny random-weight PixArt-α, SD3 and Flux pipeline folders (tests/tiny_dit_models.py), beside the
+    user models' Inception file and prompts. Built once per session."""
+    from tiny_dit_models import BUILDERS
+
+    root = tmp_path_factory.mktemp("dit_models")
+    return {**{name: build(root / name) for name, build in BUILDERS.items()},
+            "inception": user_models["inception"], "prompts": user_models["prompts"]}
+
+
+@pytest.fixture(scope="session")
 def user_models(tmp_path_factory):
     """Tiny random-weight SD-1.5, SD-2.x and SDXL pipeline folders, an Inception weights file in torch-fidelity's
     layout, a CLIP model folder and a prompts file (tests/tiny_user_models.py). Built once per session."""

@@ -92,7 +92,8 @@ def get_step_context(unet: torch.nn.Module, pin: bool = False) -> StepContext:
         ctx = StepContext()
 
         def _pre_hook(module, args, kwargs):
-            ctx.observe(_scalar_timestep(args, kwargs), kwargs.get("sample", args[0] if args else None))
+            sample = kwargs.get("sample", kwargs.get("hidden_states"))  # a U-Net's input, or a DiT's
+            ctx.observe(_scalar_timestep(args, kwargs), sample if sample is not None else (args[0] if args else None))
 
         # Opaque to torch.compile: reading the timestep is a host sync (`.item()`) and the step counter a
         # Python int, so tracing it would break the graph anyway and recompile at every step; disabled, it

@@ -84,6 +84,10 @@ def run_apply(args) -> int:
                       settings.get("scheduler"), settings.get("guidance_scale"), settings.get("resolution"),
                       settings.get("batch_size"), settings.get("solver"))
     seeds = [args.seed * 1_000_003 + i for i in range(args.n_images)]
+    if "quant" in config.methods and pipe.kind != "proxy":  # a user model's default calibration, as in its study
+        from tuner.methods.quant import calibrate
+
+        calibrate(pipe)
     if args.compare:
         return _compare(pipe, config, conditions, seeds, steps, out)
     from tuner.report.gallery import step_counter, steps_text

@@ -15,3 +15,8 @@ from tuner.methods import tome  # noqa: F401
 from tuner.methods import catome  # noqa: F401
 from tuner.methods import deepcache  # noqa: F401
 from tuner.methods import frdiff  # noqa: F401
+from tuner.methods import flow_solver  # noqa: F401
+from tuner.methods import fbcache  # noqa: F401
+from tuner.methods import pab  # noqa: F401
+from tuner.methods import taylorseer  # noqa: F401
+from tuner.methods import dit_tome  # noqa: F401

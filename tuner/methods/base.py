@@ -107,6 +107,20 @@ class MethodConfig:
     # Stand-ins for the model facts `prepare` measures, for a search space built without a model
     # (SpaceContext made by hand: tests, notebooks). Not a dataclass field (no annotation).
     unmeasured_facts = {}
+    # Which models the method can take (tuner.denoiser): its denoiser kinds, and its noise schedules
+    # ("ddpm": the DDPM-family schedulers, "flow": flow matching). The default space keeps only the methods
+    # that fit the study's model; the U-Net methods keep these defaults.
+    denoisers = ("unet",)
+    schedules = ("ddpm", "flow")
+
+    refuses = ()  # denoiser class names the method cannot patch although their kind fits
+
+    @classmethod
+    def fits(cls, denoiser_class: str, flow: bool) -> bool:
+        from tuner.denoiser import kind_of_class
+
+        return kind_of_class(denoiser_class) in cls.denoisers and denoiser_class not in cls.refuses and \
+            ("flow" if flow else "ddpm") in cls.schedules
 
     # --- what a method may override ----------------------------------------------------------------
     def check(self) -> None:
@@ -199,17 +213,20 @@ class MethodConfig:
 def resolve_unet(target) -> torch.nn.Module:
     """The U-Net inside a tuner pipeline, a diffusers pipeline, or the U-Net itself; behind
     `torch.compile`'s wrapper, the module it wraps (tuner.methods.compiled)."""
-    from diffusers import UNet2DConditionModel
+    return resolve_denoiser(target, "unet")
 
-    from tuner.methods.compiled import unwrap
 
-    target = unwrap(target)
-    if isinstance(target, UNet2DConditionModel):
-        return target
-    unet = unwrap(getattr(target, "unet", None))
-    if isinstance(unet, UNet2DConditionModel):
-        return unet
-    raise TunerError(f"cannot patch {type(target).__name__}: expected a UNet2DConditionModel or a pipeline with one")
+def resolve_denoiser(target, kind: str, method: str | None = None) -> torch.nn.Module:
+    """The denoiser of `target` (tuner.denoiser.denoiser_of), which must be of `kind` ("unet" | "dit")."""
+    from tuner.denoiser import denoiser_of
+
+    module, found = denoiser_of(target)
+    if found != kind:
+        what = "a UNet2DConditionModel" if kind == "unet" else "a diffusion transformer (PixArt, SD3, Flux)"
+        who = f"method '{method}'" if method else "this method"
+        raise TunerError(f"cannot patch {type(target).__name__}: {who} needs {what}, and its denoiser is "
+                         f"{type(module).__name__}")
+    return module
 
 
 def resolve_pipeline(target, method: str):

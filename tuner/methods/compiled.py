@@ -14,14 +14,9 @@ import warnings
 
 import torch
 
+from tuner.denoiser import unwrap  # noqa: F401  (where the wrapper is seen through; used by the methods)
+
 REBUILT = "compiled U-Net: its graph is rebuilt at the next call (torch._dynamo.reset())"
-
-
-def unwrap(module):
-    """The module behind `torch.compile`'s wrapper (nested wrappers too); anything else unchanged."""
-    while isinstance(module, torch.nn.Module) and isinstance(getattr(module, "_orig_mod", None), torch.nn.Module):
-        module = module._orig_mod
-    return module
 
 
 def is_compiled(target) -> bool:

@@ -44,11 +44,22 @@ def apply_steps(pipe, count: int) -> Handle:
     scheduler = pipe.scheduler
     original = scheduler.set_timesteps
 
-    def set_timesteps(num_inference_steps=None, device=None, **kwargs):
-        kwargs.pop("timesteps", None)
-        return original(count, device=device, **kwargs)
+    def set_timesteps(num_inference_steps=None, device=None, timesteps=None, sigmas=None, **kwargs):
+        # timesteps/sigmas are named so pipelines that check the signature (Flux) may pass them; both dropped
+        return call_set_timesteps(original, count, device, kwargs)
 
     return _install(scheduler, set_timesteps, count)
+
+
+def call_set_timesteps(original, count: int, device, kwargs: dict):
+    """`original(count, ...)` without the schedule the pipeline computed for its own count (a list of
+    timesteps or sigmas: Flux passes linspace sigmas) and without keywords `original` does not take (a
+    scheduler swapped in under a pipeline that passes `mu`)."""
+    import inspect
+
+    takes = inspect.signature(original).parameters
+    kept = {k: v for k, v in kwargs.items() if k not in ("timesteps", "sigmas") and k in takes}
+    return original(count, device=device, **kept)
 
 
 def _install(scheduler, set_timesteps, num_steps: int) -> Handle:
@@ -90,7 +101,12 @@ def apply_timesteps(pipe, timesteps: list[int]) -> Handle:
 
 def apply_solver(pipe, solver) -> Handle:
     """`pipe.scheduler` becomes `solver`'s scheduler (tuner.solvers.Solver) on the same noise schedule."""
+    from tuner.denoiser import is_flow_matching
+
     previous = pipe.scheduler
+    if is_flow_matching(previous):
+        raise TunerError(f"method 'solver': {type(previous).__name__} is a flow-matching schedule; its solvers are "
+                         "the method 'flow_solver'")
     scheduler = make_scheduler(previous.config, solver)
     pipe.scheduler = scheduler
 

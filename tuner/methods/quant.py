@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from tuner.errors import TunerError
-from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
+from tuner.methods.base import Handle, MethodConfig, register_method
 from tuner.methods.knobs import knob
 from tuner.methods.quant_math import (BITS, FULL, Int8LinearWeights, fake_quant_activation, fake_quant_weight,
                                       int8_available, int8_linear, mse_clip, mse_clip_per_channel, weight_absmax)
@@ -91,6 +91,8 @@ class QuantConfig(MethodConfig):
     real_kernels: bool = knob(True, help="run W8A8 Linear layers on real int8 kernels where available")
     kernels: str = knob("tuner", choices=KERNEL_LIBRARIES, search=("tuner",),
                         help="tuner = our int8 W8A8 Linear path; torchao = torchao's int8 configs (see the module)")
+
+    denoisers = ("unet", "dit")  # a DiT's linear layers quantize like a U-Net's
 
     @classmethod
     def prepare(cls, study) -> dict:
@@ -317,7 +319,9 @@ def _swap_weight(m: nn.Module, new: torch.Tensor) -> Callable[[], None]:
 
 @QuantConfig.register_apply
 def apply(target, cfg: QuantConfig) -> Handle:
-    unet = resolve_unet(target)
+    from tuner.denoiser import denoiser_of
+
+    unet, _ = denoiser_of(target)  # a U-Net or a DiT: the Linear (and Conv2d) layers of either
     names = quantizable_layers(unet)
     bits = cfg.layer_bits(names)
     info = {"layer_bits": bits, "real_kernel_layers": [], "simulated_layers": []}  # lists of layer names

@@ -44,6 +44,8 @@ class SolverConfig(MethodConfig):
     karras: bool = knob(False, when=("name", KARRAS), help="Karras sigmas (dpmsolver++, unipc, deis, euler, heun)")
 
     search_optional = False  # a solver always runs: the search picks one, never "none"
+    denoisers = ("unet", "dit")  # PixArt runs DPM-Solver++; flow-matching models have `flow_solver`
+    schedules = ("ddpm",)
     # The DDPM coefficients a model's pipeline can run: both on tuner's own pipeline (the proxy); `prepare`
     # narrows it on a diffusers pipeline, which has no scheduler with DDPM's 'baseline' coefficients.
     unmeasured_facts = {"solver_coefficients": ("baseline", "liyan")}

@@ -130,6 +130,7 @@ class TimestepsConfig(MethodConfig):
     count: int = knob(None, kind="int", low=1, high=NUM_TRAIN_TIMESTEPS, nullable=True,
                       help="number of steps at the solver's own spacing, instead of a timesteps list")
 
+    denoisers = ("unet", "dit")  # it acts on the scheduler, whatever denoises
     # The diffusers scheduler whose own timestep lists a user model's search proposes; None (the proxy):
     # tuner's pipeline runs any list.
     unmeasured_facts = {"scheduler": None}

@@ -4,7 +4,7 @@ Every model the study, `tuner evaluate` and `tuner apply` reach has the same sma
 
     model(conditions, seeds, num_inference_steps=N, progress=False) -> float tensor [N, C, H, W] in [0, 1]
     model.target      what `tuner.apply` patches (a tuner pipeline or the diffusers pipeline itself)
-    model.unet        its UNet2DConditionModel
+    model.unet        its denoiser: a UNet2DConditionModel, or a DiT (model.denoiser_kind "dit", tuner.denoiser)
     model.scheduler   the scheduler the pipeline runs (its own reverse-step rule)
     model.device, model.model_id, model.kind ("proxy" | "diffusers"), model.batch_size
 

@@ -1,5 +1,5 @@
-"""A user's diffusers pipeline (SD-1.x/2.x/SDXL: any pipeline whose denoiser is a UNet2DConditionModel)
-behind the model interface of `tuner.models`.
+"""A user's diffusers pipeline (SD-1.x/2.x/SDXL: any pipeline whose denoiser is a UNet2DConditionModel; PixArt,
+SD3, Flux: a diffusion transformer, tuner.denoiser) behind the model interface of `tuner.models`.
 
 Generation calls the pipeline's own `__call__` (its text encoders, its scheduler, its guidance, its VAE),
 with one CPU `torch.Generator` per image, so image i depends only on (prompt i, seed i) whatever the batch
@@ -31,10 +31,13 @@ class DiffusersModel:
                  batch_size: int | None = None):
         self.pipe = pipe
         self.model_id = model_id
-        self.unet = pipe.unet
+        from tuner.denoiser import denoiser_of
+
+        # `unet` stays the name every evaluator reads (MACs, calibration): it is the denoiser of either kind
+        self.unet, self.denoiser_kind = denoiser_of(pipe)
         self.guidance_scale = guidance_scale  # None: the pipeline's own default
         self.batch_size = batch_size or DEFAULT_BATCH
-        self.step_context = get_step_context(self.unet)
+        self.step_context = get_step_context(self.unet, pin=True)  # the model owns its denoiser's context
         self.resolution = self.default_resolution
         if resolution is not None:
             self.set_resolution(resolution)
@@ -60,11 +63,16 @@ class DiffusersModel:
 
     @property
     def default_resolution(self) -> int:
-        return int(self.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+        size = getattr(self.unet.config, "sample_size", None) or getattr(self.pipe, "default_sample_size", 64)
+        return int(size) * int(self.pipe.vae_scale_factor)
 
     @property
     def size_factor(self) -> int:
-        """Pixel sizes must be multiples of this: VAE downsampling x U-Net downsampling."""
+        """Pixel sizes must be multiples of this: VAE downsampling x U-Net downsampling (a DiT: its patch;
+        Flux packs 2x2 latent patches whatever its config says)."""
+        if self.denoiser_kind == "dit":
+            patch = 2 if type(self.unet).__name__ == "FluxTransformer2DModel" else int(self.unet.config.patch_size)
+            return int(self.pipe.vae_scale_factor) * patch
         return int(self.pipe.vae_scale_factor) * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     def set_resolution(self, resolution: int) -> None:
@@ -76,7 +84,10 @@ class DiffusersModel:
 
     def timesteps(self, num_inference_steps: int) -> list[int]:
         """The list the scheduler runs for this count (a `timesteps` method installed on it included)."""
-        self.pipe.scheduler.set_timesteps(num_inference_steps, device="cpu")
+        # Flux's dynamic shift needs the image's mu, which only its pipeline computes: any mu gives the same
+        # count, and the step context needs the count (the timesteps observed at run time are the real ones)
+        dynamic = {"mu": 0.0} if self.pipe.scheduler.config.get("use_dynamic_shifting", False) else {}
+        self.pipe.scheduler.set_timesteps(num_inference_steps, device="cpu", **dynamic)
         return [int(t) for t in self.pipe.scheduler.timesteps]
 
     # --- generation --------------------------------------------------------------------------------
@@ -90,15 +101,27 @@ class DiffusersModel:
         g = self.guidance_scale if guidance_scale is None else guidance_scale
         extra = {} if g is None else {"guidance_scale": float(g)}
         self.pipe.set_progress_bar_config(disable=not progress, leave=False)
+        extra.update(self._fixed_call_options())
         out = []
         for start in range(0, len(seeds), self.batch_size):
             batch = slice(start, start + self.batch_size)
             gens = [torch.Generator().manual_seed(int(s)) for s in list(seeds)[batch]]
+            # the context attached now (a removed method may have detached the one of __init__)
+            self.step_context = get_step_context(self.unet, pin=True)
             self.step_context.begin(self.timesteps(num_inference_steps))  # resets every method's state
             images = self.pipe(prompt=prompts[batch], generator=gens, num_inference_steps=num_inference_steps,
                                height=self.resolution, width=self.resolution, output_type="pt", **extra).images
             out.append(images.float().cpu())
         return torch.cat(out)
+
+
+    def _fixed_call_options(self) -> dict:
+        """PixArt snaps sizes to its aspect-ratio bins and cleans captions with bs4: neither, so the image
+        has the study's resolution and the prompt is the study's."""
+        import inspect
+
+        params = inspect.signature(self.pipe.__call__).parameters
+        return {k: False for k in ("use_resolution_binning", "clean_caption") if k in params}
 
 
 def load_diffusers_model(source: ModelSource, device: str | None = None, dtype: str | None = None,
@@ -118,6 +141,7 @@ def load_diffusers_model(source: ModelSource, device: str | None = None, dtype: 
         kwargs["local_files_only"] = True
         if _has_component(source.folder, "safety_checker"):
             kwargs.update(safety_checker=None, requires_safety_checker=False)
+        kwargs.update({name: None for name in _absent_components(source.folder)})  # SD3 without T5
     _quiet_loading()
     try:
         with warnings.catch_warnings():  # torch_dtype is renamed dtype in newer diffusers; both work on >= 0.40
@@ -125,12 +149,14 @@ def load_diffusers_model(source: ModelSource, device: str | None = None, dtype: 
             pipe = DiffusionPipeline.from_pretrained(where, **kwargs)
     except (OSError, ValueError, EnvironmentError) as e:
         raise TunerError(f"model.id={source.id!r} could not be loaded: {str(e).splitlines()[0][:200]}") from None
-    from diffusers import UNet2DConditionModel
+    from tuner.denoiser import denoiser_of
 
-    if not isinstance(getattr(pipe, "unet", None), UNet2DConditionModel):
-        raise TunerError(f"model.id={source.id!r}: {type(pipe).__name__} has no UNet2DConditionModel")
+    try:
+        denoiser, _ = denoiser_of(pipe)
+    except TunerError:
+        raise TunerError(f"model.id={source.id!r}: {type(pipe).__name__} has no denoiser tuner can patch") from None
     if unet_weights is not None:
-        _load_unet_weights(pipe.unet, unet_weights)
+        _load_unet_weights(denoiser, unet_weights)
     if scheduler is not None:
         pipe.scheduler = scheduler_class(scheduler).from_config(pipe.scheduler.config)
     if solver is not None:  # a baseline solver by tuner's name, on the pipeline's noise schedule
@@ -139,7 +165,7 @@ def load_diffusers_model(source: ModelSource, device: str | None = None, dtype: 
 
         pipe.scheduler = make_scheduler(pipe.scheduler.config, solver_of(solver))
     pipe = pipe.to(dev)
-    pipe.unet.eval()
+    denoiser.eval()
     return DiffusersModel(pipe, source.id, guidance_scale, resolution, batch_size)
 
 
@@ -176,6 +202,15 @@ def _has_component(folder, name: str) -> bool:
     info = json.loads((folder / "model_index.json").read_text())
     entry = info.get(name)
     return isinstance(entry, list) and entry[0] is not None
+
+
+def _absent_components(folder) -> list[str]:
+    """Components model_index.json lists as [null, null] that the pipeline still expects by name."""
+    import json
+
+    info = json.loads((folder / "model_index.json").read_text())
+    return [k for k, v in info.items() if not k.startswith("_") and isinstance(v, list) and v and v[0] is None
+            and k not in ("safety_checker",)]
 
 
 def _load_unet_weights(unet, path: str) -> None:

@@ -2,7 +2,8 @@
 
 A pipeline folder is diffusers' `save_pretrained` layout: `model_index.json` naming each component, and
 one sub-folder per component. We accept it when its denoiser is a `UNet2DConditionModel` (SD-1.x, SD-2.x,
-SDXL and their fine-tunes); every method of this project patches that class. Each weights file of the
+SDXL and their fine-tunes) or a diffusion transformer tuner patches (PixArt-α/Σ, SD3, Flux: tuner.denoiser);
+the source records which kind, so a study's default space holds only the families that denoiser takes. Each weights file of the
 folder is opened (safetensors: header only, so a 5 GB file costs milliseconds) so a truncated download is
 reported before any study database exists.
 
@@ -22,6 +23,7 @@ from tuner.errors import TunerError
 
 PROXY_ID = "proxy"
 DENOISER_CLASS = "UNet2DConditionModel"
+DENOISER_FOLDERS = ("unet", "transformer")  # the pipeline component that holds the denoiser, by kind
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -31,6 +33,8 @@ class ModelSource:
     id: str  # what the study and exported configs record: "proxy", the folder's absolute path, or a hub id
     folder: Path | None = None  # local pipeline folder (None: a hub id to download)
     pipeline_class: str | None = None  # model_index.json's _class_name
+    denoiser: str = DENOISER_CLASS  # the denoiser's class name (its kind: tuner.denoiser.kind_of_class)
+    flow: bool = False  # a flow-matching scheduler (SD3, Flux): their own solver family
 
 
 def resolve_source(model_id: str, base: Path | None = None) -> ModelSource:
@@ -45,10 +49,10 @@ def resolve_source(model_id: str, base: Path | None = None) -> ModelSource:
             raise TunerError(f"model.id={model_id!r}: no such model folder ({path}); use \"proxy\" for the "
                              "embedded model")
         folder = path.resolve()
-        return ModelSource("diffusers", str(folder), folder, check_pipeline_folder(folder))
+        return ModelSource("diffusers", str(folder), folder, *check_pipeline_folder(folder))
     cached = _cached_snapshot(model_id)
     if cached is not None:
-        return ModelSource("diffusers", model_id, cached, check_pipeline_folder(cached))
+        return ModelSource("diffusers", model_id, cached, *check_pipeline_folder(cached))
     if not is_online():
         raise TunerError(f"model.id={model_id!r}: no folder {path}, and as a hub id it needs the network, which this "
                          f"machine does not have: download it elsewhere (`hf download {model_id}`) and set model.id "
@@ -56,8 +60,36 @@ def resolve_source(model_id: str, base: Path | None = None) -> ModelSource:
     return ModelSource("diffusers", model_id, None, None)
 
 
-def check_pipeline_folder(folder: Path) -> str:
-    """The pipeline class of a diffusers folder whose denoiser is a UNet2DConditionModel; else TunerError."""
+def check_pipeline_folder(folder: Path) -> tuple[str, str, bool]:
+    """(pipeline class, denoiser class, flow matching) of a diffusers folder whose denoiser tuner can patch;
+    else TunerError."""
+    from tuner.denoiser import DIT_CLASSES, is_flow_matching, kind_of_class
+
+    info = _model_index(folder)
+    pipeline_class = str(info.get("_class_name", "unknown"))
+    found = {k: v[1] for k, v in info.items() if isinstance(v, list) and len(v) == 2 and k in DENOISER_FOLDERS}
+    component = next((k for k, cls in found.items() if kind_of_class(cls) is not None), None)
+    if component is None:
+        others = [f"{k}={v[1]}" for k, v in info.items() if isinstance(v, list) and len(v) == 2
+                  and k in ("unet", "transformer", "prior", "decoder")]
+        found_text = ", ".join(others) or "no unet"
+        raise TunerError(f"model.id: {folder.name} is a {pipeline_class} whose denoiser is not a {DENOISER_CLASS} "
+                         f"or one of {', '.join(DIT_CLASSES)} ({found_text}); tuner's methods patch SD-1.x, SD-2.x, "
+                         "SDXL, PixArt, SD3 and Flux pipelines")
+    for name, entry in info.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[1] is None:
+            continue
+        if not (folder / name).is_dir():
+            raise TunerError(f"model.id: component '{name}' of {folder.name} is missing (no folder {folder / name})")
+    check_weight_files(folder / component, "model.id")
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != component):
+        check_weight_files(sub, "model.id")
+    scheduler = info.get("scheduler")
+    flow = isinstance(scheduler, list) and len(scheduler) == 2 and is_flow_matching(str(scheduler[1]))
+    return pipeline_class, found[component], flow
+
+
+def _model_index(folder: Path) -> dict:
     if not folder.is_dir():
         raise TunerError(f"model.id: {folder} is a file, not a diffusers pipeline folder")
     index = folder / "model_index.json"
@@ -70,30 +102,13 @@ def check_pipeline_folder(folder: Path) -> str:
         raise TunerError(f"model.id: {index} is not valid JSON ({e})") from None
     if not isinstance(info, dict):
         raise TunerError(f"model.id: {index} is not a JSON object")
-    pipeline_class = str(info.get("_class_name", "unknown"))
-    unet = info.get("unet")
-    denoiser = unet[1] if isinstance(unet, list) and len(unet) == 2 else None
-    if denoiser != DENOISER_CLASS:
-        others = [f"{k}={v[1]}" for k, v in info.items() if isinstance(v, list) and len(v) == 2
-                  and k in ("unet", "transformer", "prior", "decoder")]
-        found = ", ".join(others) or "no unet"
-        raise TunerError(f"model.id: {folder.name} is a {pipeline_class} whose denoiser is not a {DENOISER_CLASS} "
-                         f"({found}); tuner's methods patch {DENOISER_CLASS} pipelines (SD-1.x, SD-2.x, SDXL)")
-    for name, entry in info.items():
-        if name.startswith("_") or not isinstance(entry, list) or entry[1] is None:
-            continue
-        if not (folder / name).is_dir():
-            raise TunerError(f"model.id: component '{name}' of {folder.name} is missing (no folder {folder / name})")
-    check_weight_files(folder / "unet", "model.id")
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "unet"):
-        check_weight_files(sub, "model.id")
-    return pipeline_class
+    return info
 
 
 def check_weight_files(folder: Path, what: str) -> None:
     """Open every weights file under `folder`: a truncated or foreign file is an error now, not mid-study."""
     files = [p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)]
-    if folder.name == "unet" and not files:
+    if folder.name in DENOISER_FOLDERS and not files:
         raise TunerError(f"{what}: {folder} holds no weights file")
     for p in files:
         check_weight_file(p, what)

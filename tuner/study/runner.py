@@ -47,7 +47,8 @@ from tuner.storage.database import damaged, first_line, is_damage, is_transient,
 
 RUN_SEED_STRIDE = 7919  # worker k gets seed + k*stride: no duplicate random streams
 OPTIONAL_KEYS = ("dtype", "scheduler", "solver", "guidance_scale", "resolution", "batch_size", "prompts_file",
-                 "prompts", "reference_images", "clip_model", "max_memory_gb", "race_rungs", "compile")  # keys added later
+                 "prompts", "reference_images", "clip_model", "max_memory_gb", "race_rungs", "compile", "denoiser",
+                 "flow")  # keys added later
 NOT_FINGERPRINTED = ("certify_rungs", "certify_budget_images")  # end-of-run work: may change between runs
 
 

@@ -72,6 +72,13 @@ class ModelSpec:
     batch_size: int | None = None  # images per pipeline call (user models)
     solver: dict | None = None  # the baseline's solver (the `solver` method's keys); None: a pipeline's own
     compile: str | None = None  # torch.compile backend of the U-Net's calls (tuner.models.compile); None: eager
+    # a diffusion transformer's class (tuner.denoiser); None: a U-Net. flow: a flow-matching schedule (SD3, Flux)
+    denoiser: str | None = None
+    flow: bool | None = None
+
+    @property
+    def denoiser_class(self) -> str:
+        return self.denoiser or "UNet2DConditionModel"
 
     @property
     def is_proxy(self) -> bool:
@@ -300,21 +307,43 @@ def _parse_storage(data: Any, name: str, base: Path) -> tuple[str, LivenessSpec]
     return url, LivenessSpec(interval, grace)
 
 
+def _parse_device(device: Any) -> str | None:
+    if device is None:
+        return None
+    if isinstance(device, list) and device and all(isinstance(d, str) for d in device):
+        device = ",".join(device)  # a list of GPUs for --workers
+    _check_str("model.device", device)
+    parts = [d.strip() for d in device.split(",")]
+    if any(d.split(":")[0] not in ("cpu", "cuda") for d in parts):
+        raise TunerError(f"model.device={device!r}: use cpu or cuda")
+    if len(parts) > 1 and not all(re.fullmatch(r"cuda:\d+", d) for d in parts):
+        raise TunerError(f"model.device={device!r}: a device list names GPUs by index (\"cuda:0,cuda:1\")")
+    return device
+
+
+def _check_unet_weights(weights: Any, base: Path, kind: str) -> str:
+    """The absolute path of `[model] unet_weights`, once it is known to hold plain tensors."""
+    from tuner.models.source import check_weight_file
+    from tuner.weights import check_tensors_file
+
+    p = Path(_check_str("model.unet_weights", weights))
+    p = p if p.is_absolute() else (base / p).resolve()
+    check_tensors_file(p, "model.unet_weights")  # plain tensors, before any library opens it
+    if kind == "proxy":  # small: load it, so a corrupt file never reaches a study database
+        from tuner.proxy.model import load_proxy_pipeline
+
+        load_proxy_pipeline("cpu", p)
+    else:
+        check_weight_file(p, "model.unet_weights")
+    return str(p)
+
+
 def _parse_model(data: Any, base: Path) -> ModelSpec:
-    from tuner.models.source import check_weight_file, resolve_source
+    from tuner.models.source import resolve_source
 
     t = _Table(data, "model")
     model_id = _check_str("model.id", t.get("id", "proxy"))
-    device = t.get("device")
-    if device is not None:
-        if isinstance(device, list) and device and all(isinstance(d, str) for d in device):
-            device = ",".join(device)  # a list of GPUs for --workers
-        _check_str("model.device", device)
-        parts = [d.strip() for d in device.split(",")]
-        if any(d.split(":")[0] not in ("cpu", "cuda") for d in parts):
-            raise TunerError(f"model.device={device!r}: use cpu or cuda")
-        if len(parts) > 1 and not all(re.fullmatch(r"cuda:\d+", d) for d in parts):
-            raise TunerError(f"model.device={device!r}: a device list names GPUs by index (\"cuda:0,cuda:1\")")
+    device = _parse_device(t.get("device"))
     weights = t.get("unet_weights")
     threads = t.get("threads")
     if threads is not None:
@@ -355,20 +384,15 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
 
         scheduler_class(_check_str("model.scheduler", scheduler))
     if weights is not None:
-        p = Path(_check_str("model.unet_weights", weights))
-        p = p if p.is_absolute() else (base / p).resolve()
-        from tuner.weights import check_tensors_file
-
-        check_tensors_file(p, "model.unet_weights")  # plain tensors, before any library opens it
-        weights = str(p)
-        if source.kind == "proxy":  # small: load it, so a corrupt file never reaches a study database
-            from tuner.proxy.model import load_proxy_pipeline
-
-            load_proxy_pipeline("cpu", p)
-        else:
-            check_weight_file(p, "model.unet_weights")
+        weights = _check_unet_weights(weights, base, source.kind)
     return ModelSpec(source.id, device, weights, threads, dtype, scheduler, guidance, resolution, batch, solver,
-                     compile_backend)
+                     compile_backend, *_denoiser_fields(source))
+
+
+def _denoiser_fields(source) -> tuple:
+    """ModelSpec's (denoiser, flow): None for a U-Net and a DDPM-family schedule (old studies' fingerprints)."""
+    dit = source.kind == "diffusers" and source.denoiser != "UNet2DConditionModel"
+    return (source.denoiser if dit else None), (True if source.flow else None)
 
 
 WORKER_DEVICE_ENV = "TUNER_DEVICE"  # set by `--workers` for each worker of a device list
@@ -549,12 +573,29 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if not space:  # the default joint space (search_spaces/defaults.py), quantization only with BitOPs
         from tuner.search_spaces.defaults import default_families
 
-        space = default_families(objectives)
+        space = default_families(objectives, model.denoiser_class, bool(model.flow))
+    _check_space_fits(space, model)
     t.finish()
     spec = StudySpec(name, path.resolve(), storage, n_trials, seed, tuple(objectives), snapshot_every, model,
                      image_set, evaluator, constraints, profile, sampler, space, liveness)
     validate_space_and_sampler(spec)
     return spec
+
+
+def _check_space_fits(space: dict, model: ModelSpec) -> None:
+    """A [space] table naming a method the model cannot take (ToMe on a DiT, solver on flow matching) is an
+    error now, not a study whose every trial fails."""
+    from tuner.config import method_specs
+
+    specs = method_specs()
+    for name, table in space.items():
+        spec = specs.get(name)
+        if spec is None or (isinstance(table, dict) and table.get("enabled") is False):
+            continue  # an unknown name is reported by build_space
+        if not spec.config_cls.fits(model.denoiser_class, bool(model.flow)):
+            schedule = ", a flow-matching schedule" if model.flow else ""
+            raise TunerError(f"space.{name}: the method cannot patch this model ({model.denoiser_class}{schedule}); "
+                             "leave [space] empty for the families it takes")
 
 
 def validate_space_and_sampler(spec: StudySpec) -> None:

@@ -1,0 +1,135 @@
+"""The DiT methods on tiny PixArt-α, SD3 and Flux pipelines: diffusers' cache hooks (fbcache, pab,
+taylorseer), the flow-matching solver and quantization of a DiT's linear layers. Each changes the images
+when it skips work, its neutral setting is the identity, and `remove()` gives the baseline's images bit for
+bit and leaves every module of the transformer as it was (attributes, hooks, registries)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tuner.apply_config import apply
+from tuner.errors import TunerError
+
+PROMPTS, SEEDS, STEPS = ["a red car", "a dog"], [0, 1], 4
+ACTIVE = {"dit_tome": {"ratio": 0.5}, "fbcache": {"threshold": 5.0}, "pab": {"self_skip": 2, "cross_skip": 2, "t_low": 0, "t_high": 1000},
+          "taylorseer": {"interval": 2, "warmup": 1}}
+NEUTRAL = {"dit_tome": {"ratio": 0.0}, "fbcache": {"threshold": 0.0}, "pab": {"self_skip": 1}, "taylorseer": {"interval": 1}}
+HOOKED = {"pixart": ["dit_tome", "fbcache", "pab", "taylorseer"], "sd3": ["dit_tome", "pab", "taylorseer"],
+          "flux": ["fbcache", "pab", "taylorseer"]}
+
+
+@pytest.fixture(scope="module")
+def models(dit_models):
+    from tuner.models import load_model
+
+    return {name: load_model(str(dit_models[name]), device="cpu", resolution=32) for name in HOOKED}
+
+
+def module_state(transformer: torch.nn.Module) -> dict:
+    hooks = lambda d: sorted(f.__qualname__ for f in d.values())  # noqa: E731 (ids change between attachments)
+    return {name: (sorted(vars(m)), hooks(m._forward_pre_hooks), hooks(m._forward_hooks),
+                   sorted(getattr(m, "_diffusers_hook").hooks) if hasattr(m, "_diffusers_hook") else None)
+            for name, m in transformer.named_modules()}
+
+
+def run(model) -> torch.Tensor:
+    return model(PROMPTS, SEEDS, num_inference_steps=STEPS)
+
+
+@pytest.mark.parametrize("layout,method", [(l, m) for l, ms in HOOKED.items() for m in ms])
+def test_hook_changes_images_and_removes_exactly(models, layout, method):
+    model = models[layout]
+    base = run(model)
+    before = module_state(model.unet)
+    with apply(model.target, {method: ACTIVE[method]}):
+        first, again = run(model), run(model)
+    assert not torch.equal(first, base)  # it skipped work
+    assert torch.equal(first, again)  # state is reset per pipeline call
+    assert module_state(model.unet) == before
+    assert torch.equal(run(model), base)
+
+
+@pytest.mark.parametrize("layout,method", [(l, m) for l, ms in HOOKED.items() for m in ms])
+def test_neutral_setting_is_the_identity(models, layout, method):
+    model = models[layout]
+    base = run(model)
+    with apply(model.target, {method: NEUTRAL[method]}):
+        assert torch.equal(run(model), base)
+
+
+def test_fbcache_refuses_sd3_and_dit_tome_refuses_flux(models):
+    with pytest.raises(TunerError, match="fbcache"):
+        apply(models["sd3"].target, {"fbcache": {"threshold": 0.1}})
+    with pytest.raises(TunerError, match="RoPE"):
+        apply(models["flux"].target, {"dit_tome": {"ratio": 0.5}})
+
+
+@pytest.mark.parametrize("layout", ["pixart", "sd3"])
+def test_dit_tome_merges_on_the_patch_grid(models, layout):
+    """Every block's self-attention sees ratio x N fewer image tokens (N = the 2-D patch grid: 32 px, VAE /2,
+    patch 2 -> 8 x 8 = 64)."""
+    model = models[layout]
+    seen = []
+    attentions = __import__("tuner.methods.dit_tome", fromlist=["x"]).self_attentions(model.unet)
+    hooks = [a.to_q.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[1])) for a in attentions]
+    try:
+        with apply(model.target, {"dit_tome": {"ratio": 0.5}}):
+            run(model)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen and set(seen) == {32}
+
+
+def test_hooks_refuse_a_unet():
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), cross_attention_dim=32,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=8)
+    with pytest.raises(TunerError, match="diffusion transformer"):
+        apply(unet, {"pab": {}})
+
+
+def test_flow_solver_at_the_pipelines_own_shift_is_the_baseline(models):
+    """SD3's own scheduler is FlowMatchEuler at shift 3: flow_solver euler/3 reproduces it bit for bit."""
+    model = models["sd3"]
+    base = run(model)
+    with apply(model.target, {"flow_solver": {"name": "euler", "shift": 3.0}}):
+        assert torch.equal(run(model), base)
+    with apply(model.target, {"flow_solver": {"name": "euler", "shift": 1.0}}):
+        assert not torch.equal(run(model), base)
+
+
+@pytest.mark.parametrize("layout", ["sd3", "flux"])
+@pytest.mark.parametrize("name", ["dpmsolver++", "unipc"])
+def test_flow_multistep_solvers_run_and_are_put_back(models, layout, name):
+    model = models[layout]
+    base = run(model)
+    scheduler = model.pipe.scheduler
+    with apply(model.target, {"flow_solver": {"name": name, "shift": 2.0}, "timesteps": {"count": 3}}) as h:
+        images = run(model)
+        assert h.info["num_steps"] == 3 and torch.isfinite(images).all() and not torch.equal(images, base)
+    assert model.pipe.scheduler is scheduler and torch.equal(run(model), base)
+
+
+def test_solver_refuses_flow_matching_and_flow_solver_refuses_pixart(models):
+    with pytest.raises(TunerError, match="flow_solver"):
+        apply(models["flux"].target, {"solver": {"name": "unipc"}})
+    with pytest.raises(TunerError, match="flow-matching"):
+        apply(models["pixart"].target, {"flow_solver": {"name": "euler"}})
+
+
+@pytest.mark.parametrize("layout", list(HOOKED))
+def test_quant_covers_the_transformers_linear_layers(models, layout):
+    from tuner.methods.quant import calibrate
+
+    model = models[layout]
+    base = run(model)
+    calibrate(model)
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.unet.modules())
+    with apply(model.target, {"quant": {"weight_bits": 4, "act_bits": 8}}) as h:
+        assert len(h.info["layer_bits"]) >= n_linear
+        assert not torch.equal(run(model), base)
+    assert torch.equal(run(model), base)
