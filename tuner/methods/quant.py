@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import bisect
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -36,7 +37,8 @@ from torch import nn
 from tuner.errors import TunerError
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_unet
 from tuner.methods.knobs import knob
-from tuner.methods.quant_math import (BITS, FULL, Int8LinearWeights, fake_quant_activation, fake_quant_weight,
+from tuner.step_context import get_step_context
+from tuner.methods.quant_math import (BITS, FULL, Int8LinearWeights, act_scale, fake_quant_activation, fake_quant_weight,
                                       int8_available, int8_linear, mse_clip, mse_clip_per_channel, weight_absmax)
 
 # Per-U-Net facts kept beside the model, not on it, so remove() leaves no attribute behind
@@ -47,6 +49,7 @@ DEFAULT_CALIBRATION_SEED = 900_000
 DEFAULT_CALIBRATION_STEPS = None  # None: the pipeline's default step count (tests shorten it)
 SAMPLES_PER_CALL = 1024  # input values kept per layer and U-Net call for the MSE range search
 CLIP_METHODS = ("mse", "max")
+DEFAULT_TIME_GROUPS = 8  # TMPQ-DM quadratic timestep groups with their own activation ranges
 KERNEL_LIBRARIES = ("tuner", "torchao")
 
 calibration_runs = 0  # how many calibrations ran in this process (tests check it stays at one)
@@ -91,6 +94,8 @@ class QuantConfig(MethodConfig):
     real_kernels: bool = knob(True, help="run W8A8 Linear layers on real int8 kernels where available")
     kernels: str = knob("tuner", choices=KERNEL_LIBRARIES, search=("tuner",),
                         help="tuner = our int8 W8A8 Linear path; torchao = torchao's int8 configs (see the module)")
+    time_groups: int = knob(DEFAULT_TIME_GROUPS, low=1, high=1000,
+                            help="activation ranges per TMPQ-DM timestep group (1 = one range for all timesteps)")
 
     @classmethod
     def prepare(cls, study) -> dict:
@@ -122,19 +127,25 @@ class QuantConfig(MethodConfig):
 
 # --- calibration ---------------------------------------------------------------------------------
 class QuantCalibration:
-    """Statistics of one U-Net measured once: per-output-channel weight absmax, per-layer input absmax
-    and a sample of each layer's inputs. Clipping ranges per (layer, bit-width) are derived from them
-    on first use and cached, so no candidate ever re-calibrates."""
+    """Statistics of one U-Net measured once: per-output-channel weight absmax and, per layer input and
+    per calibration timestep, the absmax and a sample of the values (both halves apart for an up-block
+    shortcut that reads a concatenated skip connection, see `splits`). Clipping ranges per (layer,
+    bit-width, timestep group) are derived from them on first use and cached, so no candidate ever
+    re-calibrates and every bit-width shares the same statistics."""
 
-    def __init__(self, weight_absmax: dict[str, torch.Tensor], act_absmax: dict[str, torch.Tensor],
-                 act_samples: dict[str, torch.Tensor], source: str, method: str = "mse"):
+    def __init__(self, weight_absmax: dict[str, torch.Tensor], act_stats: dict[str, dict], source: str,
+                 method: str = "mse", splits: dict[str, tuple[int, int]] | None = None):
         self.weight_absmax = weight_absmax
-        self.act_absmax = act_absmax  # empty when calibrated without data (weights only)
-        self.act_samples = act_samples
+        self.act_stats = act_stats  # {layer: {t: [(absmax, samples) per part]}}; empty without data
+        self.splits = dict(splits or {})  # {layer: (channel where the skip half starts, channels)}
+        self.act_absmax = {n: torch.stack([p[0] for parts in st.values() for p in parts]).amax()
+                           for n, st in act_stats.items()}
+        self.act_samples = {n: torch.cat([p[1] for parts in st.values() for p in parts]) for n, st in act_stats.items()}
+        self.timesteps = sorted({t for st in act_stats.values() for t in st})
         self.source = source
         self.method = method
         self._weight_clip: dict[tuple[str, int], torch.Tensor] = {}
-        self._act_clip: dict[tuple[str, int], torch.Tensor] = {}
+        self._act_clip: dict[tuple, torch.Tensor] = {}
 
     def weight_range(self, name: str, weight: torch.Tensor, bits: int) -> torch.Tensor:
         if self.method == "max":
@@ -144,32 +155,111 @@ class QuantCalibration:
             self._weight_clip[key] = mse_clip_per_channel(weight, self.weight_absmax[name], bits)
         return self._weight_clip[key]
 
-    def act_range(self, name: str, bits: int) -> torch.Tensor:
-        if self.method == "max":
+    def act_range(self, name: str, bits: int, timesteps: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The input range of `name` at `bits` over the calibration timesteps given (None: all of them): a
+        scalar, or per input channel for a split shortcut."""
+        if self.method == "max" and timesteps is None and name not in self.splits:
             return self.act_absmax[name]
-        key = (name, bits)
+        key = (name, bits, timesteps)
         if key not in self._act_clip:
-            self._act_clip[key] = mse_clip(self.act_samples[name], self.act_absmax[name].cpu(), bits)
+            self._act_clip[key] = self._derive_act_range(name, bits, timesteps)
         return self._act_clip[key]
+
+    def _derive_act_range(self, name: str, bits: int, timesteps) -> torch.Tensor:
+        stats = self.act_stats[name]
+        ts = [t for t in (timesteps or ()) if t in stats] or list(stats)
+        ranges = []
+        for part in range(len(stats[ts[0]])):
+            amax = torch.stack([stats[t][part][0] for t in ts]).amax().cpu()
+            ranges.append(amax if self.method == "max" else
+                          mse_clip(torch.cat([stats[t][part][1] for t in ts]), amax, bits))
+        if len(ranges) == 1:
+            return ranges[0]
+        start, channels = self.splits[name]
+        return torch.cat([ranges[0].expand(start), ranges[1].expand(channels - start)])
+
+    def time_groups(self, groups: int) -> tuple[list[int], list[tuple[int, ...]]]:
+        """TMPQ-DM's G quadratic groups of the training timesteps (edges) and, per group, the calibration
+        timesteps inside it (the nearest one to the group's middle when none is)."""
+        from tuner.methods.timesteps import NUM_TRAIN_TIMESTEPS, tmpq_group_edges
+
+        if groups <= 1 or not self.timesteps:
+            return [0, NUM_TRAIN_TIMESTEPS], [None]
+        edges = tmpq_group_edges(NUM_TRAIN_TIMESTEPS, groups)
+        members = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            inside = tuple(t for t in self.timesteps if lo <= t < hi)
+            members.append(inside or (min(self.timesteps, key=lambda t: abs(t - (lo + hi) / 2)),))
+        return edges, members
+
+
+class _Clock:
+    """The timestep of the U-Net call being run, from the U-Net's step context (kept attached while in use)."""
+
+    def __init__(self, unet: nn.Module):
+        self.context = get_step_context(unet)
+        self.context.register(self)
+
+    def reset_state(self) -> None:
+        pass
+
+    def now(self) -> int:
+        t = self.context.last_t
+        return int(round(t)) if t is not None else 0
+
+    def close(self) -> None:
+        self.context.unregister(self)
 
 
 class _RangeRecorder:
-    """Forward pre-hook: running max |input| of one layer and a random sample of its input values."""
+    """Forward pre-hook: per timestep, the max |input| of one layer and a random sample of its input values
+    (each half apart when the layer's input concatenates a skip connection)."""
 
-    def __init__(self, seed: int):
-        self.absmax: torch.Tensor | None = None
-        self.samples: list[torch.Tensor] = []
+    def __init__(self, seed: int, clock: _Clock, split: Callable[[], tuple[int, int] | None]):
+        self.stats: dict[int, list[list]] = {}
         self.gen = torch.Generator().manual_seed(seed)
+        self.clock = clock
+        self.split = split
 
     def __call__(self, module, args):
         x = args[0].detach()
-        m = x.abs().amax().float()
-        self.absmax = m if self.absmax is None else torch.maximum(self.absmax, m)
-        flat = x.flatten()
-        if flat.numel() > SAMPLES_PER_CALL:
-            idx = torch.randint(0, flat.numel(), (SAMPLES_PER_CALL,), generator=self.gen)
-            flat = flat[idx.to(flat.device)]
-        self.samples.append(flat.float().cpu())
+        s = self.split()
+        parts = [x] if s is None else [x[:, :s[0]], x[:, s[0]:]]
+        entry = self.stats.setdefault(self.clock.now(), [[None, []] for _ in parts])
+        for slot, xp in zip(entry, parts):
+            m = xp.abs().amax().float()
+            slot[0] = m if slot[0] is None else torch.maximum(slot[0], m)
+            flat = xp.flatten()
+            if flat.numel() > SAMPLES_PER_CALL:
+                idx = torch.randint(0, flat.numel(), (SAMPLES_PER_CALL,), generator=self.gen)
+                flat = flat[idx.to(flat.device)]
+            slot[1].append(flat.float().cpu())
+
+    def result(self) -> dict[int, list[tuple[torch.Tensor, torch.Tensor]]]:
+        return {t: [(m, torch.cat(samples)) for m, samples in entry] for t, entry in self.stats.items()}
+
+
+def _skip_concat_splits(unet: nn.Module, found: dict[str, tuple[int, int]]) -> list:
+    """Pre-hooks on the up blocks that note, for each resnet shortcut reading `cat([h, skip])`, where the
+    skip half starts (Q-Diffusion's split shortcut quantization). Returns the hook handles."""
+    handles = []
+    for i, block in enumerate(getattr(unet, "up_blocks", [])):
+        resnets = getattr(block, "resnets", None)
+        if resnets is None:
+            continue
+
+        def note(module, args, kwargs, i=i, resnets=resnets):
+            skips = kwargs.get("res_hidden_states_tuple", args[1] if len(args) > 1 else None)
+            for j, resnet in enumerate(resnets):
+                conv = getattr(resnet, "conv_shortcut", None)
+                if skips is None or j >= len(skips) or not isinstance(conv, nn.Conv2d):
+                    continue
+                channels, skip = conv.in_channels, skips[-1 - j].shape[1]
+                if 0 < skip < channels:
+                    found[f"up_blocks.{i}.resnets.{j}.conv_shortcut"] = (channels - skip, channels)
+
+        handles.append(block.register_forward_pre_hook(note, with_kwargs=True))
+    return handles
 
 
 def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: str = "custom",
@@ -181,8 +271,12 @@ def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: st
     if unet in ACTIVE:
         raise TunerError("method 'quant': cannot calibrate a U-Net that is currently quantized")
     layers = dict((n, m) for n, m in unet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    recorders = {n: _RangeRecorder(seed=i) for i, n in enumerate(layers)}
-    handles = [layers[n].register_forward_pre_hook(recorders[n]) for n in layers] if run is not None else []
+    splits: dict[str, tuple[int, int]] = {}
+    recorders, handles, clock = {}, [], None
+    if run is not None:
+        clock = _Clock(unet)
+        recorders = {n: _RangeRecorder(i, clock, lambda n=n: splits.get(n)) for i, n in enumerate(layers)}
+        handles = _skip_concat_splits(unet, splits) + [layers[n].register_forward_pre_hook(recorders[n]) for n in layers]
     try:
         if run is not None:
             with torch.no_grad():
@@ -190,13 +284,12 @@ def calibrate_with(unet: nn.Module, run: Callable[[], object] | None, source: st
     finally:
         for h in handles:
             h.remove()
+        if clock is not None:
+            clock.close()
     calib = QuantCalibration(
         weight_absmax={n: weight_absmax(m.weight) for n, m in layers.items()},
-        act_absmax={n: r.absmax for n, r in recorders.items() if r.absmax is not None},
-        act_samples={n: torch.cat(r.samples) for n, r in recorders.items() if r.samples},
-        source=source,
-        method=method,
-    )
+        act_stats={n: r.result() for n, r in recorders.items() if r.stats},
+        source=source, method=method, splits=splits)
     CALIBRATIONS[unet] = calib
     calibration_runs += 1
     return calib
@@ -245,15 +338,41 @@ def get_calibration(target, unet: nn.Module, need_activations: bool) -> QuantCal
 
 
 # --- hooks ---------------------------------------------------------------------------------------
-class ActivationQuantHook:
-    """Forward pre-hook: fake-quantizes a layer's input with the shared calibrated range. Stateless."""
+class _GroupOf:
+    """Which timestep group the U-Net call being run is in (one group: always 0)."""
 
-    def __init__(self, absmax: torch.Tensor, bits: int):
-        self.absmax = absmax
+    def __init__(self, unet: nn.Module, edges: Sequence[int]):
+        self.edges = list(edges)
+        self.clock = _Clock(unet) if len(self.edges) > 2 else None
+
+    def __call__(self) -> int:
+        if self.clock is None:
+            return 0
+        return min(max(bisect.bisect_right(self.edges, self.clock.now()) - 1, 0), len(self.edges) - 2)
+
+    def close(self) -> None:
+        if self.clock is not None:
+            self.clock.close()
+
+
+def _broadcast(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-channel range (split shortcut) against an NCHW input; a scalar range as it is."""
+    return r.view(1, -1, *([1] * (x.dim() - 2))) if r.dim() == 1 and x.dim() > 2 else r
+
+
+class ActivationQuantHook:
+    """Forward pre-hook: fake-quantizes a layer's input with the calibrated range of the current timestep
+    group (shared by every candidate at these bits). Stateless."""
+
+    def __init__(self, ranges: Sequence[torch.Tensor], bits: int, group_of: Callable[[], int]):
+        self.ranges = list(ranges)
         self.bits = bits
+        self.group_of = group_of
 
     def __call__(self, module, args):
-        return (fake_quant_activation(args[0], self.absmax, self.bits), *args[1:])
+        x = args[0]
+        r = self.ranges[self.group_of()] if len(self.ranges) > 1 else self.ranges[0]
+        return (fake_quant_activation(x, _broadcast(r, x), self.bits), *args[1:])
 
 
 def _int8_kernel_fits(m: nn.Module, device: torch.device) -> bool:
@@ -263,13 +382,15 @@ def _int8_kernel_fits(m: nn.Module, device: torch.device) -> bool:
     return device.type == "cpu" or (m.in_features % 8 == 0 and m.out_features % 8 == 0)
 
 
-def _install_int8_linear(m: nn.Linear, clip_w: torch.Tensor, clip_a: torch.Tensor) -> Callable[[], None]:
-    packed = Int8LinearWeights(m.weight, clip_w, clip_a)
+def _install_int8_linear(m: nn.Linear, clip_w: torch.Tensor, clip_a: Sequence[torch.Tensor],
+                         group_of: Callable[[], int]) -> Callable[[], None]:
+    packed = Int8LinearWeights(m.weight, clip_w, clip_a[0])
+    a_scales = [act_scale(c.to(m.weight), 8).float() for c in clip_a]
     had_own = "forward" in m.__dict__
     previous = m.__dict__.get("forward")
 
     def forward(x):
-        return int8_linear(x, packed, m.bias)
+        return int8_linear(x, packed, m.bias, a_scales[group_of()] if len(a_scales) > 1 else None)
 
     m.forward = forward  # an instance attribute: still an nn.Linear, its hooks still run
 
@@ -315,6 +436,26 @@ def _swap_weight(m: nn.Module, new: torch.Tensor) -> Callable[[], None]:
     return undo
 
 
+def _quantize_layer(name: str, m: nn.Module, wb: int, ab: int, cfg: QuantConfig, calib: QuantCalibration,
+                    groups: tuple[_GroupOf, list], handle: Handle, device: torch.device) -> str:
+    """Quantize one layer; returns 'real' or 'simulated'."""
+    group_of, members = groups
+    ao = _torchao_config(m, wb, ab) if cfg.real_kernels and cfg.kernels == "torchao" else None
+    if ao is not None:
+        handle.on_remove(_install_torchao(m, ao))
+        return "real"
+    if cfg.real_kernels and cfg.kernels == "tuner" and (wb, ab) == (8, 8) and _int8_kernel_fits(m, device):
+        clip_a = [calib.act_range(name, 8, ts) for ts in members]
+        handle.on_remove(_install_int8_linear(m, calib.weight_range(name, m.weight, 8), clip_a, group_of))
+        return "real"
+    if wb < FULL:
+        handle.on_remove(_swap_weight(m, fake_quant_weight(m.weight, calib.weight_range(name, m.weight, wb), wb)))
+    if ab < FULL:
+        ranges = [calib.act_range(name, ab, ts).to(device) for ts in members]
+        handle.on_remove(m.register_forward_pre_hook(ActivationQuantHook(ranges, ab, group_of)).remove)
+    return "simulated"
+
+
 @QuantConfig.register_apply
 def apply(target, cfg: QuantConfig) -> Handle:
     unet = resolve_unet(target)
@@ -330,27 +471,18 @@ def apply(target, cfg: QuantConfig) -> Handle:
     modules = dict(unet.named_modules())
     device = next(unet.parameters()).device
     handle = Handle("quant", info=info)
+    edges, members = calib.time_groups(cfg.time_groups)
+    group_of = _GroupOf(unet, edges)
+    handle.on_remove(group_of.close)
+    info["time_groups"] = len(members)
     try:
         for name in quantized:
-            m, (wb, ab) = modules[name], bits[name]
+            (wb, ab) = bits[name]
             if ab < FULL and name not in calib.act_absmax:
                 raise TunerError(f"method 'quant': layer '{name}' has no calibrated activation range "
                                  f"(it did not run during calibration)")
-            ao = _torchao_config(m, wb, ab) if cfg.real_kernels and cfg.kernels == "torchao" else None
-            if ao is not None:
-                handle.on_remove(_install_torchao(m, ao))
-                info["real_kernel_layers"].append(name)
-                continue
-            if cfg.real_kernels and cfg.kernels == "tuner" and (wb, ab) == (8, 8) and _int8_kernel_fits(m, device):
-                handle.on_remove(_install_int8_linear(m, calib.weight_range(name, m.weight, 8), calib.act_range(name, 8)))
-                info["real_kernel_layers"].append(name)
-                continue
-            if wb < FULL:
-                handle.on_remove(_swap_weight(m, fake_quant_weight(m.weight, calib.weight_range(name, m.weight, wb), wb)))
-            if ab < FULL:
-                act_clip = calib.act_range(name, ab).to(device)
-                handle.on_remove(m.register_forward_pre_hook(ActivationQuantHook(act_clip, ab)).remove)
-            info["simulated_layers"].append(name)
+            kind = _quantize_layer(name, modules[name], wb, ab, cfg, calib, (group_of, members), handle, device)
+            info["real_kernel_layers" if kind == "real" else "simulated_layers"].append(name)
     except BaseException:
         handle.remove()
         raise
