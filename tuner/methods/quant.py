@@ -100,16 +100,34 @@ class QuantConfig(MethodConfig):
     @classmethod
     def prepare(cls, study) -> dict:
         """Calibrate once on the model's default trajectory (as evaluate/apply do on first use), so an
-        exported config quantizes exactly as in its trial."""
+        exported config quantizes exactly as in its trial; then measure each layer's sensitivity once per
+        study (stored with the study as `quant_sensitivity`, reused on resume and by other processes)."""
+        from tuner.methods.quant_sensitivity import layer_sensitivity
+
         study.log("quantization: calibrating activation ranges")
         calibrate(study.pipe)
-        return {"quant_layers": quantizable_layers(study.pipe.unet)}
+        table = study.spec.space.get("quant", {}) if isinstance(study.spec.space, dict) else {}
+        bits = table.get("bits", (4, 6, 8)) if isinstance(table, dict) else (4, 6, 8)
+
+        def measure() -> dict:
+            study.log("quantization: measuring per-layer sensitivity")
+            return layer_sensitivity(study.pipe, [b for b in bits if b in BITS], study.spec.proxy_set.steps)
+
+        facts = cls.layer_facts(study.pipe.unet)
+        facts["quant_sensitivity"] = study.remember("quant_sensitivity", measure)
+        return facts
+
+    @classmethod
+    def layer_facts(cls, unet: nn.Module) -> dict:
+        modules = dict(unet.named_modules())
+        names = quantizable_layers(unet)
+        return {"quant_layers": names, "quant_layer_params": {n: modules[n].weight.numel() for n in names}}
 
     @classmethod
     def placeholder_facts(cls, steps: int) -> dict:
         from tuner.proxy.model import build_unet
 
-        return {"quant_layers": quantizable_layers(build_unet())}
+        return {**cls.layer_facts(build_unet()), "quant_sensitivity": {}}
 
     def layer_bits(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
         """(w, a) for every layer in `names`; a per_layer name that is not one of them is an error."""

@@ -77,12 +77,13 @@ def group_sensitivity(sens: dict[str, dict[str, float]], layers: Sequence[str], 
 
 
 def greedy_bits(groups: dict[str, list[str]], sens: dict, params: dict[str, int], choices: Sequence[int],
-                target_avg: float, start: int = 8) -> dict[str, int]:
+                target_avg: float, start: int = 8, fixed: dict[str, int] | None = None) -> dict[str, int]:
     """Weight bits per group with a parameter-weighted average <= target_avg: every group starts at
-    `start` bits and the cheapest step down (least added sensitivity per weight bit saved) is taken
-    until the average is reached (or nothing can go lower)."""
+    `start` bits (those in `fixed` stay at theirs) and the cheapest step down (least added sensitivity
+    per weight bit saved) is taken until the average is reached (or nothing can go lower)."""
     lower = sorted(b for b in choices if b < start)
-    bits = {g: start for g in groups}
+    fixed = fixed or {}
+    bits = {g: fixed.get(g, start) for g in groups}
     size = {g: sum(params.get(layer, 0) for layer in layers) for g, layers in groups.items()}
     total = sum(size.values()) or 1
 
@@ -93,7 +94,7 @@ def greedy_bits(groups: dict[str, list[str]], sens: dict, params: dict[str, int]
         moves = []
         for g, layers in groups.items():
             below = [b for b in lower if b < bits[g]]
-            if not below or not size[g]:
+            if not below or not size[g] or g in fixed:
                 continue
             b = below[-1]
             cost = group_sensitivity(sens, layers, b) - (group_sensitivity(sens, layers, bits[g]) if bits[g] < start else 0.0)
