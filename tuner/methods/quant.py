@@ -104,14 +104,17 @@ class QuantConfig(MethodConfig):
         study (stored with the study as `quant_sensitivity`, reused on resume and by other processes)."""
         from tuner.methods.quant_sensitivity import layer_sensitivity
 
-        study.log("quantization: calibrating activation ranges")
-        calibrate(study.pipe)
+        calib = CALIBRATIONS.get(study.pipe.unet)
+        if calib is None or not calib.default:  # a process calibrates once, whatever it builds
+            study.log("quantization: calibrating activation ranges")
+            calibrate(study.pipe)
         table = study.spec.space.get("quant", {}) if isinstance(study.spec.space, dict) else {}
         bits = table.get("bits", (4, 6, 8)) if isinstance(table, dict) else (4, 6, 8)
 
         def measure() -> dict:
             study.log("quantization: measuring per-layer sensitivity")
-            return layer_sensitivity(study.pipe, [b for b in bits if b in BITS], study.spec.proxy_set.steps)
+            low = [b for b in bits if b in BITS and b <= 8]  # above 8 bits a layer is as good as float
+            return layer_sensitivity(study.pipe, low, study.spec.proxy_set.steps) if low else {}
 
         facts = cls.layer_facts(study.pipe.unet)
         facts["quant_sensitivity"] = study.remember("quant_sensitivity", measure)
@@ -162,6 +165,7 @@ class QuantCalibration:
         self.timesteps = sorted({t for st in act_stats.values() for t in st})
         self.source = source
         self.method = method
+        self.default = False  # the model's default calibration (calibrate() with no overrides)
         self._weight_clip: dict[tuple[str, int], torch.Tensor] = {}
         self._act_clip: dict[tuple, torch.Tensor] = {}
 
@@ -320,6 +324,13 @@ def calibrate(pipe, classes: Sequence[int] | None = None, seeds: Sequence[int] |
               steps: int | None = None, method: str = "mse") -> QuantCalibration:
     """Calibrate a tuner pipeline's U-Net on its baseline trajectory: the default step count and the
     baseline solver, whatever the pipeline currently has set (per-step U-Net methods must not be applied meanwhile)."""
+    default = classes is None and seeds is None and steps is None and method == "mse"
+    calib = _calibrate_pipe(pipe, classes, seeds, steps, method)
+    calib.default = default
+    return calib
+
+
+def _calibrate_pipe(pipe, classes, seeds, steps, method) -> QuantCalibration:
     from tuner.pipeline import DEFAULT_STEPS
 
     n = DEFAULT_CALIBRATION_IMAGES
@@ -491,11 +502,11 @@ def apply(target, cfg: QuantConfig) -> Handle:
     calib = get_calibration(target, unet, need_activations=any(bits[n][1] < FULL for n in quantized))
     modules = dict(unet.named_modules())
     device = next(unet.parameters()).device
-    handle = Handle("quant", info=info)
     edges, members = calib.time_groups(cfg.time_groups)
+    info["time_groups"] = len(members)
+    handle = Handle("quant", info=info)
     group_of = _GroupOf(unet, edges)
     handle.on_remove(group_of.close)
-    info["time_groups"] = len(members)
     try:
         for name in quantized:
             (wb, ab) = bits[name]
