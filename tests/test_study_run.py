@@ -171,6 +171,36 @@ def test_stored_profile_is_reused(shared, monkeypatch):
     assert ctx.space.by_name.get("catome.checkpoint_delta") is not None
 
 
+def test_quant_calibrates_and_measures_sensitivity_once_per_study(shared, monkeypatch):
+    import tuner.methods.quant_sensitivity
+    from tuner.methods import quant
+    from tuner.study.context import StudyContext
+    from tuner.study.runner import open_study
+
+    _, spec, ctx = shared
+    study, _ = open_study(spec)
+    sens = study.user_attrs["quant_sensitivity"]  # measured by the first build, stored with the study
+    assert set(sens) == set(quant.quantizable_layers(ctx.pipe.unet)) and all(set(v) == {"8"} for v in sens.values())
+
+    def boom(*a, **k):
+        raise AssertionError("sensitivity measured again")
+
+    monkeypatch.setattr(tuner.methods.quant_sensitivity, "layer_sensitivity", boom)
+    runs = quant.calibration_runs
+    again = StudyContext.build(spec, study, pipe=ctx.pipe)
+    assert again.space.by_name.get("quant.enabled") is not None
+    with _applied(ctx.pipe, again.space):  # a W8A8 trial's apply reuses the calibration
+        ctx.pipe([1], [2], num_inference_steps=2)
+    assert quant.calibration_runs == runs  # one calibration per process, reused by every build and trial
+
+
+def _applied(pipe, space):
+    from tuner.apply_config import apply
+
+    values = {"quant.enabled": True, **{p.name: 8 for p in space.params if p.name.startswith("quant.bits.")}}
+    return apply(pipe, space.to_config(values))
+
+
 def test_nan_trial_fails_alone_with_reason(shared, monkeypatch):
     from tuner.study.runner import run_study
 

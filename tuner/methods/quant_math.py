@@ -66,6 +66,9 @@ def _scale(absmax: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.where(absmax > 0, absmax, torch.ones_like(absmax)) / qmax(bits)
 
 
+act_scale = _scale
+
+
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     q = qmax(bits)
     return torch.clamp(torch.round(x / scale), -q, q) * scale
@@ -99,15 +102,18 @@ class Int8LinearWeights:
         self.a_scale = _scale(act_absmax.to(weight), 8).float()
 
 
-def int8_linear(x: torch.Tensor, packed: Int8LinearWeights, bias: torch.Tensor | None) -> torch.Tensor:
+def int8_linear(x: torch.Tensor, packed: Int8LinearWeights, bias: torch.Tensor | None,
+                a_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """`a_scale` overrides the packed activation scale (the current timestep group's)."""
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
+    a = packed.a_scale if a_scale is None else a_scale
     if x2.is_cuda and x2.shape[0] <= 16:  # cuBLAS int8 GEMM needs more than 16 rows: same math in float
-        xq = quantize_int8(x2, packed.a_scale.to(x2)).float()
+        xq = quantize_int8(x2, a.to(x2)).float()
         acc = xq @ packed.w_int8_t.float()
     else:
-        acc = torch._int_mm(quantize_int8(x2, packed.a_scale.to(x2)), packed.w_int8_t).float()
-    y = acc * (packed.a_scale * packed.w_scale)
+        acc = torch._int_mm(quantize_int8(x2, a.to(x2)), packed.w_int8_t).float()
+    y = acc * (a * packed.w_scale)
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype).reshape(*shape[:-1], y.shape[-1])

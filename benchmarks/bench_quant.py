@@ -1,0 +1,182 @@
+"""Quantization on held-out seeds against the DPM-Solver++ 2M 20 baseline: tuner's W8 / W8A8 / W4A8 and a
+sensitivity-guided mixed config, beside optimum-quanto's qint8 W8A8 (and torchao int8 dynamic on CUDA only).
+
+    python benchmarks/bench_quant.py --rows main --cache main          # with PYTHONPATH=/work/main: today's rows
+    python benchmarks/bench_quant.py --rows tuner quanto               # this branch's rows + the peer
+    python benchmarks/bench_quant.py --write                           # BENCHMARKS.md section from the JSON
+
+Held-out seeds: the proxy set of seed 4242 (no study uses it), the proxy's 20 steps, DPM-Solver++ 2M (the
+proxy's baseline since issue 17). Every row is calibrated the same way: tuner's default calibration (10
+images of seeds 900,000+, one per digit, 50 baseline steps); optimum-quanto's `Calibration` context runs on
+exactly those images. FID change is the paired half-split interval of tuner.uncertainty.fid_interval (90 %
+two-sided), PSNR is against the baseline's images from the same seeds (pixel range [-1, 1], peak 2).
+BitOPs ratio = BitOPs / the float model's (MACs x b_w x b_a over every counted op; attention matmuls stay
+32/32). Features and images per row are cached (resumable) in benchmarks/results/quant_<cache>.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from md_sections import write_section  # benchmarks/ is on sys.path when a script runs
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECTION = "## Quantization that keeps quality (issue 23)"
+HELD_OUT_SEED = 4242
+STEPS = 20
+BASELINE = "DPM-Solver++ 2M 20 (float)"
+UNIFORM = {"W8": {"weight_bits": 8}, "W8A8": {"weight_bits": 8, "act_bits": 8},
+           "W4A8": {"weight_bits": 4, "act_bits": 8}}
+
+
+def tuner_rows(prefix: str, mixed: Path | None) -> dict[str, dict]:
+    rows = {f"{prefix}{k}": {"quant": v} for k, v in UNIFORM.items()}
+    if mixed is not None:
+        for name, cfg in json.loads(mixed.read_text()).items():
+            rows[f"{prefix}{name}"] = cfg
+    return rows
+
+
+def _pipe():
+    from tuner.proxy.model import load_proxy_pipeline
+
+    pipe = load_proxy_pipeline("cpu")
+    pipe.batch_size = 64  # one generator per image: the batch changes speed only
+    return pipe
+
+
+def _float_macs(pipe) -> dict[str, int]:
+    from tuner.evaluators.cost import count_macs
+
+    return count_macs(pipe.unet, lambda: pipe([0], [0], num_inference_steps=STEPS))
+
+
+def _record(store, cache, key, ctx, images, bitops_ratio, config, extra=None):
+    store[key] = {"features": ctx.extractor(images.float()).double(), "images": images.float(),
+                  "bitops_ratio": bitops_ratio, "config": config, **(extra or {})}
+    torch.save(store, cache)
+    print(f"{key}: BitOPs ratio {bitops_ratio:.3f}", file=sys.stderr, flush=True)
+
+
+def measure_tuner(rows: dict[str, dict], n: int, cache: Path) -> None:
+    from tuner.evaluators.cost import bitops
+    from tuner.apply_config import apply
+    from tuner.config import AccelConfig
+    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.methods.quant import calibrate
+
+    store = torch.load(cache, weights_only=False) if cache.is_file() else {}
+    pipe = _pipe()
+    ps = ProxySet(n, STEPS, HELD_OUT_SEED)
+    ctx = EvalContext(pipe, ps, "proxy")
+    store.setdefault("reference", ctx.reference_features().double())
+    macs = _float_macs(pipe)
+    if f"{BASELINE}@{n}" not in store:
+        _record(store, cache, f"{BASELINE}@{n}", ctx, pipe(ps.conditions, ps.seeds, num_inference_steps=STEPS), 1.0, {})
+    calibrate(pipe)  # the default calibration a study runs, once for every row
+    for name, methods in rows.items():
+        if f"{name}@{n}" in store:
+            continue
+        cfg = AccelConfig.from_dict({"schema_version": 2, "methods": methods})
+        with apply(pipe, cfg) as h:
+            layer_bits = h.info["layer_bits"]
+            images = pipe(ps.conditions, ps.seeds, num_inference_steps=STEPS)
+        _record(store, cache, f"{name}@{n}", ctx, images, bitops(macs, layer_bits) / bitops(macs), methods)
+
+
+def measure_quanto(n: int, cache: Path) -> None:
+    """optimum-quanto qint8 weights and activations, its own Calibration on tuner's calibration images."""
+    from optimum.quanto import Calibration, freeze, qint8, quantize
+
+    from tuner.evaluators.cost import bitops
+    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.methods import quant
+
+    store = torch.load(cache, weights_only=False) if cache.is_file() else {}
+    key = f"optimum-quanto W8A8@{n}"
+    if key in store:
+        return
+    pipe = _pipe()
+    ps = ProxySet(n, STEPS, HELD_OUT_SEED)
+    ctx = EvalContext(pipe, ps, "proxy")
+    store.setdefault("reference", ctx.reference_features().double())
+    macs = _float_macs(pipe)
+    quantize(pipe.unet, weights=qint8, activations=qint8)
+    classes = [i % 10 for i in range(quant.DEFAULT_CALIBRATION_IMAGES)]
+    seeds = [quant.DEFAULT_CALIBRATION_SEED + i for i in range(len(classes))]
+    with torch.no_grad(), Calibration():
+        pipe(classes, seeds, num_inference_steps=50)
+    freeze(pipe.unet)
+    replaced = {name for name, m in pipe.unet.named_modules() if type(m).__module__.startswith("optimum.quanto")}
+    layer_bits = {name: (8, 8) for name in macs if name in replaced}
+    images = pipe(ps.conditions, ps.seeds, num_inference_steps=STEPS)
+    _record(store, cache, key, ctx, images, bitops(macs, layer_bits) / bitops(macs),
+            {"optimum-quanto": "qint8 weights + qint8 activations, Calibration on the 10 calibration images"},
+            {"quantized_layers": len(layer_bits)})
+
+
+def compare(stores: list[dict], n: int) -> dict:
+    from tuner.uncertainty import Frechet, fid_interval
+
+    store = {k: v for s in stores for k, v in s.items()}
+    ref, base = store["reference"], store[f"{BASELINE}@{n}"]
+    base_fid = float(Frechet(ref)(base["features"][None])[0])
+    out = {"n_images": n, "held_out_seed": HELD_OUT_SEED, "baseline_fid": base_fid, "rows": {}}
+    for key, r in store.items():
+        if not key.endswith(f"@{n}") or key == f"{BASELINE}@{n}":
+            continue
+        ci = fid_interval(r["features"], base["features"], ref)
+        mse = (r["images"] - base["images"]).pow(2).mean()
+        out["rows"][key[: -len(f"@{n}")]] = {
+            "fid": base_fid + ci["fid_delta"], "change": 100 * ci["fid_delta"] / base_fid,
+            "change_lo": 100 * ci["fid_delta_lo"] / base_fid, "change_hi": 100 * ci["fid_delta_hi"] / base_fid,
+            "psnr": float(10 * torch.log10(4 / mse)), "bitops_ratio": r["bitops_ratio"], "config": r["config"]}
+    return out
+
+
+def write_md(result: dict, commands: list[str]) -> None:
+    lines = [SECTION, "",
+             f"{result['n_images']} held-out proxy images (proxy set seed {result['held_out_seed']}), {STEPS} steps of "
+             f"DPM-Solver++ 2M; baseline FID {result['baseline_fid']:.2f}. FID change = paired difference in % "
+             "of the baseline's FID with its 90 % half-split interval; PSNR against the baseline's images from "
+             "the same seeds. Rows `main:` are today's quantizer (main before this branch) in the same run. "
+             "Commands:", "", *[f"    {c}" for c in commands], "",
+             "| row | FID | FID change | interval | PSNR | BitOPs ratio |", "|---|---|---|---|---|---|"]
+    for name, r in result["rows"].items():
+        lines.append(f"| {name} | {r['fid']:.2f} | {r['change']:+.1f} % | [{r['change_lo']:+.1f}, "
+                     f"{r['change_hi']:+.1f}] | {r['psnr']:.1f} dB | {r['bitops_ratio']:.3f} |")
+    write_section(SECTION, "\n".join(lines + [""]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-images", type=int, default=256)
+    ap.add_argument("--rows", nargs="*", default=["tuner", "quanto"], choices=["main", "tuner", "quanto"])
+    ap.add_argument("--mixed", type=Path, help="JSON {row name: methods} of mixed configs to add")
+    ap.add_argument("--cache", default="branch", help="cache file suffix (one per concurrent process)")
+    ap.add_argument("--write", action="store_true", help="write BENCHMARKS.md from the saved caches")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cache = RESULTS / f"quant_{args.cache}.pt"
+    if args.write:
+        stores = [torch.load(p, weights_only=False) for p in sorted(RESULTS.glob("quant_*.pt"))]
+        result = compare(stores, args.n_images)
+        (RESULTS / "quant.json").write_text(json.dumps(result, indent=2))
+        write_md(result, json.loads((RESULTS / "quant_commands.json").read_text()))
+        return
+    if "main" in args.rows:
+        measure_tuner(tuner_rows("main: ", None), args.n_images, cache)
+    if "tuner" in args.rows:
+        measure_tuner(tuner_rows("", args.mixed), args.n_images, cache)
+    if "quanto" in args.rows:
+        measure_quanto(args.n_images, cache)
+
+
+if __name__ == "__main__":
+    main()
