@@ -5,7 +5,7 @@ sensitivity-guided mixed config, beside optimum-quanto's qint8 W8A8 (and torchao
     python benchmarks/bench_quant.py --rows tuner quanto               # this branch's rows + the peer
     python benchmarks/bench_quant.py --write                           # BENCHMARKS.md section from the JSON
 
-Held-out seeds: the proxy set of seed 4242 (no study uses it), the proxy's 20 steps, DPM-Solver++ 2M (the
+Held-out seeds: the image set of seed 4242 (no study uses it), the proxy's 20 steps, DPM-Solver++ 2M (the
 proxy's baseline since issue 17). Every row is calibrated the same way: tuner's default calibration (10
 images of seeds 900,000+, one per digit, 50 baseline steps); optimum-quanto's `Calibration` context runs on
 exactly those images. FID change is the paired half-split interval of tuner.uncertainty.fid_interval (90 %
@@ -67,13 +67,13 @@ def measure_tuner(rows: dict[str, dict], n: int, cache: Path) -> None:
     from tuner.evaluators.cost import bitops
     from tuner.apply_config import apply
     from tuner.config import AccelConfig
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.methods.quant import calibrate
 
     store = torch.load(cache, weights_only=False) if cache.is_file() else {}
     pipe = _pipe()
-    ps = ProxySet(n, STEPS, HELD_OUT_SEED)
-    ctx = EvalContext(pipe, ps, "proxy")
+    ps = ImageSet(n, STEPS, HELD_OUT_SEED)
+    ctx = ScoringContext(pipe, ps, "proxy")
     store.setdefault("reference", ctx.reference_features().double())
     macs = _float_macs(pipe)
     if f"{BASELINE}@{n}" not in store:
@@ -94,7 +94,7 @@ def measure_quanto(n: int, cache: Path) -> None:
     from optimum.quanto import Calibration, freeze, qint8, quantize
 
     from tuner.evaluators.cost import bitops
-    from tuner.evaluate import EvalContext, ProxySet
+    from tuner.scoring import ScoringContext, ImageSet
     from tuner.methods import quant
 
     store = torch.load(cache, weights_only=False) if cache.is_file() else {}
@@ -102,8 +102,8 @@ def measure_quanto(n: int, cache: Path) -> None:
     if key in store:
         return
     pipe = _pipe()
-    ps = ProxySet(n, STEPS, HELD_OUT_SEED)
-    ctx = EvalContext(pipe, ps, "proxy")
+    ps = ImageSet(n, STEPS, HELD_OUT_SEED)
+    ctx = ScoringContext(pipe, ps, "proxy")
     store.setdefault("reference", ctx.reference_features().double())
     macs = _float_macs(pipe)
     quantize(pipe.unet, weights=qint8, activations=qint8)
@@ -141,7 +141,7 @@ def compare(stores: list[dict], n: int) -> dict:
 
 def write_md(result: dict, commands: list[str]) -> None:
     lines = [SECTION, "",
-             f"{result['n_images']} held-out proxy images (proxy set seed {result['held_out_seed']}), {STEPS} steps of "
+             f"{result['n_images']} held-out proxy images (image set seed {result['held_out_seed']}), {STEPS} steps of "
              f"DPM-Solver++ 2M; baseline FID {result['baseline_fid']:.2f}. FID change = paired difference in % "
              "of the baseline's FID with its 90 % half-split interval; PSNR against the baseline's images from "
              "the same seeds. Rows `main:` are today's quantizer (main before this branch) in the same run. "

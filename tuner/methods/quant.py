@@ -125,7 +125,7 @@ class QuantConfig(MethodConfig):
         def measure() -> dict:
             study.log("quantization: measuring per-layer sensitivity")
             low = [b for b in bits if b in BITS and b <= 8]  # above 8 bits a layer is as good as float
-            return layer_sensitivity(study.pipe, low, study.spec.proxy_set.steps) if low else {}
+            return layer_sensitivity(study.pipe, low, study.spec.image_set.steps) if low else {}
 
         facts = cls.layer_facts(study.pipe.unet)
         facts["quant_sensitivity"] = study.remember("quant_sensitivity", measure)
