@@ -89,7 +89,7 @@ def test_handle_repr_lists_what_is_applied(pipes):
 def test_public_api_is_listed():
     assert {"apply", "remove", "applied_handles", "AccelConfig", "Handle", "TunerError"} <= set(dir(tuner))
     assert set(tuner.__all__) == {"__version__", "apply", "remove", "applied_handles", "AccelConfig", "Handle",
-                                  "TunerError"}
+                                  "TunerError", "load_trials"}
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         tuner.nope  # noqa: B018
 
