@@ -167,8 +167,9 @@ def test_evaluate_defaults_to_the_exported_image_set(study_file, tmp_path):
                                                                      "latency_images": 8}
     from tuner.commands.common import recorded_image_set
 
-    # configs exported before the rename carry it as environment.image_set
-    assert recorded_image_set({"image_set": recorded}) == recorded == recorded_image_set({"image_set": recorded})
+    # configs exported before the rename carry it as environment.proxy_set
+    assert recorded_image_set({"proxy_set": recorded}) == recorded  # old name
+    assert recorded == recorded_image_set({"image_set": recorded})
 
 
 @pytest.mark.parametrize("argv, match", [(["--latency-repeats", "0"], "--latency-repeats=0"),

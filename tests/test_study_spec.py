@@ -145,11 +145,11 @@ def test_full_study_searches_every_method_with_bitops():
     assert spec.sampler.warm_start and spec.space["catome"]["checkpoints"] == "profile"
 
 
-def test_old_image_set_table_still_loads(tmp_path):
-    """`[image_set]` was renamed `[image_set]` ("proxy" names the model): older study files keep working,
-    and a file with both is refused rather than one silently winning."""
-    old = load_spec(_write(tmp_path, GOOD.replace("[image_set]", "[image_set]")))
+def test_old_proxy_set_table_still_loads(tmp_path):
+    """`[proxy_set]` was renamed `[image_set]` ("proxy" names the model): older study files keep working,
+    and a file with both is refused rather than one silently winning."""  # old name
+    old = load_spec(_write(tmp_path, GOOD.replace("[image_set]", "[proxy_set]")))
     assert (old.image_set.n_images, old.image_set.steps) == (8, 10)
-    both = GOOD.replace("[constraints]", "[image_set]\nn_images = 4\n[constraints]")
-    with pytest.raises(TunerError, match=r"\[image_set\] is the old name of \[image_set\]"):
+    both = GOOD.replace("[constraints]", "[proxy_set]\nn_images = 4\n[constraints]")  # old name
+    with pytest.raises(TunerError, match=r"\[proxy_set\] is the old name of \[image_set\]"):
         load_spec(_write(tmp_path, both, "both.toml"))

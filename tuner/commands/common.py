@@ -88,8 +88,8 @@ def check_out_file(path: str | Path, flag: str, suffixes: tuple[str, ...]) -> Pa
 
 
 def recorded_image_set(environment: dict) -> dict | None:
-    """An exported config's image set (`image_set` in configs exported before the rename)."""
-    return environment.get("image_set", environment.get("image_set"))
+    """An exported config's image set (`proxy_set` in configs exported before the rename)."""
+    return environment.get("image_set", environment.get("proxy_set"))  # old name
 
 
 def image_set_args(args, recorded: dict | None = None) -> dict:

@@ -263,7 +263,7 @@ class _Table:
 
 
 def _renamed(t: _Table, name: str, old: str) -> Any:
-    """Table `name`, or its name before the rename (`[image_set]` became `[image_set]`: "proxy" is the model)."""
+    """Table `name`, or its name before the rename (`[proxy_set]` became `[image_set]`: "proxy" is the model)."""
     if name in t.data and old in t.data:
         raise TunerError(f"[{old}] is the old name of [{name}]: keep one of them")
     return t.get(name) if name in t.data else t.get(old, {})
@@ -557,7 +557,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     snapshot_every = _check_int("snapshot_every", t.get("snapshot_every", 10), 1, 100_000)
     storage, liveness = _parse_storage(t.get("storage"), name, base)
     model = _parse_model(t.get("model", {}), base)
-    image_set = _parse_image_set(_renamed(t, "image_set", "image_set"), model, base)
+    image_set = _parse_image_set(_renamed(t, "image_set", "proxy_set"), model, base)  # old name
     evaluator = _parse_evaluator(t.get("evaluator", {}), image_set.n_images, base, model)
     if "clip_score" in objectives:
         if model.is_proxy:
