@@ -96,24 +96,29 @@ def write_md(results: list[dict]) -> None:
              f"A random-weight `PixArtTransformer2DModel` with PixArt-α's width and depth ({d['width']} wide, "
              f"{d['depth']} blocks, patch 2, {CAPTION_TOKENS} caption tokens of 4096-d) inside a real "
              "`PixArtAlphaPipeline` (DPM-Solver++, its own loop, caption embeddings in, latents out, no CFG), "
-             f"{d['steps']} steps, one image per call, {d['threads']} thread, every candidate interleaved with the "
-             f"baseline in one run (median of {d['repeats']}). Weights are random: speed only. Each method is "
-             "diffusers' own hook, applied and removed through tuner (`tuner.apply`).", ""]
+             f"one image per call, {d['threads']} thread, every candidate interleaved with the baseline in one run "
+             "(steps and repeats per run below). Weights are random: speed only. The cache methods are diffusers' "
+             "own hooks, applied and removed through tuner (`tuner.apply`); `dit_tome` is tuner's token merging on "
+             "the blocks' self-attention.", ""]
     for d in results:
         only = f" --only {' '.join(repr(o) for o in d['only'])}" if d.get("only") else ""
         lines += [f"`flock /tmp/tuner-timing.lock nice -n 0 python benchmarks/bench_dit_scale.py --px {d['px']} "
                   f"--steps {d['steps']} --repeats {d['repeats']}{only} --write` ({d['wall_seconds'] / 60:.0f} min; "
                   f"load average {'/'.join(d['loadavg_at_end'])} at the end: other helpers' jobs shared the 2 cores, "
                   "so absolute times are inflated; ratios are interleaved)", "",
-                  f"{d['px']} px ({d['image_tokens']:,} image tokens): baseline {d['baseline_seconds_per_image']:.1f} "
-                  "s/image.", "", "| config | speedup | s/image |", "|---|---|---|"]
+                  f"{d['px']} px ({d['image_tokens']:,} image tokens), {d['steps']} steps, median of {d['repeats']}: "
+                  f"baseline {d['baseline_seconds_per_image']:.1f} s/image.", "", "| config | speedup | s/image |", "|---|---|---|"]
         for name, r in d["rows"].items():
             lines.append(f"| {name} | {r['speedup']:.2f}× | {r['seconds_per_image']:.1f} |")
         lines.append("")
     lines += ["PAB and TaylorSeer skip by schedule, and token merging by ratio, so their speedups are properties "
               "of the setting and carry to trained weights; First Block Cache skips when the first block's residual "
               "barely changes, which on random weights is arbitrary (its row is not a prediction for a trained "
-              "PixArt)."]
+              "PixArt). The machine was shared (load average 7-11 on 2 cores): a single timed call per candidate "
+              "moves by tens of percent between runs (PAB every 3rd: 1.58x in the first run, 0.81x in the second), "
+              "so the one-sample rows are indications only; the 3-repeat run is the one to quote for `dit_tome`. "
+              "1024 px (4,096 image tokens: 4x the tokens, 16x the attention scores) was not run: at 512 px one "
+              "8-step run of six configs already took 24 min on this shared machine."]
     write_section(HEADING, "\n".join(lines) + "\n")
 
 
