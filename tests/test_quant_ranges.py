@@ -10,7 +10,7 @@ from tuner.apply_config import apply
 from tuner.config import AccelConfig
 from tuner.errors import TunerError
 from tuner.methods import quant
-from tuner.methods.quant_sensitivity import average_weight_bits, greedy_bits, layer_sensitivity
+from tuner.methods.quant_sensitivity import average_weight_bits, greedy_bits
 
 CLASSES, SEEDS, STEPS = [3, 7], [11, 12], 4
 
@@ -81,7 +81,7 @@ def test_skip_connection_halves_get_their_own_ranges(calibrated):
 
 
 def test_sensitivity_ranks_layers_and_greedy_bits_meet_the_average(calibrated):
-    sens = layer_sensitivity(calibrated, (4, 8), steps=STEPS)
+    sens = quant.measure_sensitivity(calibrated, (4, 8), steps=STEPS)
     names = quant.quantizable_layers(calibrated.unet)
     assert set(sens) == set(names) and all(set(v) == {"4", "8"} for v in sens.values())
     assert sum(v["4"] for v in sens.values()) > sum(v["8"] for v in sens.values()) > 0
