@@ -158,8 +158,8 @@ NOTES = [
     "per layer for every timestep, MSE-clipped) is +6.7 % [-4.3, +17.6] at 40.9 dB; with ranges per "
     "timestep group (16 TMPQ-DM groups), absmax ranges at 8 bits and split shortcut halves it is -0.5 % "
     "[-6.2, +5.1] at 43.6 dB, BitOPs 0.237 of float (attention matmuls stay 32/32). The issue's +33 % was "
-    "measured against DDIM 20 (FID 5.2 on these seeds), whose trajectory the quantizer's errors hit harder; "
-    "the same quantizer against the proxy's current baseline gives the `main:` rows above.",
+    "measured against the DDIM 20 baseline (another trajectory, other seeds); against the proxy's current "
+    "baseline the same quantizer gives the `main:` rows above, so the before/after here is one run.",
     "",
     "Mixed precision: `mixed seed 1` is the study's warm-start seed at average weight bits 6 (greedy over "
     "per-layer sensitivity, blocks as genes, conv_in/conv_out kept float by the sensitivity bound, every "
@@ -171,8 +171,7 @@ NOTES = [
     "",
     "optimum-quanto (0.2.7, qint8 weights and activations on all 133 Conv2d/Linear layers, its "
     "`Calibration` over the same 10 calibration images x 50 steps, then `freeze`): FID 2.66, -8.0 % but with "
-    "an interval of [-80, +64] (its images move far enough from the baseline's that the half-split FID "
-    "differences disagree), and PSNR 31.9 dB, 12 dB below tuner's W8A8. On FID alone the two W8A8 rows are "
+    "an interval of [-80, +64] (the paired half-split FID differences disagree widely), and PSNR 31.9 dB, 12 dB below tuner's W8A8. On FID alone the two W8A8 rows are "
     "not separable at 256 images; on closeness to the float model tuner's is clearly ahead. Both have the "
     "same BitOPs. torchao's int8 dynamic quantization is a CUDA-only row of this benchmark (not run: no GPU "
     "here; on CPU it was measured in \"Real low-bit kernels\"). On this CPU every quantized row runs at float "
