@@ -112,8 +112,9 @@ def test_space_orders_genes_keeps_sensitive_layers_and_seeds_mixed_bits(calibrat
     assert list(fam.groups)[:2] == ["conv_out", "mid_block"]  # most sensitive first
     assert fam.kept == {"conv_out", "conv_in"}
     by_name = {p.name: p for p in fam.params}
-    assert by_name["quant.bits.conv_out"].choices == (32,) and by_name["quant.act.conv_in"].choices == (32,)
-    assert by_name["quant.bits.mid_block"].choices == (4, 6, 8, 32)
+    # a kept group's only choice is float: fixed, not searched
+    assert fam.fixed["quant.bits.conv_out"][0] == 32 and fam.fixed["quant.act.conv_in"][0] == 32
+    assert "quant.bits.conv_out" not in by_name and by_name["quant.bits.mid_block"].choices == (4, 6, 8, 32)
     seeds = fam.seeds()
     assert seeds[0]["quant.bits.down_blocks.0"] == 8 and seeds[0]["quant.bits.conv_out"] == 32
     for seed in seeds[1:]:
