@@ -153,6 +153,22 @@ def write_md(result: dict, commands: list[str]) -> None:
     write_section(SECTION, "\n".join(lines + ["", *NOTES, ""]))
 
 
+FULL_STUDY = (
+    "The full study on this branch (`studies/full.toml`: latency + FID + BitOPs, cap +100 %, quant genes per "
+    "block with `separate_act = true, act_bits = [8, 32]`), fresh database, run as `tuner study run "
+    "studies/full.toml` stopped after 8 trials (SIGINT) and resumed with `--n-trials 30` because the shared "
+    "machine ran at load 8-11 (80 trials would not have finished before the deadline; latency was measured "
+    "under that load): 30 trials (20 feasible by `study pareto`); 14 quantized trials completed, "
+    "12 of them with FID under the cap (the warm start's W8A8 seed, trial 7: FID +4.5 %, BitOPs 0.239 of the "
+    "baseline's; its greedy mixed seeds at average weight bits 6 and 5, trials 14 and 9: +2.6 % and +13.4 % at 64 images). `tuner study pareto studies/full.toml` shows one front member, trial 18: "
+    "UniPC 12 steps with per-block bits (up_blocks.2 W4A8, time_embedding W6/A32, down_blocks.1 W8/A32, every "
+    "other block W8A8, conv_in/conv_out float as the sensitivity bound keeps them), 1.23x, FID 3.81 "
+    "(-20.3 %, upper +45.8 % at 64 images), BitOPs 0.147 of the baseline's. The study's own held-out "
+    "certification (512-image budget) spent its budget on trial 26 (undecided) and did not reach trial 18; "
+    "the row `full study front #18` above is trial 18's config on this benchmark's 256 held-out seeds "
+    "(its BitOPs ratio column is per U-Net call; with 12 of 20 steps it is the study's 0.147)."
+)
+
 NOTES = [
     "Reading: against the DPM-Solver++ 2M 20 baseline on these seeds, today's W8A8 (one activation range "
     "per layer for every timestep, MSE-clipped) is +6.7 % [-4.3, +17.6] at 40.9 dB; with ranges per "
