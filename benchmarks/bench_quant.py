@@ -166,7 +166,10 @@ FULL_STUDY = (
     "(-20.3 %, upper +45.8 % at 64 images), BitOPs 0.147 of the baseline's. The study's own held-out "
     "certification (512-image budget) spent its budget on trial 26 (undecided) and did not reach trial 18; "
     "the row `full study front #18` above is trial 18's config on this benchmark's 256 held-out seeds "
-    "(its BitOPs ratio column is per U-Net call; with 12 of 20 steps it is the study's 0.147)."
+    "(its BitOPs ratio column is per U-Net call; with 12 of 20 steps it is the study's 0.147): FID change "
+    "-23.1 % [-69.0, +22.8] against DPM-Solver++ 2M 20, so its upper bound is below the study's +100 % cap "
+    "on held-out seeds (and below +25 %); PSNR is low (28.5 dB) because another solver at 12 steps draws "
+    "other images from the same noise."
 )
 
 NOTES = [
