@@ -3,6 +3,7 @@ sensitivity-guided mixed config, beside optimum-quanto's qint8 W8A8 (and torchao
 
     python benchmarks/bench_quant.py --rows main --cache main          # with PYTHONPATH=/work/main: today's rows
     python benchmarks/bench_quant.py --rows tuner quanto               # this branch's rows + the peer
+    python benchmarks/bench_quant.py --rows torchao --cache cuda       # on CUDA: torchao int8 dynamic W8A8
     python benchmarks/bench_quant.py --write                           # BENCHMARKS.md section from the JSON
 
 Held-out seeds: the proxy set of seed 4242 (no study uses it), the proxy's 20 steps, DPM-Solver++ 2M (the
@@ -42,10 +43,10 @@ def tuner_rows(prefix: str, mixed: Path | None) -> dict[str, dict]:
     return rows
 
 
-def _pipe():
+def _pipe(device: str = "cpu"):
     from tuner.proxy.model import load_proxy_pipeline
 
-    pipe = load_proxy_pipeline("cpu")
+    pipe = load_proxy_pipeline(device)
     pipe.batch_size = 64  # one generator per image: the batch changes speed only
     return pipe
 
@@ -63,7 +64,7 @@ def _record(store, cache, key, ctx, images, bitops_ratio, config, extra=None):
     print(f"{key}: BitOPs ratio {bitops_ratio:.3f}", file=sys.stderr, flush=True)
 
 
-def measure_tuner(rows: dict[str, dict], n: int, cache: Path) -> None:
+def measure_tuner(rows: dict[str, dict], n: int, cache: Path, device: str = "cpu") -> None:
     from tuner.evaluators.cost import bitops
     from tuner.apply_config import apply
     from tuner.config import AccelConfig
@@ -71,10 +72,10 @@ def measure_tuner(rows: dict[str, dict], n: int, cache: Path) -> None:
     from tuner.methods.quant import calibrate
 
     store = torch.load(cache, weights_only=False) if cache.is_file() else {}
-    pipe = _pipe()
+    pipe = _pipe(device)
     ps = ProxySet(n, STEPS, HELD_OUT_SEED)
     ctx = EvalContext(pipe, ps, "proxy")
-    store.setdefault("reference", ctx.reference_features().double())
+    store.setdefault("reference", ctx.reference_features().double().cpu())
     macs = _float_macs(pipe)
     if f"{BASELINE}@{n}" not in store:
         _record(store, cache, f"{BASELINE}@{n}", ctx, pipe(ps.conditions, ps.seeds, num_inference_steps=STEPS), 1.0, {})
@@ -202,7 +203,7 @@ NOTES = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-images", type=int, default=256)
-    ap.add_argument("--rows", nargs="*", default=["tuner", "quanto"], choices=["main", "tuner", "quanto"])
+    ap.add_argument("--rows", nargs="*", default=["tuner", "quanto"], choices=["main", "tuner", "quanto", "torchao"])
     ap.add_argument("--mixed", type=Path, help="JSON {row name: methods} of mixed configs to add")
     ap.add_argument("--cache", default="branch", help="cache file suffix (one per concurrent process)")
     ap.add_argument("--write", action="store_true", help="write BENCHMARKS.md from the saved caches")
@@ -222,6 +223,12 @@ def main() -> None:
         measure_tuner(tuner_rows("", args.mixed), args.n_images, cache)
     if "quanto" in args.rows:
         measure_quanto(args.n_images, cache)
+    if "torchao" in args.rows:  # torchao's int8 dynamic W8A8 kernels pay on CUDA only (see "Real low-bit kernels")
+        if not torch.cuda.is_available():
+            print("torchao row skipped: CUDA only", file=sys.stderr)
+        else:  # not yet run on a GPU: this machine has none
+            measure_tuner({"torchao int8 dynamic W8A8 (Linear; CUDA)": {"quant": {
+                "weight_bits": 8, "act_bits": 8, "kernels": "torchao"}}}, args.n_images, RESULTS / "quant_cuda.pt", "cuda")
 
 
 if __name__ == "__main__":
