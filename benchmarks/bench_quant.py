@@ -200,7 +200,7 @@ NOTES = [
     "",
     "What each part gives (PSNR only, 32 images of seeds 4,242,000+, 20 steps, an ad-hoc script not in the "
     "repository; A8 on every layer, weights float): MSE-clipped ranges 41.1 dB with one range per layer, "
-    "39.1 / 38.3 / 37.3 dB with 4 / 8 / 16 timestep groups (the clip search over fewer samples cuts rare "
+    "39.1 / 38.3 / 37.3 dB with 4 / 8 / 16 timestep groups (likely because the clip search over fewer samples cuts rare "
     "large inputs); absmax ranges 38.2 dB with one range, 42.3 / 42.6 / 44.2 / 44.7 dB with 4 / 8 / 16 / 50 "
     "groups. Hence absmax at 8 bits and 16 groups by default; W8A8 then 44.9 dB there (today's W8A8: 40.3 dB).",
     "",
