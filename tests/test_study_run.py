@@ -173,6 +173,7 @@ def test_stored_profile_is_reused(shared, monkeypatch):
 
 def test_quant_calibrates_and_measures_sensitivity_once_per_study(shared, monkeypatch):
     import tuner.methods.quant_sensitivity
+    from tuner.apply_config import apply
     from tuner.methods import quant
     from tuner.study.context import StudyContext
     from tuner.study.runner import open_study
@@ -188,17 +189,10 @@ def test_quant_calibrates_and_measures_sensitivity_once_per_study(shared, monkey
     monkeypatch.setattr(tuner.methods.quant_sensitivity, "layer_sensitivity", boom)
     runs = quant.calibration_runs
     again = StudyContext.build(spec, study, pipe=ctx.pipe)
-    assert again.space.by_name.get("quant.enabled") is not None
-    with _applied(ctx.pipe, again.space):  # a W8A8 trial's apply reuses the calibration
+    assert any(p.name.startswith("quant.bits.") for p in again.space.params)
+    with apply(ctx.pipe, {"quant": {"weight_bits": 8, "act_bits": 8}}):  # a trial's apply reuses it
         ctx.pipe([1], [2], num_inference_steps=2)
     assert quant.calibration_runs == runs  # one calibration per process, reused by every build and trial
-
-
-def _applied(pipe, space):
-    from tuner.apply_config import apply
-
-    values = {"quant.enabled": True, **{p.name: 8 for p in space.params if p.name.startswith("quant.bits.")}}
-    return apply(pipe, space.to_config(values))
 
 
 def test_nan_trial_fails_alone_with_reason(shared, monkeypatch):

@@ -113,8 +113,6 @@ class QuantConfig(MethodConfig):
         """Calibrate once on the model's default trajectory (as evaluate/apply do on first use), so an
         exported config quantizes exactly as in its trial; then measure each layer's sensitivity once per
         study (stored with the study as `quant_sensitivity`, reused on resume and by other processes)."""
-        from tuner.methods.quant_sensitivity import layer_sensitivity
-
         calib = CALIBRATIONS.get(study.pipe.unet)
         if calib is None or not calib.default:  # a process calibrates once, whatever it builds
             study.log("quantization: calibrating activation ranges")
@@ -125,7 +123,7 @@ class QuantConfig(MethodConfig):
         def measure() -> dict:
             study.log("quantization: measuring per-layer sensitivity")
             low = [b for b in bits if b in BITS and b <= 8]  # above 8 bits a layer is as good as float
-            return layer_sensitivity(study.pipe, low, study.spec.image_set.steps) if low else {}
+            return measure_sensitivity(study.pipe, low, study.spec.image_set.steps) if low else {}
 
         facts = cls.layer_facts(study.pipe.unet)
         facts["quant_sensitivity"] = study.remember("quant_sensitivity", measure)
@@ -155,6 +153,17 @@ class QuantConfig(MethodConfig):
             spec = self.per_layer.get(name, {})
             out[name] = (spec.get("w", self.weight_bits), spec.get("a", self.act_bits))
         return out
+
+
+def measure_sensitivity(pipe, bits: Sequence[int], steps: int) -> dict[str, dict[str, float]]:
+    """Each layer's sensitivity at each of `bits` (weights; inputs at 8 bits): quant_sensitivity's measure
+    with this method's own apply, on images apart from the calibration images."""
+    import tuner.methods.quant_sensitivity as qs
+
+    def one(layer: str, w: int, a: int) -> Handle:
+        return apply(pipe, QuantConfig(per_layer={layer: {"w": w, "a": a}}))
+
+    return qs.layer_sensitivity(pipe, quantizable_layers(pipe.unet), bits, steps, DEFAULT_CALIBRATION_SEED + 500, one)
 
 
 # --- calibration ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ seed the search with greedy mixed configurations (`greedy_bits`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -19,10 +19,9 @@ SENSITIVITY_CALLS = 4
 SENSITIVITY_ACT_BITS = 8
 
 
-def record_calls(pipe, steps: int, n_images: int = SENSITIVITY_IMAGES, calls: int = SENSITIVITY_CALLS) -> list:
+def record_calls(pipe, steps: int, seed: int, n_images: int = SENSITIVITY_IMAGES,
+                 calls: int = SENSITIVITY_CALLS) -> list:
     """(args, kwargs) of `calls` U-Net forwards spread over one baseline run of `n_images` images."""
-    from tuner.methods.quant import DEFAULT_CALIBRATION_SEED
-
     seen: list = []
 
     def hook(module, args, kwargs):
@@ -30,7 +29,7 @@ def record_calls(pipe, steps: int, n_images: int = SENSITIVITY_IMAGES, calls: in
                      {k: v.clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}))
 
     classes = [(3 + 7 * i) % 10 for i in range(n_images)]
-    seeds = [DEFAULT_CALIBRATION_SEED + 500 + i for i in range(n_images)]  # apart from the calibration images
+    seeds = [seed + i for i in range(n_images)]
     saved = (pipe.timesteps_override, pipe.steps_override, pipe.solver)
     pipe.timesteps_override, pipe.steps_override, pipe.solver = None, None, pipe.baseline_solver
     handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
@@ -49,19 +48,19 @@ def _output(unet, args, kwargs) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out.sample
 
 
-def layer_sensitivity(pipe, bits: Sequence[int], steps: int) -> dict[str, dict[str, float]]:
-    """{layer: {str(b): relative output error}} for every quantizable layer and each b < 32 in `bits`."""
-    from tuner.methods.quant import QuantConfig, apply, quantizable_layers
-
-    calls = record_calls(pipe, steps)
+def layer_sensitivity(pipe, layers: Sequence[str], bits: Sequence[int], steps: int, seed: int,
+                      quantize_one: Callable[[str, int, int], object]) -> dict[str, dict[str, float]]:
+    """{layer: {str(b): relative output error}} for each of `layers` and each b < 32 in `bits`;
+    `quantize_one(layer, w_bits, a_bits)` applies quantization to that layer alone and returns a handle."""
+    calls = record_calls(pipe, steps, seed)
     with torch.no_grad():
         ref = [_output(pipe.unet, a, k) for a, k in calls]
     norm = sum(float(r.double().pow(2).sum()) for r in ref) or 1.0
     out: dict[str, dict[str, float]] = {}
-    for layer in quantizable_layers(pipe.unet):
+    for layer in layers:
         out[layer] = {}
         for b in sorted(b for b in bits if b < 32):
-            handle = apply(pipe, QuantConfig(per_layer={layer: {"w": b, "a": SENSITIVITY_ACT_BITS}}))
+            handle = quantize_one(layer, b, SENSITIVITY_ACT_BITS)
             try:
                 with torch.no_grad():
                     err = sum(float((_output(pipe.unet, a, k) - r).double().pow(2).sum()) for (a, k), r in zip(calls, ref))
