@@ -299,21 +299,28 @@ def _parse_storage(data: Any, name: str, base: Path) -> tuple[str, LivenessSpec]
     return url, LivenessSpec(interval, grace)
 
 
+def _parse_device(device: Any) -> str | None:
+    """`[model] device`: cpu, cuda, cuda:N, or a list of GPUs (["cuda:0", "cuda:2"], or "cuda:0,cuda:2")
+    that `--workers` spreads over (tuner.storage.workers)."""
+    if device is None:
+        return None
+    if isinstance(device, list) and device and all(isinstance(d, str) for d in device):
+        device = ",".join(device)
+    _check_str("model.device", device)
+    parts = [d.strip() for d in device.split(",")]
+    if any(d.split(":")[0] not in ("cpu", "cuda") for d in parts):
+        raise TunerError(f"model.device={device!r}: use cpu or cuda")
+    if len(parts) > 1 and not all(re.fullmatch(r"cuda:\d+", d) for d in parts):
+        raise TunerError(f"model.device={device!r}: a device list names GPUs by index (\"cuda:0,cuda:1\")")
+    return device
+
+
 def _parse_model(data: Any, base: Path) -> ModelSpec:
     from tuner.models.source import check_weight_file, resolve_source
 
     t = _Table(data, "model")
     model_id = _check_str("model.id", t.get("id", "proxy"))
-    device = t.get("device")
-    if device is not None:
-        if isinstance(device, list) and device and all(isinstance(d, str) for d in device):
-            device = ",".join(device)  # a list of GPUs for --workers
-        _check_str("model.device", device)
-        parts = [d.strip() for d in device.split(",")]
-        if any(d.split(":")[0] not in ("cpu", "cuda") for d in parts):
-            raise TunerError(f"model.device={device!r}: use cpu or cuda")
-        if len(parts) > 1 and not all(re.fullmatch(r"cuda:\d+", d) for d in parts):
-            raise TunerError(f"model.device={device!r}: a device list names GPUs by index (\"cuda:0,cuda:1\")")
+    device = _parse_device(t.get("device"))
     weights = t.get("unet_weights")
     threads = t.get("threads")
     if threads is not None:
