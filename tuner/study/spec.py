@@ -87,6 +87,8 @@ class ModelSpec:
         TUNER_DEVICE with CUDA_VISIBLE_DEVICES), else the first of a device list, else `device`."""
         import os
 
+        from tuner.storage.workers import WORKER_DEVICE_ENV
+
         return os.environ.get(WORKER_DEVICE_ENV) or (self.devices[0] if self.devices else None)
 
     def load(self):
@@ -377,7 +379,6 @@ def _parse_model(data: Any, base: Path) -> ModelSpec:
                      compile_backend)
 
 
-WORKER_DEVICE_ENV = "TUNER_DEVICE"  # set by `--workers` for each worker of a device list
 DEFAULT_PROXY_SOLVER = "dpmsolver++"  # 2M at the study's steps: the strong baseline (BENCHMARKS.md, "Solvers users already run")
 
 
