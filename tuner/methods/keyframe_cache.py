@@ -65,13 +65,9 @@ class KeyframeCache:
         if self.full:
             self._slot_shapes[self.slot] = shape
 
-    # Opaque to torch.compile: a traced dict write guards on the dict's size and the slot number, and
-    # would recompile the hooked modules as the cache fills; disabled, a save or load is a graph break.
-    @torch.compiler.disable
     def save(self, name: str, value) -> None:
         self._saved[(self.slot, name)] = value
 
-    @torch.compiler.disable
     def load(self, name: str):
         return self._saved[(self.slot, name)]
 

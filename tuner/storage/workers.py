@@ -28,6 +28,7 @@ from tuner import signals
 from tuner.errors import TunerError
 
 STOP_TIMEOUT_S = 30.0
+WORKER_DEVICE_ENV = "TUNER_DEVICE"  # the device a worker of a device list runs on (read by StudySpec)
 MAX_WORKERS = 256
 PROGRESS_RE = re.compile(r"^\[(\d+)/(\d+)\] ")  # what `progress_line` writes
 
@@ -73,8 +74,6 @@ def worker_gpus(devices: list[str], k: int, visible: str | None, n_gpus: int) ->
     - a device list (`cuda:0,cuda:2`): worker i sees the (i mod len)-th listed GPU alone, as its `cuda:0`
       (CUDA_VISIBLE_DEVICES mapped through the current one, and TUNER_DEVICE);
     - `cuda` or unset: worker i gets GPU i mod #GPUs (gpu_assignment); nothing on the CPU."""
-    from tuner.study.spec import WORKER_DEVICE_ENV
-
     explicit = [d for d in devices if d.startswith("cuda:")]
     if len(devices) == 1 and explicit:
         warn = (f"{k} workers share one GPU ({devices[0]}); list GPUs (device = [\"cuda:0\", \"cuda:1\"]) or use "

@@ -95,6 +95,8 @@ class ModelSpec:
         TUNER_DEVICE with CUDA_VISIBLE_DEVICES), else the first of a device list, else `device`."""
         import os
 
+        from tuner.storage.workers import WORKER_DEVICE_ENV
+
         return os.environ.get(WORKER_DEVICE_ENV) or (self.devices[0] if self.devices else None)
 
     def load(self):
@@ -308,10 +310,12 @@ def _parse_storage(data: Any, name: str, base: Path) -> tuple[str, LivenessSpec]
 
 
 def _parse_device(device: Any) -> str | None:
+    """`[model] device`: cpu, cuda, cuda:N, or a list of GPUs (["cuda:0", "cuda:2"], or "cuda:0,cuda:2")
+    that `--workers` spreads over (tuner.storage.workers)."""
     if device is None:
         return None
     if isinstance(device, list) and device and all(isinstance(d, str) for d in device):
-        device = ",".join(device)  # a list of GPUs for --workers
+        device = ",".join(device)
     _check_str("model.device", device)
     parts = [d.strip() for d in device.split(",")]
     if any(d.split(":")[0] not in ("cpu", "cuda") for d in parts):
@@ -395,7 +399,6 @@ def _denoiser_fields(source) -> tuple:
     return (source.denoiser if dit else None), (True if source.flow else None)
 
 
-WORKER_DEVICE_ENV = "TUNER_DEVICE"  # set by `--workers` for each worker of a device list
 DEFAULT_PROXY_SOLVER = "dpmsolver++"  # 2M at the study's steps: the strong baseline (BENCHMARKS.md, "Solvers users already run")
 
 
