@@ -159,3 +159,20 @@ def test_user_model_table_has_no_accuracy_column(monkeypatch, capsys, tmp_path):
         cmd.study_pareto(args)
         out = capsys.readouterr().out
         assert ("acc %" in out) is with_acc and "nan" not in out
+
+
+def test_baseline_features_follow_a_grown_baseline_set(tiny_pipe):
+    """The race grows the baseline set past the study's (8 -> 32 -> 128 images on a 64-image study): the
+    cached features extend by the new images only, and FID's reference stays the study's own set."""
+    from tuner.scoring import ScoringContext, ImageSet
+    from tuner.study.race import grow_baseline
+
+    ctx = ScoringContext(tiny_pipe, ImageSet(n_images=4, steps=2))
+    reference = ctx.reference_features().clone()
+    first = ctx.baseline_features().clone()  # the study's 4 images
+    grown = grow_baseline(ctx, 7)
+    out = ctx.fid_interval(grown)  # 7 candidate rows paired with 7 baseline rows
+    assert out["fid_delta"] == pytest.approx(0.0, abs=1e-9)
+    assert ctx.baseline_feature_extractions == 2 and len(ctx.baseline_features()) == 7
+    assert torch.equal(ctx.baseline_features(4), first)
+    assert torch.equal(ctx.reference_features(), reference)

@@ -170,19 +170,27 @@ class ScoringContext:
         return self.baseline_images[:n]
 
     def baseline_features(self, n: int | None = None) -> torch.Tensor:
-        """Features of the baseline set (its first n images), extracted once per context: every trial of a
-        study pairs its images with these (features are per image, so a prefix is a slice)."""
-        if "_baseline_features" not in self.__dict__:
+        """Features of the baseline set's first n images (all when None), each image extracted once per
+        context: every trial pairs its images with these. The race grows the baseline set past the
+        study's (tuner.study.race), and only the new images are then extracted."""
+        images = self.baseline_images
+        want = len(images) if n is None else min(n, len(images))
+        have = self.__dict__.get("_baseline_features")
+        if have is None or len(have) < want:
+            start = 0 if have is None else len(have)
             with torch.no_grad():
-                self.__dict__["_baseline_features"] = self.extractor(self.baseline_images.float()).double().cpu()
+                more = self.extractor(images[start:].float()).double().cpu()
+            have = more if have is None else torch.cat([have, more])
+            self.__dict__["_baseline_features"] = have
             self.baseline_feature_extractions = getattr(self, "baseline_feature_extractions", 0) + 1
-        feats = self.__dict__["_baseline_features"]
-        return feats if n is None else feats[:n]
+        return have[:want]
 
     def reference_features(self) -> torch.Tensor:
+        """FID's reference: `reference_images`, else the baseline's own images at the study's set size
+        (not the larger set a race may have grown)."""
         if self.reference is not None:
             return self.reference.features()
-        return self.baseline_features()
+        return self.baseline_features(self.image_set.n_images)
 
     @cached_property
     def real_vs_real_fid(self) -> float:
