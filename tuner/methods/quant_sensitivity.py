@@ -28,19 +28,33 @@ def record_calls(pipe, steps: int, seed: int, n_images: int = SENSITIVITY_IMAGES
         seen.append((tuple(a.clone() if torch.is_tensor(a) else a for a in args),
                      {k: v.clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}))
 
-    classes = [(3 + 7 * i) % 10 for i in range(n_images)]
     seeds = [seed + i for i in range(n_images)]
-    saved = (pipe.timesteps_override, pipe.steps_override, pipe.solver)
-    pipe.timesteps_override, pipe.steps_override, pipe.solver = None, None, pipe.baseline_solver
     handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
-            pipe(classes, seeds, num_inference_steps=steps)
+            _baseline_run(pipe, seeds, steps)
     finally:
         handle.remove()
-        pipe.timesteps_override, pipe.steps_override, pipe.solver = saved
     picks = sorted({round(i * (len(seen) - 1) / max(calls - 1, 1)) for i in range(calls)})
     return [seen[i] for i in picks]
+
+
+def _baseline_run(pipe, seeds: list[int], steps: int) -> None:
+    """One baseline generation: the proxy on digit classes with its step overrides and solver put back to
+    the baseline's; a user model (tuner.models, whose methods act through hooks) on the shipped prompts."""
+    if getattr(pipe, "kind", "proxy") != "proxy":
+        from tuner.models.prompts import read_prompts
+
+        prompts = read_prompts(None)
+        pipe([prompts[i % len(prompts)] for i in range(len(seeds))], seeds, num_inference_steps=steps)
+        return
+    classes = [(3 + 7 * i) % 10 for i in range(len(seeds))]
+    saved = (pipe.timesteps_override, pipe.steps_override, pipe.solver)
+    pipe.timesteps_override, pipe.steps_override, pipe.solver = None, None, pipe.baseline_solver
+    try:
+        pipe(classes, seeds, num_inference_steps=steps)
+    finally:
+        pipe.timesteps_override, pipe.steps_override, pipe.solver = saved
 
 
 def _output(unet, args, kwargs) -> torch.Tensor:
