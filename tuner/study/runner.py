@@ -98,13 +98,14 @@ def check_not_orphaned(storage, spec: StudySpec) -> None:
     from tuner.study.delete import tuner_rows
     from tuner.storage.database import _study_in
 
-    if _study_in(storage.engine, spec.name):
-        return
+    # Rows first, then the study: a worker starting beside us creates the study before its rows, so rows
+    # seen before a missing study are orphans, while the reverse order raced with that worker.
     rows = tuner_rows(storage.engine, spec.name)
-    if rows.get("trial_slots") or rows.get("study_runs"):
-        raise TunerError(f"study '{spec.name}' was deleted from Optuna's tables of {shown(spec.storage)} but tuner's "
-                         f"rows remain ({rows.get('trial_slots', 0)} trial slot(s)); remove them with `tuner study "
-                         f"delete {spec.path} --yes`, or use a new study name")
+    if not (rows.get("trial_slots") or rows.get("study_runs")) or _study_in(storage.engine, spec.name):
+        return
+    raise TunerError(f"study '{spec.name}' was deleted from Optuna's tables of {shown(spec.storage)} but tuner's "
+                     f"rows remain ({rows.get('trial_slots', 0)} trial slot(s)); remove them with `tuner study "
+                     f"delete {spec.path} --yes`, or use a new study name")
 
 
 def deleted(spec: StudySpec) -> TunerError:
