@@ -16,7 +16,7 @@ ACTIVE = {"dit_tome": {"ratio": 0.5}, "fbcache": {"threshold": 5.0}, "pab": {"se
           "taylorseer": {"interval": 2, "warmup": 1}}
 NEUTRAL = {"dit_tome": {"ratio": 0.0}, "fbcache": {"threshold": 0.0}, "pab": {"self_skip": 1}, "taylorseer": {"interval": 1}}
 HOOKED = {"pixart": ["dit_tome", "fbcache", "pab", "taylorseer"], "sd3": ["dit_tome", "pab", "taylorseer"],
-          "flux": ["fbcache", "pab", "taylorseer"]}
+          "flux": ["dit_tome", "fbcache", "pab", "taylorseer"]}
 
 
 @pytest.fixture(scope="module")
@@ -58,28 +58,72 @@ def test_neutral_setting_is_the_identity(models, layout, method):
         assert torch.equal(run(model), base)
 
 
-def test_fbcache_refuses_sd3_and_dit_tome_refuses_flux(models):
+def test_fbcache_refuses_sd3(models):
     with pytest.raises(TunerError, match="fbcache"):
         apply(models["sd3"].target, {"fbcache": {"threshold": 0.1}})
-    with pytest.raises(TunerError, match="RoPE"):
-        apply(models["flux"].target, {"dit_tome": {"ratio": 0.5}})
 
 
-@pytest.mark.parametrize("layout", ["pixart", "sd3"])
-def test_dit_tome_merges_on_the_patch_grid(models, layout):
-    """Every block's self-attention sees ratio x N fewer image tokens (N = the 2-D patch grid: 32 px, VAE /2,
-    patch 2 -> 8 x 8 = 64)."""
-    model = models[layout]
+def _query_lengths(model, cfg: dict) -> list[int]:
+    """Query length of every block's self-attention call during one run (Flux: text tokens included)."""
+    from tuner.methods.dit_tome import self_attentions
+
     seen = []
-    attentions = __import__("tuner.methods.dit_tome", fromlist=["x"]).self_attentions(model.unet)
-    hooks = [a.to_q.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[1])) for a in attentions]
+    hooks = [a.to_q.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[1]))
+             for a in self_attentions(model.unet)]
     try:
-        with apply(model.target, {"dit_tome": {"ratio": 0.5}}):
+        with apply(model.target, cfg):
             run(model)
     finally:
         for h in hooks:
             h.remove()
-    assert seen and set(seen) == {32}
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["pixart", "sd3", "flux"])
+def test_dit_tome_merges_on_the_patch_grid(models, layout):
+    """Every block's self-attention sees ratio x N fewer image tokens (N = the 2-D patch grid: 32 px, VAE /2,
+    patch 2 -> 8 x 8 = 64; Flux packs 2 x 2 latents into a token: the same 64). Text tokens stay (Flux's
+    single-stream blocks project both)."""
+    model = models[layout]
+    merged, full = _query_lengths(model, {"dit_tome": {"ratio": 0.5}}), _query_lengths(model, {"dit_tome": {"ratio": 0.0}})
+    if layout == "flux":
+        merged = merged[::len(PROMPTS)]  # Flux attends one image at a time once merged
+    assert full and len(merged) == len(full) and {f - m for f, m in zip(full, merged)} == {32}
+
+
+def test_dit_tome_on_flux_gives_each_kept_token_its_own_rotary_row(models):
+    """Flux's attention gets the rotary rows of the text tokens, then those of the kept image tokens in
+    their order (a merged src takes its dst's place), one image at a time; an image's result does not
+    depend on the batch it is in."""
+    from tuner.methods.dit_tome import self_attentions
+
+    model = models["flux"]
+    tables, passed = [], []
+    table_spy = model.unet.pos_embed.register_forward_hook(lambda m, a, out: tables.append(out[0]))
+    attn = self_attentions(model.unet)[0]
+    processor = attn.processor
+
+    def spy(module, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        passed.append((hidden_states.shape[0], image_rotary_emb[0]))
+        return processor(module, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+    attn.processor = spy  # what the processor is given, after tuner's hook
+    try:
+        with apply(model.target, {"dit_tome": {"ratio": 0.5}}):
+            both = model(PROMPTS, SEEDS, num_inference_steps=2)
+            alone = model(PROMPTS[1:], SEEDS[1:], num_inference_steps=2)
+    finally:
+        table_spy.remove()
+        attn.processor = processor
+    full = tables[0]
+    n_text = len(full) - 64
+    assert passed
+    for batch, cos in passed:
+        assert batch == 1 and len(cos) == n_text + 32
+        assert torch.equal(cos[:n_text], full[:n_text])
+        rows = [int((full[n_text:] == row).all(dim=1).nonzero()[0]) for row in cos[n_text:]]
+        assert rows == sorted(set(rows))  # distinct kept tokens, in token order
+    torch.testing.assert_close(both[1:], alone, rtol=1e-4, atol=1e-4)
 
 
 def test_hooks_refuse_a_unet():

@@ -14,7 +14,7 @@ from tuner.cli import main
 
 CACHES = {"pixart": {"fbcache", "pab", "taylorseer", "dit_tome"},
           "sd3": {"pab", "taylorseer", "dit_tome"},  # FBC fails on SD3's last block
-          "flux": {"fbcache", "pab", "taylorseer"}}  # dit_tome: Flux's RoPE
+          "flux": {"fbcache", "pab", "taylorseer", "dit_tome"}}
 SOLVER = {"pixart": "solver", "sd3": "flow_solver", "flux": "flow_solver"}
 
 
