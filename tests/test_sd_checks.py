@@ -172,7 +172,7 @@ def test_baseline_features_follow_a_grown_baseline_set(tiny_pipe):
     first = ctx.baseline_features().clone()  # the study's 4 images
     grown = grow_baseline(ctx, 7)
     out = ctx.fid_interval(grown)  # 7 candidate rows paired with 7 baseline rows
-    assert out["fid_delta"] == pytest.approx(0.0, abs=1e-9)
+    assert out["fid_delta"] == pytest.approx(0.0, abs=1e-4)  # features of 4 + 3 vs 7 images: batching moves ~1e-6
     assert ctx.baseline_feature_extractions == 2 and len(ctx.baseline_features()) == 7
     assert torch.equal(ctx.baseline_features(4), first)
     assert torch.equal(ctx.reference_features(), reference)
