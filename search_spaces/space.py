@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from optuna.distributions import BaseDistribution
 
-from tuner.search_spaces import catome_checkpoints, quantization, timesteps  # noqa: F401  (CA-ToMe's extension)
+from tuner.search_spaces import catome_checkpoints, magcache_ratios, quantization, timesteps  # noqa: F401  (extensions)
 from tuner.search_spaces.derived import MethodFamily, families_of
 from tuner.search_spaces.params import Family, Param
 from tuner.config import method_specs

@@ -1,5 +1,5 @@
 """The DiT methods on tiny PixArt-α, SD3 and Flux pipelines: diffusers' cache hooks (fbcache, pab,
-taylorseer), the flow-matching solver and quantization of a DiT's linear layers. Each changes the images
+taylorseer, magcache), the flow-matching solver and quantization of a DiT's linear layers. Each changes the images
 when it skips work, its neutral setting is the identity, and `remove()` gives the baseline's images bit for
 bit and leaves every module of the transformer as it was (attributes, hooks, registries)."""
 
@@ -13,10 +13,14 @@ from tuner.errors import TunerError
 
 PROMPTS, SEEDS, STEPS = ["a red car", "a dog"], [0, 1], 4
 ACTIVE = {"dit_tome": {"ratio": 0.5}, "fbcache": {"threshold": 5.0}, "pab": {"self_skip": 2, "cross_skip": 2, "t_low": 0, "t_high": 1000},
-          "taylorseer": {"interval": 2, "warmup": 1}}
-NEUTRAL = {"dit_tome": {"ratio": 0.0}, "fbcache": {"threshold": 0.0}, "pab": {"self_skip": 1}, "taylorseer": {"interval": 1}}
-HOOKED = {"pixart": ["dit_tome", "fbcache", "pab", "taylorseer"], "sd3": ["dit_tome", "pab", "taylorseer"],
-          "flux": ["dit_tome", "fbcache", "pab", "taylorseer"]}
+          "taylorseer": {"interval": 2, "warmup": 1},
+          "magcache": {"threshold": 0.3, "retention_ratio": 0.0, "mag_ratios": [1.0, 1.1, 1.05, 1.0]}}
+# ratios of exactly 1.0 accumulate no error: diffusers' own test (err <= threshold) would skip at threshold 0
+NEUTRAL = {"dit_tome": {"ratio": 0.0}, "fbcache": {"threshold": 0.0}, "pab": {"self_skip": 1}, "taylorseer": {"interval": 1},
+           "magcache": {"threshold": 0.0, "retention_ratio": 0.0, "mag_ratios": [1.0] * STEPS}}
+HOOKED = {"pixart": ["dit_tome", "fbcache", "pab", "taylorseer", "magcache"],
+          "sd3": ["dit_tome", "pab", "taylorseer", "magcache"],
+          "flux": ["dit_tome", "fbcache", "pab", "taylorseer", "magcache"]}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,64 @@ def test_neutral_setting_is_the_identity(models, layout, method):
 def test_fbcache_refuses_sd3(models):
     with pytest.raises(TunerError, match="fbcache"):
         apply(models["sd3"].target, {"fbcache": {"threshold": 0.1}})
+
+
+@pytest.mark.parametrize("layout", list(HOOKED))
+def test_magcache_calibration_gives_one_ratio_per_step(models, layout):
+    """The study's measurement: a full run records one ratio per step, 1.0 first, and leaves nothing behind."""
+    from tuner.methods.magcache import calibrate
+
+    model = models[layout]
+    base, before = run(model), module_state(model.unet)
+    ratios = calibrate(model, PROMPTS, SEEDS, STEPS)
+    assert len(ratios) == STEPS and ratios[0] == 1.0 and all(r > 0 for r in ratios[1:])
+    assert module_state(model.unet) == before and torch.equal(run(model), base)
+
+
+@pytest.mark.parametrize("layout", list(HOOKED))
+def test_magcache_without_ratios_measures_them_on_the_first_call(models, layout):
+    model = models[layout]
+    base = run(model)
+    with apply(model.target, {"magcache": {"threshold": 10.0, "retention_ratio": 0.0}}):
+        first, second = run(model), run(model)
+    assert torch.equal(first, base) and not torch.equal(second, base)
+    assert torch.equal(run(model), base)
+
+
+def _full_steps(model, steps: int) -> int:
+    """How many steps of one run compute the first block (MagCache skips it with the rest)."""
+    from diffusers.models.attention_processor import Attention
+
+    head = next(m for m in model.unet.transformer_blocks[0].modules() if isinstance(m, Attention))
+    seen = []
+    hook = head.register_forward_pre_hook(lambda m, inp: seen.append(1))
+    try:
+        model(PROMPTS, SEEDS, num_inference_steps=steps)
+    finally:
+        hook.remove()
+    return len(seen)
+
+
+def test_magcache_follows_each_calls_step_count(models):
+    """Ratios measured at any count are interpolated to the call's, and the retained share is of the call's
+    steps: half of 4 steps (2) or of 6 (3) run in full, then every other step (K = 1) is skipped."""
+    model = models["pixart"]
+    cfg = {"threshold": 1.0, "max_skip_steps": 1, "retention_ratio": 0.5, "mag_ratios": [1.0] * 10}
+    with apply(model.target, {"magcache": cfg}):
+        assert [_full_steps(model, 4), _full_steps(model, 6), _full_steps(model, 4)] == [3, 4, 3]
+
+
+def test_magcache_ratios_reach_the_searched_configs():
+    """A study's measured ratios are written into every magcache config the search decodes."""
+    from tuner.search_spaces.space import SpaceContext, build_space
+
+    ratios = [1.0, 1.2, 1.1]
+    for facts, expected in (({"magcache": {"mag_ratios": ratios}}, ratios), ({}, None)):
+        space = build_space({"magcache": {}}, SpaceContext(20, facts=facts))
+        values = {"dit_cache": "magcache", "magcache.threshold": 0.1, "magcache.max_skip_steps": 2,
+                  "magcache.retention_ratio": 0.2}
+        cfg = space.to_config(values).methods["magcache"]
+        assert cfg.mag_ratios == expected and cfg.threshold == 0.1
 
 
 def _query_lengths(model, cfg: dict) -> list[int]:

@@ -19,4 +19,5 @@ from tuner.methods import flow_solver  # noqa: F401
 from tuner.methods import fbcache  # noqa: F401
 from tuner.methods import pab  # noqa: F401
 from tuner.methods import taylorseer  # noqa: F401
+from tuner.methods import magcache  # noqa: F401
 from tuner.methods import dit_tome  # noqa: F401
