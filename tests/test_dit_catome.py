@@ -200,3 +200,30 @@ def test_profile_feeds_the_checkpoint_genes():
     assert not any(p.name.endswith("checkpoint_delta") for p in bare.params)
     cfg = bare.to_config({"dit_token_merging": "dit_catome", "dit_catome.threshold": 0.8}).methods["dit_catome"]
     assert cfg.checkpoints is None
+
+
+def test_a_study_measures_the_profile_once(dit_models, models, tmp_path):
+    """`prepare` profiles the baseline with the study's [profile] settings at its step count, stores the table
+    as the study attribute `dit_jaccard_profile`, and a resumed study reads it back instead of measuring."""
+    from tiny_user_models import study_toml
+    from tuner.study.context import PrepareContext
+    from tuner.study.spec import load_spec
+
+    path = tmp_path / "study.toml"
+    path.write_text(study_toml("p", dit_models["pixart"], prompts=dit_models["prompts"],
+                               evaluator=f'inception_weights = "{dit_models["inception"]}"',
+                               space="[profile]\nn_images = 2\nthreshold = 0.6\n[space.dit_catome]\n"))
+
+    class Study:  # optuna.Study's user attributes
+        def __init__(self):
+            self.user_attrs = {}
+
+        def set_user_attr(self, key, value):
+            self.user_attrs[key] = value
+
+    logs, study = [], Study()
+    prep = PrepareContext(load_spec(path), models["pixart"], study, logs.append, False)
+    first, resumed = DiTCaToMeConfig.prepare(prep)["jaccard_profile"], DiTCaToMeConfig.prepare(prep)["jaccard_profile"]
+    assert list(study.user_attrs) == ["dit_jaccard_profile"] and len(logs) == 1
+    assert set(first["step"]) == {0, 1, 2} and set(first["threshold"]) == {0.6}
+    assert first.equals(resumed)
