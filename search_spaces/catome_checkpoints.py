@@ -13,7 +13,11 @@ own knob declarations (search_spaces.derived); this module adds what no range de
   below JD(s), so s and every step spiking at least as high become checkpoints. Steps where the pair
   sets change most are therefore the ones mutations add most often.
 
-Table keys (beside the knobs): `[space.catome]` checkpoints ("profile" | "every_step"), max_checkpoints.
+`dit_catome` (the same on a DiT's self-attentions) has the same genes, named `dit_catome.*`, over its own
+profile (`DiTCaToMeConfig.prepare`).
+
+Table keys (beside the knobs): `[space.catome]` / `[space.dit_catome]` checkpoints ("profile" | "every_step"),
+max_checkpoints.
 """
 
 from __future__ import annotations
@@ -37,41 +41,44 @@ def profile_distances(profile) -> list[float]:
 
 
 class CheckpointGenes(Extension):
-    def __init__(self):
+    """The genes of one CA-ToMe method: `catome` (U-Net) or `dit_catome` (DiT), each with its own profile."""
+
+    def __init__(self, method: str = "catome"):
+        self.method = method
         self.profile = None
         self.profile_steps = 0
 
     def declare(self, family: Family, r: TableReader, context, on: Condition) -> None:
-        profile = context.fact("catome", "jaccard_profile")
+        profile = context.fact(self.method, "jaccard_profile")
         has_profile = profile is not None and len(profile) > 0
         if has_profile and "checkpoints" not in r.rest and not any(d > 0 for d in profile_distances(profile)):
             has_profile = False  # nothing ever changes between steps: no spike to place a checkpoint at
         mode = r.choices("checkpoints", ["profile" if has_profile else "every_step"], ("profile", "every_step"))
         if len(mode) != 1:
-            raise TunerError("space.catome.checkpoints must be one of 'profile', 'every_step'")
+            raise TunerError(f"space.{self.method}.checkpoints must be one of 'profile', 'every_step'")
         if mode[0] == "profile":
             if not has_profile:
-                raise TunerError("space.catome.checkpoints = 'profile' needs the study's Jaccard profile "
+                raise TunerError(f"space.{self.method}.checkpoints = 'profile' needs the study's Jaccard profile "
                                  "(run the study's profile step first)")
             self._checkpoint_genes(family, r, context, on)
         else:
             r.rest.pop("max_checkpoints", None)
 
     def _checkpoint_genes(self, family: Family, r: TableReader, context, on: Condition) -> None:
-        self.profile = context.fact("catome", "jaccard_profile")
+        self.profile = context.fact(self.method, "jaccard_profile")
         dist = profile_distances(self.profile)
         self.profile_steps = len(dist)
         positive = [d for d in dist[1:] if d > 0]
         if not positive:
-            raise TunerError("space.catome: the Jaccard profile has no positive distance; use checkpoints = 'every_step'")
+            raise TunerError(f"space.{self.method}: the Jaccard profile has no positive distance; use checkpoints = 'every_step'")
         lo, hi = 0.5 * min(positive), sum(positive)
         spikes = [(d * JUST_BELOW, d) for d in dist[1:] if d > 0]
         weights = (tuple(max(lo, v) for v, _ in spikes), tuple(w for _, w in spikes))
-        family.add(Param("catome.checkpoint_delta", "float", low=lo, high=hi, log=True, condition=on,
+        family.add(Param(f"{self.method}.checkpoint_delta", "float", low=lo, high=hi, log=True, condition=on,
                        mutation_weights=weights, help="accumulated Jaccard distance between checkpoints"))
         bounds = r.number_range("max_checkpoints", [2, min(16, self.profile_steps)], 1, self.profile_steps,
                                 integer=True)
-        family.add(number_param("catome.checkpoint_max", bounds, integer=True, condition=on,
+        family.add(number_param(f"{self.method}.checkpoint_max", bounds, integer=True, condition=on,
                               help="most checkpoints allowed"))
 
     def decode(self, family: Family, values: dict, num_steps: int) -> dict:
@@ -79,9 +86,10 @@ class CheckpointGenes(Extension):
             return {"checkpoints": None}
         from tuner.methods.catome_profile import checkpoints_from_profile, scale_checkpoints
 
-        steps = checkpoints_from_profile(self.profile, float(family.get(values, "catome.checkpoint_delta")),
-                                         int(family.get(values, "catome.checkpoint_max")))
+        steps = checkpoints_from_profile(self.profile, float(family.get(values, f"{self.method}.checkpoint_delta")),
+                                         int(family.get(values, f"{self.method}.checkpoint_max")))
         return {"checkpoints": scale_checkpoints(steps, self.profile_steps, num_steps)}
 
 
 EXTENSIONS["catome"] = CheckpointGenes
+EXTENSIONS["dit_catome"] = lambda: CheckpointGenes("dit_catome")  # the same genes over the DiT's profile

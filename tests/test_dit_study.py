@@ -12,9 +12,9 @@ import pytest
 from tiny_user_models import study_toml
 from tuner.cli import main
 
-CACHES = {"pixart": {"fbcache", "pab", "taylorseer", "magcache", "dit_tome"},
-          "sd3": {"pab", "taylorseer", "magcache", "dit_tome"},  # FBC fails on SD3's last block
-          "flux": {"fbcache", "pab", "taylorseer", "magcache", "dit_tome"}}
+CACHES = {"pixart": {"fbcache", "pab", "taylorseer", "magcache", "dit_tome", "dit_catome"},
+          "sd3": {"pab", "taylorseer", "magcache", "dit_tome", "dit_catome"},  # FBC fails on SD3's last block
+          "flux": {"fbcache", "pab", "taylorseer", "magcache", "dit_tome", "dit_catome"}}
 SOLVER = {"pixart": "solver", "sd3": "flow_solver", "flux": "flow_solver"}
 
 

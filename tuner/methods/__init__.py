@@ -21,3 +21,4 @@ from tuner.methods import pab  # noqa: F401
 from tuner.methods import taylorseer  # noqa: F401
 from tuner.methods import magcache  # noqa: F401
 from tuner.methods import dit_tome  # noqa: F401
+from tuner.methods import dit_catome  # noqa: F401

@@ -11,6 +11,7 @@ and averages it over images. A row of the profile is (block, step): `jaccard_dis
 distance between steps n-1 and n (NaN at step 0); `n_pairs` is the mean pair count per image.
 CA-ToMe wants checkpoints where the distance spikes: `checkpoints_from_profile` puts one at step 0 and
 wherever the distance accumulated since the last checkpoint exceeds delta.
+The same table for a DiT's self-attentions (blocks labelled B<i>, S<i>): tuner.methods.dit_catome.
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ class PairRecorder:
         self.pairs: dict[tuple[str, int, int], np.ndarray] = {}  # (block, step, image) -> codes
         self.labels: dict[str, str] = {}
 
+    def reset_state(self) -> None:
+        """Nothing to reset: the recorder keeps the pairs of every profiled call (keys carry the image)."""
+
     def plan(self, block, x: torch.Tensor, h: int, w: int):
-        self.labels[block.name] = block.ref.label
+        self.labels[block.name] = block.label
         plan = match_threshold(x, h, w, self.sx, self.sy, self.threshold)
         n = x.shape[1]
         for b in range(x.shape[0]):
@@ -81,30 +85,41 @@ class PairRecorder:
         return None  # profile the baseline: never merge
 
 
-def profile_merges(pipe, classes: Sequence[int], seeds: Sequence[int], steps: int = 50, threshold: float = 0.7,
-                   max_downsample: int = 1, sx: int = 2, sy: int = 2, progress: bool = False) -> pd.DataFrame:
-    """Run the baseline pipeline over (classes, seeds) and return the per-(block, step) profile."""
+def check_profile_args(classes: Sequence, seeds: Sequence[int], steps: int, threshold: float) -> None:
     if not 0.0 <= threshold <= 1.0:
         raise TunerError(f"threshold={threshold} is out of range (0..1)")
     if steps < 2:
         raise TunerError("a Jaccard profile needs at least 2 steps")
     if len(classes) != len(seeds) or not len(seeds):
         raise TunerError("classes and seeds must be non-empty and of the same length")
+
+
+def record_pairs(pipe, recorder: PairRecorder, classes: Sequence, seeds: Sequence[int], steps: int,
+                 progress: bool = False) -> None:
+    """Run the (already hooked) baseline pipeline over (classes, seeds), one pipeline batch at a time, so
+    every row of every batch is recorded under its own image index."""
+    chunk = getattr(pipe, "batch_size", len(seeds))
+    for start in range(0, len(seeds), chunk):
+        recorder.image_offset = 2 * start  # batched CFG: at most 2 rows per image
+        pipe(list(classes[start:start + chunk]), list(seeds[start:start + chunk]),
+             num_inference_steps=steps, progress=progress)
+
+
+def profile_merges(pipe, classes: Sequence[int], seeds: Sequence[int], steps: int = 50, threshold: float = 0.7,
+                   max_downsample: int = 1, sx: int = 2, sy: int = 2, progress: bool = False) -> pd.DataFrame:
+    """Run the baseline pipeline over (classes, seeds) and return the per-(block, step) profile."""
+    check_profile_args(classes, seeds, steps, threshold)
     unet = resolve_unet(pipe)
     recorder = PairRecorder(get_step_context(unet), threshold, sx, sy)
     mergers = patch_unet(unet, "jaccard-profile", max_downsample, lambda ref: recorder.plan)
     try:
-        chunk = getattr(pipe, "batch_size", len(seeds))
-        for start in range(0, len(seeds), chunk):
-            recorder.image_offset = 2 * start  # batched CFG: 2 rows per image
-            pipe(list(classes[start:start + chunk]), list(seeds[start:start + chunk]),
-                 num_inference_steps=steps, progress=progress)
+        record_pairs(pipe, recorder, classes, seeds, steps, progress)
     finally:
         unpatch_unet(unet, mergers)
-    return _profile_table(recorder, threshold)
+    return profile_table(recorder, threshold)
 
 
-def _profile_table(recorder: PairRecorder, threshold: float) -> pd.DataFrame:
+def profile_table(recorder: PairRecorder, threshold: float) -> pd.DataFrame:
     by_block: dict[str, dict[int, dict[int, np.ndarray]]] = {}
     for (block, step, image), codes in recorder.pairs.items():
         by_block.setdefault(block, {}).setdefault(step, {})[image] = codes

@@ -123,6 +123,11 @@ class BlockMerger:
                 self._merge_input_self if is_self_attention else self._merge_input, with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._unmerge_output))
 
+    @property
+    def label(self) -> str:
+        """Paper-style level name (D1, ..., U1): what a Jaccard profile groups blocks by."""
+        return self.ref.label
+
     # --- hooks -----------------------------------------------------------------------------------
     def _record_grid(self, module, args, kwargs):
         x = _hidden(args, kwargs)

@@ -32,7 +32,7 @@
                   clip_model = "clip/"       # local CLIP folder: adds the clip_score metric (text models)
     [constraints] max_fid_increase = 50.0   # percent over the baseline's FID
                   max_memory_gb = 12.0      # peak GPU memory of a generation (CUDA)
-    [profile]     n_images = 8; threshold = 0.7; max_downsample = 1   # Jaccard profile (CA-ToMe)
+    [profile]     n_images = 8; threshold = 0.7; max_downsample = 1   # Jaccard profile (catome, dit_catome)
     [sampler]     name = "joint"; options = {population_size = 8}
     [space]       ... passed to search_spaces.build_space; missing or empty: the default joint space
                   (search_spaces/defaults.py)
