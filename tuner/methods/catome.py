@@ -42,6 +42,13 @@ def _step_list(v) -> list[int]:
 STEP_LIST_SCHEMA = {"type": "array", "items": {"type": "integer", "minimum": 0}, "uniqueItems": True}
 
 
+def checkpoints_knob():
+    """The `checkpoints` knob of a CA-ToMe method (U-Net `catome`, DiT `dit_catome`): one definition, so
+    both parse and document their step lists alike."""
+    return knob(None, kind="custom", nullable=True, schema=STEP_LIST_SCHEMA, parse=_step_list,
+                help="steps where similarity is recomputed; null = every step")
+
+
 @register_method("catome", order=31, family="token_merging", default_space=True)
 @dataclass
 class CaToMeConfig(MethodConfig):
@@ -50,8 +57,7 @@ class CaToMeConfig(MethodConfig):
 
     threshold: float = knob(0.7, low=0.0, high=1.5, search=(0.5, 1.0),
                             help="cosine similarity a src needs to merge; > 1 = neutral")
-    checkpoints: list | None = knob(None, kind="custom", nullable=True, schema=STEP_LIST_SCHEMA, parse=_step_list,
-                                    help="steps where similarity is recomputed; null = every step")
+    checkpoints: list | None = checkpoints_knob()
     sx: int = knob(2, low=1, high=16, help="cell width")
     sy: int = knob(2, low=1, high=16, help="cell height")
     max_downsample: int | None = knob(None, choices=LEVELS, nullable=True, search=("first_attention_level",),

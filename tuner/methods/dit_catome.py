@@ -22,7 +22,7 @@ from typing import Sequence
 import pandas as pd
 
 from tuner.methods.base import Handle, MethodConfig, register_method, resolve_denoiser
-from tuner.methods.catome import STEP_LIST_SCHEMA, CaToMeState, _step_list
+from tuner.methods.catome import CaToMeState, checkpoints_knob
 from tuner.methods.dit_merge_hook import hook_attentions
 from tuner.methods.knobs import knob
 from tuner.step_context import get_step_context
@@ -37,8 +37,7 @@ class DiTCaToMeConfig(MethodConfig):
 
     threshold: float = knob(0.7, low=0.0, high=1.5, search=(0.6, 1.0),
                             help="cosine similarity a src needs to merge; > 1 = neutral")
-    checkpoints: list | None = knob(None, kind="custom", nullable=True, schema=STEP_LIST_SCHEMA, parse=_step_list,
-                                    help="steps where similarity is recomputed; null = every step")
+    checkpoints: list | None = checkpoints_knob()
     sx: int = knob(2, low=1, high=8, help="stride cell width on the patch grid (one dst per cell)")
     sy: int = knob(2, low=1, high=8, help="stride cell height on the patch grid")
 
